@@ -1,0 +1,183 @@
+"""The model directory: every file written to a temporary name and renamed into place.
+
+    model.npz            U, W, V, b_h, b_y of the best model by validation (float32)
+    meta.json            format version, vocabulary, sizes, config, step, best validation bpc, corpus
+    training_state.npz   what resuming needs: last weights, optimizer moments, carried hidden state,
+                         and a JSON record (step, data position, RNG state, ...) in one atomic file
+    metrics.jsonl        one JSON object per evaluation
+
+Nothing is ever unpickled: arrays are read with allow_pickle=False and everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charrnn import __version__
+from charrnn.errors import ModelFormatError
+from charrnn.params import PARAM_NAMES, Params
+from charrnn.vocab import Vocab
+
+FORMAT = "charrnn-model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.npz"
+META_FILE = "meta.json"
+STATE_FILE = "training_state.npz"
+METRICS_FILE = "metrics.jsonl"
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(directory: str | Path) -> None:
+    """Delete temporary files a killed process left half-written (never a finished file)."""
+    for name in (MODEL_FILE, META_FILE, STATE_FILE, METRICS_FILE):
+        for tmp in Path(directory).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: missing") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ModelFormatError(f"{path}: not a readable .npz file ({error})") from None
+
+
+@dataclass(frozen=True)
+class Model:
+    vocab: Vocab
+    params: Params
+    meta: dict
+
+    @property
+    def hidden(self) -> int:
+        return self.params.hidden
+
+
+def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) -> None:
+    """Write model.npz then meta.json (the vocabulary and format fields are filled in here)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in params.arrays().items()}
+    full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
+                 "vocab_size": len(vocab), "hidden": params.hidden, **meta, "vocab": list(vocab.chars)}
+    atomic_write(directory / MODEL_FILE, _npz_bytes(arrays))
+    atomic_write(directory / META_FILE, _json_bytes(full_meta))
+
+
+def read_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / META_FILE
+    if not directory.is_dir():
+        raise ModelFormatError(f"{directory}: no such model directory")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFormatError(f"{directory}: not a model directory (no {META_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFormatError(f"{path}: corrupt ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFormatError(f"{path}: not a charrnn model")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{path}: format version {meta.get('format_version')} is not supported "
+                               f"by charrnn {__version__} (it reads version {FORMAT_VERSION})")
+    return meta
+
+
+def load_model(directory: str | Path) -> Model:
+    """The model a directory holds; ModelFormatError (one line) if it is missing or corrupt."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    try:
+        vocab = Vocab(tuple(meta["vocab"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFormatError(f"{directory / META_FILE}: bad vocabulary ({error})") from None
+    arrays = _load_npz(directory / MODEL_FILE)
+    try:
+        params = Params.from_arrays(arrays, dtype=np.float32)
+    except ValueError as error:
+        raise ModelFormatError(f"{directory / MODEL_FILE}: {error}") from None
+    if params.vocab_size != len(vocab):
+        raise ModelFormatError(f"{directory}: model.npz has {params.vocab_size} characters but "
+                               f"meta.json's vocabulary has {len(vocab)}")
+    if not np.isfinite(params.flat).all():
+        raise ModelFormatError(f"{directory / MODEL_FILE}: weights are not finite")
+    return Model(vocab, params, meta)
+
+
+def save_training_state(directory: str | Path, arrays: dict[str, np.ndarray], info: dict) -> None:
+    """Arrays and a JSON record in one file, so a kill can never pair one save's arrays with
+    another's record."""
+    payload = dict(arrays)
+    payload["info_json"] = np.frombuffer(_json_bytes(info), dtype=np.uint8)
+    atomic_write(Path(directory) / STATE_FILE, _npz_bytes(payload))
+
+
+def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    path = Path(directory) / STATE_FILE
+    if not path.exists():
+        raise ModelFormatError(f"{directory}: no training state to resume from ({STATE_FILE} missing)")
+    arrays = _load_npz(path)
+    try:
+        info = json.loads(arrays.pop("info_json").tobytes().decode("utf-8"))
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFormatError(f"{path}: corrupt training record ({error})") from None
+    return arrays, info
+
+
+def read_metrics(directory: str | Path) -> list[dict]:
+    """The metrics log; a line cut short by a kill is skipped."""
+    path = Path(directory) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_metrics(directory: str | Path, record: dict) -> None:
+    with open(Path(directory) / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(directory: str | Path, last_step: int) -> None:
+    """Drop records after `last_step` (written after the save a resumed run starts from)."""
+    kept = [r for r in read_metrics(directory) if r.get("step", 0) <= last_step]
+    atomic_write(Path(directory) / METRICS_FILE, b"".join((json.dumps(r) + "\n").encode() for r in kept))

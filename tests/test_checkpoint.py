@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint
+from charrnn.errors import ModelFormatError
+from charrnn.params import init_params
+from charrnn.vocab import Vocab
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    vocab = Vocab(tuple("\n abc\u00e9"))
+    params = init_params(len(vocab), 6, np.random.default_rng(0))
+    checkpoint.save_model(tmp_path, params, vocab, {"step": 7, "best_val_bpc": 2.5})
+    return tmp_path, params, vocab
+
+
+def test_model_round_trips(model_dir):
+    path, params, vocab = model_dir
+    model = checkpoint.load_model(path)
+    assert model.vocab == vocab
+    assert model.meta["step"] == 7 and model.meta["format_version"] == checkpoint.FORMAT_VERSION
+    np.testing.assert_array_equal(model.params.flat, params.flat)
+    with np.load(path / "model.npz", allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(["U", "W", "V", "b_h", "b_y"])
+    assert not list(path.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    target = tmp_path / "meta.json"
+    target.write_text("old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        checkpoint.atomic_write(target, b"new")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "meta.json").unlink(), "not a model directory"),
+    (lambda p: (p / "meta.json").write_text("{not json"), "corrupt"),
+    (lambda p: (p / "meta.json").write_text(json.dumps({"format": "other"})), "not a charrnn model"),
+    (lambda p: (p / "model.npz").write_bytes(b"PK\x03\x04 garbage"), "not a readable"),
+    (lambda p: (p / "model.npz").unlink(), "missing"),
+])
+def test_damaged_directories_give_one_line_errors(model_dir, damage, message):
+    path = model_dir[0]
+    damage(path)
+    with pytest.raises(ModelFormatError, match=message) as info:
+        checkpoint.load_model(path)
+    assert "\n" not in str(info.value)
+
+
+def test_newer_format_versions_are_refused(model_dir):
+    path = model_dir[0]
+    meta = json.loads((path / "meta.json").read_text())
+    meta["format_version"] = 99
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="format version 99"):
+        checkpoint.load_model(path)
+
+
+def test_pickled_arrays_are_never_loaded(model_dir):
+    path = model_dir[0]
+    np.savez(path / "model.npz", U=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ModelFormatError):
+        checkpoint.load_model(path)
+
+
+def test_training_state_is_one_file_with_its_record(tmp_path):
+    checkpoint.save_training_state(tmp_path, {"params": np.arange(4.0)}, {"step": 3, "rng": [1, 2]})
+    arrays, info = checkpoint.load_training_state(tmp_path)
+    np.testing.assert_array_equal(arrays["params"], np.arange(4.0))
+    assert info == {"step": 3, "rng": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.STATE_FILE]
+
+
+def test_metrics_skip_a_torn_line_and_truncate_for_resume(tmp_path):
+    for step in (10, 20, 30):
+        checkpoint.append_metrics(tmp_path, {"step": step})
+    with open(tmp_path / checkpoint.METRICS_FILE, "a") as f:
+        f.write('{"step": 4')                                  # a write cut short by a kill
+    assert [r["step"] for r in checkpoint.read_metrics(tmp_path)] == [10, 20, 30]
+    checkpoint.truncate_metrics(tmp_path, 20)
+    assert [r["step"] for r in checkpoint.read_metrics(tmp_path)] == [10, 20]

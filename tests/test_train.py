@@ -1,0 +1,161 @@
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import charrnn.train as train_module
+from charrnn import checkpoint
+from charrnn.errors import InputError, TrainingDiverged
+from charrnn.train import Budget, TrainConfig, train
+
+TINY = {"hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 20, "lr": 1e-2}
+
+
+def weights(directory):
+    arrays, _ = checkpoint.load_training_state(directory)
+    return arrays["params"]
+
+
+def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_path):
+    events = []
+    result = train(text_file, tmp_path / "m", overrides=TINY, budget=Budget(steps=200),
+                   threads=1, on_event=events.append)
+    out = tmp_path / "m"
+    model = checkpoint.load_model(out)
+    uniform_bpc = math.log2(len(model.vocab))
+    assert result.step == 200 and not result.interrupted
+    assert result.best_val_bpc < 0.75 * uniform_bpc
+    assert model.meta["best_val_bpc"] == pytest.approx(result.best_val_bpc)
+    assert model.meta["config"]["hidden"] == 24
+    assert model.meta["corpus"]["name"] == "corpus"
+    assert len(model.meta["corpus"]["sha256"]) == 64
+    metrics = checkpoint.read_metrics(out)
+    assert [m["step"] for m in metrics] == [20, 40, 60, 80, 100, 120, 140, 160, 180, 200]
+    assert set(metrics[0]) == {"step", "elapsed", "train_loss", "val_bpc", "chars_per_sec"}
+    assert metrics[-1]["val_bpc"] < metrics[0]["val_bpc"]
+    kinds = {e.kind for e in events}
+    assert {"start", "step", "eval", "done"} <= kinds
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.npz", "meta.json", "training_state.npz", "metrics.jsonl"])
+
+
+def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
+    from tests.reference import forward
+    from charrnn.batches import split_train_val
+    from charrnn.text import read_text
+    from charrnn.vocab import encode_text
+
+    train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
+    model = checkpoint.load_model(tmp_path)
+    _, ids = encode_text(read_text(text_file))
+    _, val = split_train_val(ids, TINY.get("val_frac", 0.05))
+    p = {k: v.astype(np.float64) for k, v in model.params.arrays().items()}
+    inputs, targets = val[None, :-1].astype(np.int64), val[None, 1:].astype(np.int64)
+    nats, _ = forward(p, inputs, targets, np.zeros((1, 24)))
+    assert model.meta["best_val_bpc"] == pytest.approx(nats / math.log(2), rel=1e-4)
+
+
+def interrupt_at(step):
+    def on_event(event):
+        if event.kind == "step" and event.step == step:
+            os.kill(os.getpid(), signal.SIGINT)
+    return on_event
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(
+        text_file, tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)   # a step event after every step
+    full = train(text_file, tmp_path / "full", overrides=TINY, budget=Budget(steps=70), threads=threads)
+    cut = train(text_file, tmp_path / "cut", overrides=TINY, budget=Budget(steps=70), threads=threads,
+                on_event=interrupt_at(33))
+    assert cut.interrupted and cut.step == 33
+    resumed = train(None, tmp_path / "cut", resume=True, threads=threads)
+    assert resumed.step == 70 and not resumed.interrupted
+    np.testing.assert_array_equal(weights(tmp_path / "cut"), weights(tmp_path / "full"))
+    assert resumed.best_val_bpc == full.best_val_bpc
+    assert [m["step"] for m in checkpoint.read_metrics(tmp_path / "cut")] == \
+        [m["step"] for m in checkpoint.read_metrics(tmp_path / "full")]
+
+
+def test_interrupting_before_the_first_evaluation_still_leaves_a_model(text_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    result = train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=70), threads=1,
+                   on_event=interrupt_at(3))
+    assert result.interrupted
+    assert checkpoint.load_model(tmp_path).meta["step"] == 3
+
+
+def test_a_resumed_run_can_be_given_a_longer_budget(text_file, tmp_path):
+    train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
+    result = train(text_file, tmp_path, resume=True, budget=Budget(steps=45), threads=1)
+    assert result.step == 45
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(text_file, tmp_path, monkeypatch):
+    from charrnn import kernels
+
+    original = kernels.RNNKernels.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss = original(self, *args)
+        return float("nan") if calls["n"] > 25 else loss
+
+    monkeypatch.setattr(kernels.RNNKernels, "loss_and_grad", poisoned)
+    with pytest.raises(TrainingDiverged, match="NaN at step 26"):
+        train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=100), threads=1)
+    model = checkpoint.load_model(tmp_path)
+    assert model.meta["step"] == 20
+    assert np.isfinite(model.params.flat).all()
+    assert checkpoint.load_training_state(tmp_path)[1]["step"] == 20
+
+
+def test_an_existing_model_is_kept_unless_forced(text_file, tmp_path):
+    train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
+    before = (tmp_path / "model.npz").read_bytes()
+    with pytest.raises(InputError, match="--resume.*--force"):
+        train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
+    assert (tmp_path / "model.npz").read_bytes() == before
+    train(text_file, tmp_path, overrides={**TINY, "seed": 5}, budget=Budget(steps=20), threads=1,
+          force=True)
+    assert (tmp_path / "model.npz").read_bytes() != before
+    assert len(checkpoint.read_metrics(tmp_path)) == 1
+
+
+def test_resume_refuses_changed_settings_and_a_different_text(text_file, tmp_path):
+    train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
+    with pytest.raises(InputError, match="--hidden 24"):
+        train(text_file, tmp_path, overrides={"hidden": 32}, resume=True, threads=1)
+    other = tmp_path.parent / "other.txt"
+    other.write_text(text_file.read_text() + "more")
+    with pytest.raises(InputError, match="not the text this model was trained on"):
+        train(other, tmp_path, resume=True, threads=1)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"hidden": 0}, "--hidden"),
+    ({"val_frac": 0.9}, "--val-frac"),
+    ({"lr": -1.0}, "--lr"),
+    ({"optimizer": "sgd"}, "--optimizer"),
+])
+def test_nonsense_settings_are_refused(text_file, tmp_path, overrides, message):
+    with pytest.raises(InputError, match=message):
+        train(text_file, tmp_path, overrides=overrides, budget=Budget(steps=1))
+
+
+def test_a_zero_budget_is_refused(text_file, tmp_path):
+    with pytest.raises(InputError, match="--minutes"):
+        train(text_file, tmp_path, overrides=TINY, budget=Budget(minutes=0))
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(lr=1.0, min_lr_frac=0.1)
+    assert train_module.learning_rate(config, 0.0) == pytest.approx(1.0)
+    assert train_module.learning_rate(config, 0.5) == pytest.approx(0.55)
+    assert train_module.learning_rate(config, 1.0) == pytest.approx(0.1)
+    assert train_module.learning_rate(TrainConfig(lr=1.0, lr_schedule="constant"), 0.7) == 1.0
