@@ -23,8 +23,7 @@ from charrnn.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError, TrainingDiverged
 from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
 from charrnn.params import Params, init_params
-from charrnn.text import read_text
-from charrnn.vocab import Vocab, encode_text
+from charrnn.text import load_corpus
 
 LN2 = math.log(2.0)
 EVAL_CHUNK = 256          # characters per forward call when evaluating (hidden state carried)
@@ -225,13 +224,11 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     config = _resolve_config(overrides, info["config"] if info else None)
 
     text_path = Path(text_path)
-    text = read_text(text_path, encoding)
+    vocab, ids = load_corpus(text_path, encoding)
     sha256 = file_sha256(text_path)
     if info is not None and info["corpus"]["sha256"] != sha256:
         raise InputError(f"{text_path} is not the text this model was trained on "
                          f"(its sha256 differs from the one recorded in {out_dir})")
-    vocab, ids = encode_text(text)
-    del text
     train_ids, val_ids = split_train_val(ids, config.val_frac)
     streams = BatchStreams(train_ids, config.batch_size, config.seq_length)
     steps_per_epoch = streams.steps_per_epoch

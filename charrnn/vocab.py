@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
+from numba import njit
 
 from charrnn.errors import InputError
-
 
 def id_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned integer type that holds every id."""
@@ -44,7 +45,7 @@ class Vocab:
         return list(dict.fromkeys(c for c in text if c not in self._index))
 
     def encode(self, text: str) -> np.ndarray:
-        """Ids of a short text such as a prompt (use `encode_text` for a corpus)."""
+        """Ids of a short text such as a prompt (a corpus goes through `encode_code_chunks`)."""
         unknown = self.unknown(text)
         if unknown:
             shown = " ".join(repr(c) for c in unknown[:10])
@@ -65,33 +66,60 @@ def one_hot(ids: np.ndarray, vocab_size: int, dtype=np.float32) -> np.ndarray:
     return out
 
 
-_CHUNK = 1 << 22  # characters per slice when encoding a large non-ASCII text
+_UNICODE = 0x110000  # one slot per possible code point in the count and lookup tables
+
+
+@njit(cache=True)
+def _mark_present(codes, present):
+    for i in range(codes.size):
+        present[codes[i]] = True
+
+
+@njit(cache=True)
+def _map_codes(codes, lookup, out):
+    for i in range(codes.size):
+        out[i] = lookup[codes[i]]
+
+
+def encode_code_chunks(chunks: Callable[[], Iterable[np.ndarray]], length: int) -> tuple[Vocab, np.ndarray]:
+    """Vocabulary and ids of a text given as chunks of code points (uint8 or uint32 arrays).
+
+    `chunks()` is called twice (one pass finds the characters, one maps them), so the whole text
+    never has to exist as one str or one code-point array: memory stays the ids plus a chunk.
+    """
+    present = np.zeros(_UNICODE, dtype=np.bool_)
+    for codes in chunks():
+        _mark_present(codes, present)
+    vocab_codes = np.flatnonzero(present)                      # sorted code points
+    vocab = Vocab(tuple(chr(c) for c in vocab_codes))
+    lookup = np.zeros(_UNICODE, dtype=vocab.dtype)
+    lookup[vocab_codes] = np.arange(vocab_codes.size, dtype=vocab.dtype)
+    ids = np.empty(length, dtype=vocab.dtype)                  # (N,)
+    position = 0
+    for codes in chunks():
+        if position + codes.size > length:
+            raise ValueError(f"chunks hold more than the {length} characters announced")
+        _map_codes(codes, lookup, ids[position:position + codes.size])
+        position += codes.size
+    if position != length:
+        raise ValueError(f"chunks held {position} characters, expected {length}")
+    return vocab, ids
+
+
+_CHUNK = 1 << 22  # characters per chunk
 
 
 def encode_text(text: str | bytes) -> tuple[Vocab, np.ndarray]:
-    """Vocabulary and ids of a whole corpus, in bounded extra memory.
-
-    `text` may be a str, or bytes that are pure ASCII (then each byte is its own code point and the
-    text is never expanded into a str, which keeps a 100 MB corpus cheap).
-    """
+    """Vocabulary and ids of a text: a str, or pure-ASCII bytes (each byte its own code point)."""
     if isinstance(text, bytes):
-        codes = np.frombuffer(text, dtype=np.uint8)               # (N,) ASCII code points
-        if codes.size and codes.max() >= 128:
+        if not text.isascii():
             raise ValueError("bytes given to encode_text must be ASCII")
-        present = np.flatnonzero(np.bincount(codes, minlength=128))
-        lookup = np.zeros(128, dtype=np.uint8)
-        lookup[present] = np.arange(present.size, dtype=np.uint8)
-        vocab = Vocab(tuple(chr(c) for c in present))
-        return vocab, lookup[codes]
-
-    # General Unicode: find the distinct code points slice by slice, then map each slice.
-    seen = np.zeros(0, dtype=np.uint32)
-    for start in range(0, len(text), _CHUNK):
-        codes = np.frombuffer(text[start:start + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
-        seen = np.union1d(seen, np.unique(codes))
-    vocab = Vocab(tuple(chr(c) for c in seen))
-    ids = np.empty(len(text), dtype=vocab.dtype)
-    for start in range(0, len(text), _CHUNK):
-        codes = np.frombuffer(text[start:start + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
-        ids[start:start + codes.size] = np.searchsorted(seen, codes)
-    return vocab, ids
+        def chunks():
+            for start in range(0, len(text), _CHUNK):
+                yield np.frombuffer(text, dtype=np.uint8, count=min(_CHUNK, len(text) - start),
+                                    offset=start).astype(np.uint32)
+    else:
+        def chunks():
+            for start in range(0, len(text), _CHUNK):
+                yield np.frombuffer(text[start:start + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
+    return encode_code_chunks(chunks, len(text))

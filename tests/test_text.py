@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from charrnn.errors import InputError
-from charrnn.text import read_text
+from charrnn.text import load_corpus
 from charrnn.vocab import Vocab, encode_text, id_dtype, one_hot
 
 
@@ -12,15 +12,26 @@ def write(tmp_path, data: bytes, name="t.txt"):
     return path
 
 
-def test_ascii_file_is_returned_as_bytes_and_encodes_like_its_str(tmp_path):
+def read_text(path, encoding="utf-8", chunk_bytes=7):
+    """The text load_corpus sees, decoded back from its ids (small chunks cross characters)."""
+    vocab, ids = load_corpus(path, encoding, chunk_bytes=chunk_bytes)
+    return vocab.decode(ids)
+
+
+def test_ascii_file_encodes_like_its_str(tmp_path):
     raw = b"To be, or not to be\nthat is the question\r\n"
-    text = read_text(write(tmp_path, raw))
-    assert text == raw
-    vocab_b, ids_b = encode_text(text)
+    vocab, ids = load_corpus(write(tmp_path, raw), chunk_bytes=5)
     vocab_s, ids_s = encode_text(raw.decode())
-    assert vocab_b == vocab_s
-    np.testing.assert_array_equal(ids_b, ids_s)
-    assert vocab_b.decode(ids_b) == raw.decode()
+    assert vocab == vocab_s
+    np.testing.assert_array_equal(ids, ids_s)
+    assert vocab.decode(ids) == raw.decode()
+    assert encode_text(raw)[0] == vocab
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 1 << 20])
+def test_chunked_decoding_gives_the_whole_text(tmp_path, chunk_bytes):
+    text = "\u65e5\u672c caf\u00e9 \U0001F600 \u2014 end\n" * 5
+    assert read_text(write(tmp_path, text.encode()), chunk_bytes=chunk_bytes) == text
 
 
 def test_utf8_bom_is_dropped(tmp_path):
@@ -34,9 +45,9 @@ def test_other_encodings_on_request(tmp_path):
 
 
 def test_undecodable_byte_names_offset_and_suggests_encoding(tmp_path):
-    path = write(tmp_path, b"abc\xffdef")
-    with pytest.raises(InputError, match=r"0xff at offset 3.*--encoding"):
-        read_text(path)
+    path = write(tmp_path, "\u00e9t\u00e9 abc".encode() + b"\xffdef")
+    with pytest.raises(InputError, match=r"0xff at offset 9.*--encoding"):
+        read_text(path, chunk_bytes=4)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -104,3 +115,24 @@ def test_index_into_U_equals_one_hot_product():
     x = one_hot(ids, 7, np.float64)                            # (3, 4, 7)
     assert x.sum(axis=-1).tolist() == [[1.0] * 4] * 3
     np.testing.assert_array_equal(x @ U, U[ids])
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 64])
+def test_utf8_sequences_split_across_chunks_decode_whole(tmp_path, chunk_bytes):
+    text = "a\u00e9\u20ac\U0001F600b" * 7 + "\u00e9"                # 1-, 2-, 3- and 4-byte sequences
+    assert read_text(write(tmp_path, text.encode()), chunk_bytes=chunk_bytes) == text
+
+
+@pytest.mark.parametrize("data, offset", [
+    (b"ab\xc3", 2),                       # the file ends inside a sequence
+    (b"abcdef\xc3(", 6),                  # a lead byte without its continuation
+    (b"\xed\xa0\x80abc", 0),              # an encoded surrogate
+])
+def test_invalid_utf8_is_reported_at_its_offset(tmp_path, data, offset):
+    with pytest.raises(InputError, match=f"at offset {offset} "):
+        read_text(write(tmp_path, data), chunk_bytes=4)
+
+
+def test_cp1252_text(tmp_path):
+    text = "\u201cQuoted\u201d \u2014 caf\u00e9"
+    assert read_text(write(tmp_path, text.encode("cp1252")), "cp1252") == text

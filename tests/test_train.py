@@ -45,12 +45,11 @@ def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_pa
 def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
     from tests.reference import forward
     from charrnn.batches import split_train_val
-    from charrnn.text import read_text
-    from charrnn.vocab import encode_text
+    from charrnn.text import load_corpus
 
     train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
     model = checkpoint.load_model(tmp_path)
-    _, ids = encode_text(read_text(text_file))
+    _, ids = load_corpus(text_file)
     _, val = split_train_val(ids, TINY.get("val_frac", 0.05))
     p = {k: v.astype(np.float64) for k, v in model.params.arrays().items()}
     inputs, targets = val[None, :-1].astype(np.int64), val[None, 1:].astype(np.int64)
