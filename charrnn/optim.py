@@ -58,31 +58,51 @@ class Optimizer:
     """Adam (with bias correction), RMSprop or Adagrad; `state` holds every array it needs to resume."""
 
     def __init__(self, name: str, size: int, dtype=np.float32, beta1=0.9, beta2=0.999, decay=0.95,
-                 eps=1e-8):
+                 eps=1e-8, lr_scales: tuple[tuple[int, int, float], ...] = ()):
+        """`lr_scales`: (start, stop, factor) ranges of the flat buffer whose learning rate is scaled."""
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
         self.name = name
         self.dtype = np.dtype(dtype)
         self.beta1, self.beta2, self.decay, self.eps = beta1, beta2, decay, eps
         self.steps = 0
+        self.segments = self._segments(size, lr_scales)
         self.state = {"v": np.zeros(size, dtype=dtype)}
         if name == "adam":
             self.state["m"] = np.zeros(size, dtype=dtype)
 
+    @staticmethod
+    def _segments(size, lr_scales):
+        """Contiguous (start, stop, factor) ranges covering the whole buffer."""
+        segments, position = [], 0
+        for start, stop, factor in sorted(lr_scales):
+            if start < position or stop > size or start >= stop:
+                raise ValueError(f"bad learning-rate range {start}:{stop}")
+            if start > position:
+                segments.append((position, start, 1.0))
+            segments.append((start, stop, float(factor)))
+            position = stop
+        if position < size:
+            segments.append((position, size, 1.0))
+        return segments
+
     def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
         self.steps += 1
         f = self.dtype.type
-        if self.name == "adam":
-            # Fold the bias corrections into the step size and epsilon (the usual rewriting).
-            c1 = 1.0 - self.beta1 ** self.steps
-            c2 = 1.0 - self.beta2 ** self.steps
-            step_size = lr * math.sqrt(c2) / c1
-            _adam_update(params, grads, self.state["m"], self.state["v"], f(step_size), f(self.beta1),
-                         f(self.beta2), f(self.eps * math.sqrt(c2)))
-        elif self.name == "rmsprop":
-            _rmsprop_update(params, grads, self.state["v"], f(lr), f(self.decay), f(self.eps))
-        else:
-            _adagrad_update(params, grads, self.state["v"], f(lr), f(self.eps))
+        v, m = self.state["v"], self.state.get("m")
+        for start, stop, factor in self.segments:
+            part = slice(start, stop)
+            rate = lr * factor
+            if self.name == "adam":
+                # Fold the bias corrections into the step size and epsilon (the usual rewriting).
+                c1 = 1.0 - self.beta1 ** self.steps
+                c2 = 1.0 - self.beta2 ** self.steps
+                _adam_update(params[part], grads[part], m[part], v[part], f(rate * math.sqrt(c2) / c1),
+                             f(self.beta1), f(self.beta2), f(self.eps * math.sqrt(c2)))
+            elif self.name == "rmsprop":
+                _rmsprop_update(params[part], grads[part], v[part], f(rate), f(self.decay), f(self.eps))
+            else:
+                _adagrad_update(params[part], grads[part], v[part], f(rate), f(self.eps))
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {f"opt_{k}": v for k, v in self.state.items()}

@@ -43,6 +43,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
     min_lr_frac: float = 0.1
     input_scale: float = 0.5         # standard deviation of the initial U
+    input_lr_scale: float = 1.0      # U's learning rate relative to the others (its rows are sparse)
     val_frac: float = 0.05
     eval_every: int = 1000
     seed: int = 0
@@ -68,6 +69,8 @@ class TrainConfig:
             raise InputError(f"--val-frac must be in (0, 0.5], got {self.val_frac}")
         if not self.input_scale > 0:
             raise InputError(f"input_scale must be positive, got {self.input_scale}")
+        if not self.input_lr_scale > 0:
+            raise InputError(f"input_lr_scale must be positive, got {self.input_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     rng = np.random.default_rng(config.seed)
     params = init_params(len(vocab), config.hidden, rng, np.float32, config.input_scale)
     grads = params.zeros_like()
-    optimizer = Optimizer(config.optimizer, params.flat.size, np.float32)
+    optimizer = Optimizer(config.optimizer, params.flat.size, np.float32,
+                          lr_scales=((0, params.U.size, config.input_lr_scale),))  # U leads the buffer
     h = np.zeros((config.batch_size, config.hidden), dtype=np.float32)  # (B, H) carried state
     step, elapsed_before, best = 0, 0.0, math.inf
     if info is not None:
@@ -308,15 +312,22 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
             "vocab": list(vocab.chars), "threads": threads, "budget": dataclasses.asdict(budget), "steps_per_epoch": steps_per_epoch})
         if evaluate:
             checkpoint.append_metrics(out_dir, {
-                "step": step, "elapsed": round(elapsed, 3), "train_loss": window_loss_for_log,
+                "step": step, "elapsed": round(elapsed, 3),
+                "train_loss": eval_loss_sum / eval_loss_count if eval_loss_count else None,
                 "val_bpc": last_val, "chars_per_sec": window_rate_for_log})
+            reset_eval_window()
             emit(TrainEvent("eval", step=step, total_steps=total_steps, epoch=step / steps_per_epoch,
                             val_bpc=last_val, best_val_bpc=best, elapsed=elapsed))
 
     emit(TrainEvent("start", step=step, total_steps=total_steps, elapsed=elapsed_before,
                     text=f"{len(train_ids):,} training and {len(val_ids):,} validation characters, "
                          f"vocabulary of {len(vocab)}, {steps_per_epoch:,} steps per epoch"))
-    window_loss_for_log, window_rate_for_log = None, None
+    window_rate_for_log = None
+    eval_loss_sum, eval_loss_count = 0.0, 0   # training loss since the last evaluation, for the log
+
+    def reset_eval_window():
+        nonlocal eval_loss_sum, eval_loss_count
+        eval_loss_sum, eval_loss_count = 0.0, 0
     loss_sum, loss_count, report_chars = 0.0, 0, 0
     interrupted = False
     chars_per_step = config.batch_size * config.seq_length
@@ -351,6 +362,8 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
             step += 1
             loss_sum += loss
             loss_count += 1
+            eval_loss_sum += loss
+            eval_loss_count += 1
             report_chars += chars_per_step
 
             now = time.perf_counter()
@@ -362,10 +375,9 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
                     eta = (total_steps - step) * chars_per_step / rate
                 if time_limit is not None:
                     eta = min(eta if eta is not None else math.inf, time_limit - elapsed)
-                window_loss_for_log = loss_sum / loss_count
                 window_rate_for_log = round(rate, 1)
                 emit(TrainEvent("step", step=step, total_steps=total_steps,
-                                epoch=step / steps_per_epoch, train_loss=window_loss_for_log,
+                                epoch=step / steps_per_epoch, train_loss=loss_sum / loss_count,
                                 best_val_bpc=None if math.isinf(best) else best, chars_per_sec=rate,
                                 elapsed=elapsed, eta_seconds=max(eta, 0.0) if eta is not None else None,
                                 lr=lr))

@@ -26,7 +26,7 @@ def _register():
     # Each command lives in a module of its own; importing them here keeps `charrnn --help` whole.
     import importlib
 
-    for module in ("train", "info", "sample", "download"):
+    for module in ("train", "info", "sample", "download", "plot"):
         try:
             mod = importlib.import_module(f"charrnn.cli.{module}")
         except ModuleNotFoundError as error:
