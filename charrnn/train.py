@@ -37,13 +37,13 @@ class TrainConfig:
     hidden: int = 512
     seq_length: int = 64
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     optimizer: str = "adam"
     clip: float = 5.0
     lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
     min_lr_frac: float = 0.1
     input_scale: float = 0.5         # standard deviation of the initial U
-    input_lr_scale: float = 1.0      # U's learning rate relative to the others (its rows are sparse)
+    input_lr_scale: float = 30.0     # U's learning rate relative to the others (its rows are sparse)
     val_frac: float = 0.05
     eval_every: int = 1000
     seed: int = 0

@@ -71,3 +71,25 @@ def test_state_round_trips_for_resume():
     a.step(pa, g, 0.1)
     b.step(pb, g, 0.1)
     np.testing.assert_array_equal(pa, pb)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad"])
+def test_a_scaled_range_steps_like_its_own_optimizer_with_the_scaled_rate(name):
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=30)
+    scaled = Optimizer(name, 30, np.float64, lr_scales=((0, 10, 30.0),))
+    head, tail = Optimizer(name, 10, np.float64), Optimizer(name, 20, np.float64)
+    p_head, p_tail = p[:10].copy(), p[10:].copy()
+    for _ in range(3):
+        g = rng.normal(size=30)
+        scaled.step(p, g.copy(), 0.01)
+        head.step(p_head, g[:10].copy(), 0.3)
+        tail.step(p_tail, g[10:].copy(), 0.01)
+    np.testing.assert_allclose(p, np.concatenate([p_head, p_tail]), rtol=1e-12)
+
+
+def test_overlapping_or_outside_ranges_are_refused():
+    with pytest.raises(ValueError):
+        Optimizer("adam", 10, lr_scales=((0, 5, 2.0), (3, 8, 2.0)))
+    with pytest.raises(ValueError):
+        Optimizer("adam", 10, lr_scales=((5, 12, 2.0),))
