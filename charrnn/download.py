@@ -44,6 +44,7 @@ DEFAULT_MAX_BYTES = 200_000_000
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 CATALOG_FORMAT = "charrnn-catalog"
+CATALOG_ENV = "CHARRNN_CATALOG"  # names a catalog file used instead of the shipped one
 RECORD_FORMAT = "charrnn-corpus"
 TEXT_SUFFIX = ".txt"
 RECORD_SUFFIX = ".meta.json"  # never collides with catalog.json, which may share the folder
@@ -491,7 +492,13 @@ def _catalog_entry(raw: object, where: str) -> CatalogEntry:
 
 
 def load_catalog(path: str | os.PathLike | None = None) -> dict[str, CatalogEntry]:
-    """The corpus catalog (corpora/catalog.json unless `path` is given), by name, in file order."""
+    """The corpus catalog by name, in file order: `path`, else the file named by the environment
+    variable CHARRNN_CATALOG (a catalog of one's own, or a local server's in tests), else the
+    shipped corpora/catalog.json."""
+    from_environment = ""
+    if path is None and os.environ.get(CATALOG_ENV):
+        path = os.environ[CATALOG_ENV]
+        from_environment = f" (set by {CATALOG_ENV}; unset it to use the shipped catalog)"
     if path is None:
         from charrnn.resources import catalog_path
 
@@ -500,7 +507,9 @@ def load_catalog(path: str | os.PathLike | None = None) -> dict[str, CatalogEntr
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DownloadError(f"cannot read the corpus catalog {path}: {_one_line(error)}") from None
+        raise DownloadError(
+            f"cannot read the corpus catalog {path}: {_one_line(error)}{from_environment}"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("corpora"), list):
         raise DownloadError(f"{path}: not a charrnn catalog (no 'corpora' list)")
     catalog: dict[str, CatalogEntry] = {}

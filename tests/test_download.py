@@ -22,6 +22,7 @@ from click.testing import CliRunner
 import charrnn.cli.download as cli_download
 from charrnn import __version__
 from charrnn.cli import main
+from charrnn.resources import catalog_path
 from charrnn.download import (
     USER_AGENT,
     DownloadError,
@@ -194,6 +195,12 @@ def url_source(url: str, name: str = "book", **kwargs) -> Source:
 
 def listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def shipped_catalog(monkeypatch):
+    """Every test starts from the shipped catalog, whatever the shell running pytest has set."""
+    monkeypatch.delenv("CHARRNN_CATALOG", raising=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,6 +617,30 @@ def test_a_broken_catalog_is_a_clear_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(DownloadError, match="cannot read the corpus catalog"):
         load_catalog(bad)
+
+
+def test_charrnn_catalog_names_a_catalog_to_use_instead(monkeypatch, tmp_path):
+    own = tmp_path / "mine.json"
+    own.write_text(json.dumps({"corpora": [{"name": "mine", "url": "http://127.0.0.1:9/mine.txt"}]}))
+    monkeypatch.setenv("CHARRNN_CATALOG", str(own))
+    assert list(load_catalog()) == ["mine"]
+    assert "tiny-shakespeare" in load_catalog(catalog_path())  # an explicit path wins
+    monkeypatch.setenv("CHARRNN_CATALOG", str(tmp_path / "missing.json"))
+    with pytest.raises(DownloadError, match="missing.json.*set by CHARRNN_CATALOG; unset it"):
+        load_catalog()
+    monkeypatch.setenv("CHARRNN_CATALOG", "")  # empty is unset
+    assert "tiny-shakespeare" in load_catalog()
+
+
+def test_charrnn_catalog_reaches_the_cli_and_its_help(monkeypatch, tmp_path):
+    own = tmp_path / "mine.json"
+    own.write_text(json.dumps({"corpora": [{"name": "mine", "title": "Mine", "url": "http://127.0.0.1:9/m.txt"}]}))
+    runner = CliRunner()
+    for command in ("download", "corpora"):
+        assert "CHARRNN_CATALOG" in runner.invoke(main, [command, "--help"]).output
+    monkeypatch.chdir(tmp_path)
+    listed = runner.invoke(main, ["corpora"], env={"CHARRNN_CATALOG": str(own)})
+    assert listed.exit_code == 0 and "Mine" in listed.output and "tiny-shakespeare" not in listed.output
 
 
 @pytest.mark.parametrize(

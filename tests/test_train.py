@@ -103,7 +103,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(text_file, tmp_
     def poisoned(self, *args):
         calls["n"] += 1
         loss = original(self, *args)
-        return float("nan") if calls["n"] > 25 else loss
+        return float("nan") if calls["n"] > 1 + 25 else loss   # one warm-up call, then 25 steps
 
     monkeypatch.setattr(kernels.RNNKernels, "loss_and_grad", poisoned)
     with pytest.raises(TrainingDiverged, match="NaN at step 26"):

@@ -8,7 +8,15 @@ from charrnn import __version__
 from charrnn.errors import CharRNNError
 
 
+PROG_NAME = "charrnn"
+COMPLETE_VAR = "_CHARRNN_COMPLETE"  # click's shell completion: _CHARRNN_COMPLETE=bash_source charrnn
+
+
 class _Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, **kwargs):
+        # `python -m charrnn` is the same program as `charrnn`: same usage lines, same completion.
+        return super().main(args, prog_name or PROG_NAME, complete_var or COMPLETE_VAR, **kwargs)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -16,10 +24,19 @@ class _Group(click.Group):
             raise click.ClickException(str(error)) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="charrnn")
+@click.group(PROG_NAME, cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG_NAME)
 def main():
-    """charrnn: train a character-level RNN on any text file and sample from it."""
+    """charrnn: train a character-level RNN on any text file and sample from it.
+
+    Every command has -h.  Shell completion: add the line for your shell to its startup file
+    (~/.bashrc, ~/.zshrc, ~/.config/fish/config.fish).
+
+    \b
+      bash:  eval "$(_CHARRNN_COMPLETE=bash_source charrnn)"
+      zsh:   eval "$(_CHARRNN_COMPLETE=zsh_source charrnn)"
+      fish:  _CHARRNN_COMPLETE=fish_source charrnn | source
+    """
 
 
 def _register():

@@ -100,23 +100,25 @@ class _ProgressRenderer:
     "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("corpora"),
     show_default=True, help="Folder for the texts (created if missing).",
 )
-@click.option("--force", is_flag=True, help="Replace a text that is already there.")
+@click.option("--force", is_flag=True, help="Replace a text that is already there.  [default: off]")
 @click.option(
     "--mirror", metavar="URL", envvar="CHARRNN_GUTENBERG_MIRROR",
     help="Project Gutenberg mirror serving /cache/epub/ID/pgID.txt [default: https://www.gutenberg.org; "
     "env CHARRNN_GUTENBERG_MIRROR].",
 )
 @click.option(
-    "--max-bytes", type=ByteSize(), default=DEFAULT_MAX_BYTES, show_default="200MB",
-    help="Refuse bodies larger than this.",
+    "--max-bytes", type=ByteSize(), default=DEFAULT_MAX_BYTES,
+    help="Refuse bodies larger than this many bytes; units kB, MB, GB, KiB, MiB, GiB are fine.  "
+    "[default: 200MB]",
 )
 @click.option(
     "--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
     help="Connect and read timeout in seconds.",
 )
 @click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True,
-              help="Retries for connection errors, 429 and 5xx.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages (warnings still shown).")
+              help="Retries of a request after a connection error, 429 or 5xx.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar or messages (warnings still shown).  [default: off]")
 def download_command(names, directory, force, mirror, max_bytes, timeout, retries, quiet):
     """Fetch training text and print the path of the file written.
 
@@ -126,6 +128,9 @@ def download_command(names, directory, force, mirror, max_bytes, timeout, retrie
 
     \b
         charrnn train "$(charrnn download tiny-shakespeare)"
+
+    The environment variable CHARRNN_CATALOG=FILE names a catalog (JSON, the format of the
+    shipped corpora/catalog.json) to use instead of the shipped one.
     """
     catalog = load_catalog()
     policy = FetchPolicy(connect_timeout=timeout, read_timeout=timeout, retries=retries,
@@ -163,7 +168,10 @@ def download_command(names, directory, force, mirror, max_bytes, timeout, retrie
     show_default=True, help="Folder to look in for downloaded texts.",
 )
 def corpora_command(directory):
-    """List the corpus catalog and the texts already downloaded."""
+    """List the corpus catalog and the texts already downloaded.
+
+    The environment variable CHARRNN_CATALOG=FILE names a catalog to list instead of the shipped one.
+    """
     catalog = load_catalog()
     rows = [("NAME", "TITLE", "SOURCE", "SIZE", "LICENCE")]
     for entry in catalog.values():

@@ -8,13 +8,25 @@ from pathlib import Path
 import click
 
 from charrnn import checkpoint
+from charrnn.errors import InputError
 
 
 @click.command("info")
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print meta.json's content as it is.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print meta.json as it is (JSON) instead of the summary.  [default: off]")
 def info_command(model_dir, as_json):
-    """Describe the model in MODEL_DIR: sizes, vocabulary, steps, validation bpc, corpus."""
+    """Describe the model in MODEL_DIR: sizes, vocabulary, steps, validation bpc, corpus.
+
+    \b
+        charrnn info models/tiny-shakespeare
+    """
+    if not model_dir.is_dir():
+        raise InputError(f"{model_dir}: no such model directory; `charrnn train TEXT_FILE` writes "
+                         "one (in models/, unless --out names another)")
+    if not (model_dir / checkpoint.META_FILE).exists():
+        raise InputError(f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); give "
+                         "the directory `charrnn train` wrote (its --out)")
     model = checkpoint.load_model(model_dir)
     meta = model.meta
     if as_json:

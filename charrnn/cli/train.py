@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import click
 
+from charrnn import checkpoint
+from charrnn.errors import InputError
 from charrnn.train import DEFAULT_MINUTES, Budget, TrainConfig, TrainEvent, default_threads, train
 
 _DEFAULTS = TrainConfig()
+KERNELS_MESSAGE = "Preparing the compiled kernels (the first run compiles them, once)"
+KERNELS_QUIET_SECONDS = 1.0  # on a terminal, a load faster than this leaves no line behind
 
 
 def _duration(seconds: float | None) -> str:
@@ -23,31 +28,61 @@ def _duration(seconds: float | None) -> str:
 
 
 class _Display:
-    """One updating line on a terminal, plain lines otherwise; evaluations always get their own line."""
+    """One updating line on a terminal, plain lines otherwise; evaluations always get their own line.
 
-    def __init__(self, stream, interactive: bool):
+    Training waits for the kernels: compiled on the very first run (seconds), loaded from the
+    cache afterwards (a blink). "Preparing the compiled kernels... " stays open until they are
+    ready, then says how long it took; on a terminal a quick load just wipes it.
+    """
+
+    def __init__(self, stream, interactive: bool, clock=time.perf_counter):
         self.stream = stream
         self.interactive = interactive
-        self.open_line = False
+        self.clock = clock
+        self.open_line = False  # the cursor is after text with no newline yet
         self.last_plain_step = -1
+        self.kernels_since: float | None = None  # when the kernels line was opened
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
     def _line(self, text: str, transient: bool = False) -> None:
-        if self.interactive and transient:
-            self.stream.write("\r\x1b[K" + text)
-            self.open_line = True
+        if self.kernels_since is not None:
+            self._kernels_ready()
+        if self.interactive:
+            self._write("\r\x1b[K" + text + ("" if transient else "\n"))
+            self.open_line = transient
         else:
-            if self.open_line:
-                self.stream.write("\r\x1b[K")
-                self.open_line = False
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write(text + "\n")
+
+    def _kernels_ready(self) -> None:
+        seconds = self.clock() - self.kernels_since
+        self.kernels_since = None
+        self.open_line = False
+        if self.interactive and seconds < KERNELS_QUIET_SECONDS:
+            self._write("\r\x1b[K")
+        else:
+            self._write(f"done in {seconds:.1f} s\n")
+
+    def close(self) -> None:
+        """Ends an open line, so what follows (a message, the shell prompt) starts on its own."""
+        if self.open_line:
+            self._write("\n")
+            self.open_line = False
+            self.kernels_since = None
 
     def __call__(self, event: TrainEvent) -> None:
         if event.kind == "start":
             self._line(event.text)
-        elif event.kind == "compiling" and event.step == 0:
-            self._line("Preparing the compiled kernels (the first run compiles them once)...",
-                       transient=True)
+        elif event.kind == "compiling":
+            self._write("\r\x1b[K" if self.interactive else "\n" if self.open_line else "")
+            self._write(KERNELS_MESSAGE + "... ")
+            self.open_line = True
+            self.kernels_since = self.clock()
+        elif event.kind == "ready":
+            if self.kernels_since is not None:
+                self._kernels_ready()
         elif event.kind == "step":
             total = f"/{event.total_steps:,}" if event.total_steps else ""
             best = f" | best val {event.best_val_bpc:.3f} bpc" if event.best_val_bpc else ""
@@ -75,39 +110,52 @@ def _explicit(ctx: click.Context, names) -> dict:
 @click.command("train")
 @click.argument("text_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Model directory.  [default: models/<text file stem>]")
+              help="Model directory (created if missing).  [default: models/<TEXT_FILE's name "
+                   "without its suffix>]")
 @click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True,
-              help="Hidden units (the size of h).")
+              help="Hidden units: the size of the state h.")
 @click.option("--seq-length", type=int, default=_DEFAULTS.seq_length, show_default=True,
-              help="Characters per stream per step (the truncated-BPTT length).")
+              help="Characters each stream reads per step; gradients flow back this far "
+                   "(truncated BPTT).")
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
-              help="Parallel streams per step.")
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Peak learning rate.")
+              help="Streams the training text is cut into, trained side by side in every step.")
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True,
+              help="Peak learning rate (per step).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=_DEFAULTS.lr_schedule,
-              show_default=True, help="cosine decays the rate to a tenth over the budget.")
+              show_default=True,
+              help="cosine decays the rate to a tenth of --lr over the budget; constant keeps it.")
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "adagrad"]),
               default=_DEFAULTS.optimizer, show_default=True, help="Update rule.")
 @click.option("--clip", type=float, default=_DEFAULTS.clip, show_default=True,
-              help="Global gradient-norm clip (0 turns it off).")
-@click.option("--steps", type=int, help="Budget: stop after this many steps in all.")
-@click.option("--epochs", type=float, help="Budget: stop after this many passes over the training text.")
+              help="Largest norm (L2, over all weights) of a step's gradient; larger ones are "
+                   "scaled down to it (0: no clipping).")
+@click.option("--steps", type=int,
+              help="Budget: steps in all, resumes included.  [default: no step limit]")
+@click.option("--epochs", type=float,
+              help="Budget: passes over the training text in all, resumes included; fractions "
+                   "are fine.  [default: no epoch limit]")
 @click.option("--minutes", type=float,
-              help=f"Budget: stop after this many minutes of training in all.  "
-                   f"[default: {DEFAULT_MINUTES:g} when no budget is given]")
+              help=f"Budget: minutes of training in all, resumes included; the first limit "
+                   f"reached stops the run.  [default: {DEFAULT_MINUTES:g} if no budget is given]")
 @click.option("--eval-every", type=int, default=_DEFAULTS.eval_every, show_default=True,
-              help="Steps between validations (each one saves a checkpoint).")
+              help="Steps between validations; each one saves a checkpoint.")
 @click.option("--val-frac", type=float, default=_DEFAULTS.val_frac, show_default=True,
-              help="Fraction of the text, taken from its end, held out for validation.")
+              help="Fraction of the text, taken from its end, held out for validation; "
+                   "in (0, 0.5].")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
-              help="Random seed: the same seed and thread count give the same model.")
+              help="Random seed: the same seed and thread count give the same model, bit for bit.")
 @click.option("--threads", type=int, default=None,
-              help="Worker threads (1 is the deterministic single-thread mode).  "
-                   "[default: the cores available]")
-@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the text file.")
+              help="Worker threads, 1 or more.  "
+                   f"[default: the cores available, here {default_threads()}]")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Encoding of TEXT_FILE, e.g. utf-8, latin-1, cp1252.")
 @click.option("--sample-every", type=int, default=0, show_default=True,
-              help="Print a short sample every this many steps (0: never).")
-@click.option("--resume", is_flag=True, help="Continue the run saved in the model directory.")
-@click.option("--force", is_flag=True, help="Replace a model already in the model directory.")
+              help="Steps between the samples printed as the model learns (0: no samples).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --out, on its text, with its settings and (unless "
+                   "a new one is given) its budget.  [default: off]")
+@click.option("--force", is_flag=True,
+              help="Replace a model already in --out.  [default: off]")
 @click.pass_context
 def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, encoding, sample_every,
                   resume, force, **_):
@@ -115,28 +163,55 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
 
     The model directory then holds the best model by validation (model.npz, meta.json), the state
     needed to resume (training_state.npz) and a metrics log (metrics.jsonl).
+
+    \b
+        charrnn train corpora/tiny-shakespeare.txt --minutes 10
+        charrnn train --out models/tiny-shakespeare --resume --minutes 15
     """
     if text_file is None and not (resume and out_dir):
-        raise click.UsageError("give a TEXT_FILE (or --out DIR --resume)")
+        raise click.UsageError("give a TEXT_FILE to train on (or --out MODEL_DIR --resume to "
+                               "continue a run)")
     if resume and force:
-        raise click.UsageError("--resume and --force exclude each other")
-    if out_dir is None:
-        out_dir = Path("models") / text_file.stem
+        raise click.UsageError("--resume continues the model in --out and --force replaces it: "
+                               "give one of them")
     config_names = [name for name in TrainConfig.__dataclass_fields__ if name in ctx.params]
     # A resumed run keeps its saved settings: only options typed on this command line are checked.
     overrides = _explicit(ctx, config_names) if resume else {n: ctx.params[n] for n in config_names}
-    if sample_every < 0:
-        raise click.BadParameter("must be 0 or positive", param_hint="--sample-every")
+    budget = Budget(steps, epochs, minutes)
+    # Nonsense options fail here, in one line, before any text is read or kernel compiled.
+    _check_options(overrides, budget, threads, sample_every)
+    if text_file is not None and not text_file.exists():
+        raise InputError(f"{text_file}: no such file; `charrnn download NAME` fetches a text "
+                         "(`charrnn corpora` lists them)")
+    if out_dir is None:
+        out_dir = Path("models") / text_file.stem
+    if resume and not (out_dir / checkpoint.STATE_FILE).exists():
+        raise InputError(f"{out_dir}: nothing to resume (no {checkpoint.STATE_FILE}); start a run "
+                         f"with: charrnn train TEXT_FILE --out {out_dir}")
     display = _Display(sys.stdout, sys.stdout.isatty())
-    result = train(text_file, out_dir, overrides=overrides, budget=Budget(steps, epochs, minutes),
-                   resume=resume, force=force, encoding=encoding, threads=threads,
-                   sample_every=sample_every, on_event=display)
+    try:
+        result = train(text_file, out_dir, overrides=overrides, budget=budget, resume=resume,
+                       force=force, encoding=encoding, threads=threads, sample_every=sample_every,
+                       on_event=display)
+    finally:
+        display.close()
     if result.interrupted:
         click.echo(f"Interrupted at step {result.step:,}; the checkpoint is saved. "
                    f"Resume with: charrnn train --out {out_dir} --resume", err=True)
         sys.exit(130)
     click.echo(f"Done: {result.step:,} steps, best validation {result.best_val_bpc:.4f} bpc; "
                f"model in {out_dir}")
+
+
+def _check_options(overrides: dict, budget: Budget, threads: int | None, sample_every: int) -> None:
+    """InputError (one line) for values no run could use."""
+    TrainConfig(**overrides).check()
+    budget.check()
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be 1 or more, got {threads} (leave it out to use "
+                         f"every core)")
+    if sample_every < 0:
+        raise InputError(f"--sample-every must be 0 (no samples) or more, got {sample_every}")
 
 
 COMMANDS = [train_command]
