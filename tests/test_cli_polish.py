@@ -22,8 +22,7 @@ from charrnn.train import TrainEvent
 
 TINY = ["--hidden", "16", "--seq-length", "16", "--batch-size", "4", "--threads", "1"]
 PACKAGE_PARENT = Path(charrnn.__file__).resolve().parent.parent
-# `charrnn sample` has an author of its own at work on it; it joins this list when done.
-COMMANDS_WITH_DEFAULTS_IN_HELP = ["train", "info", "download", "corpora", "plot"]
+COMMANDS_WITH_DEFAULTS_IN_HELP = ["train", "info", "download", "corpora", "plot", "sample"]
 
 
 def run(*args, **kwargs):
