@@ -51,7 +51,7 @@ def test_version_and_short_help():
         assert "_CHARRNN_COMPLETE=bash_source charrnn" in result.output
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
+@pytest.mark.parametrize("command", main.list_commands(None))
 def test_every_command_has_short_help(command):
     result = run(command, "-h")
     assert result.exit_code == 0 and result.output.startswith(f"Usage: charrnn {command} ")
@@ -59,7 +59,7 @@ def test_every_command_has_short_help(command):
 
 
 def _help_texts(name):
-    command = main.commands[name]
+    command = main.get_command(None, name)
     context = click.Context(command, info_name=name, **main.context_settings)
     return {max(option.opts, key=len): option.get_help_record(context)[1] for option in command.params
             if isinstance(option, click.Option) and option.name != "help"}

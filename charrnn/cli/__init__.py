@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib
+
 import click
 
 from charrnn import __version__
@@ -13,6 +16,26 @@ COMPLETE_VAR = "_CHARRNN_COMPLETE"  # click's shell completion: _CHARRNN_COMPLET
 
 
 class _Group(click.Group):
+    """Commands are imported when used, so `charrnn sample` does not pay for the downloader's or
+    the trainer's imports (a warm start to the first character is mostly imports)."""
+
+    def list_commands(self, ctx):
+        return sorted(_COMMAND_MODULES)
+
+    def get_command(self, ctx, name):
+        module = _COMMAND_MODULES.get(name)
+        if module is None:
+            return None
+        commands = importlib.import_module(f"charrnn.cli.{module}").COMMANDS
+        return next(command for command in commands if command.name == name)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name and not ctx.resilient_parsing and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            ctx.fail(f"No such command {name!r}." + (f" Did you mean {close[0]!r}?" if close else ""))
+        return super().resolve_command(ctx, args)
+
     def main(self, args=None, prog_name=None, complete_var=None, **kwargs):
         # `python -m charrnn` is the same program as `charrnn`: same usage lines, same completion.
         return super().main(args, prog_name or PROG_NAME, complete_var or COMPLETE_VAR, **kwargs)
@@ -39,19 +62,5 @@ def main():
     """
 
 
-def _register():
-    # Each command lives in a module of its own; importing them here keeps `charrnn --help` whole.
-    import importlib
-
-    for module in ("train", "info", "sample", "download", "plot"):
-        try:
-            mod = importlib.import_module(f"charrnn.cli.{module}")
-        except ModuleNotFoundError as error:
-            if error.name != f"charrnn.cli.{module}":
-                raise
-            continue
-        for command in mod.COMMANDS:
-            main.add_command(command)
-
-
-_register()
+_COMMAND_MODULES = {"train": "train", "info": "info", "sample": "sample", "download": "download",
+                    "corpora": "download", "plot": "plot"}
