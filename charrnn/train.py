@@ -34,10 +34,10 @@ DEFAULT_MINUTES = 10.0    # the budget when none is given
 @dataclass(frozen=True)
 class TrainConfig:
     """What defines a training run; stored in the model's metadata and fixed across resumes."""
-    hidden: int = 512
+    hidden: int = 1024
     seq_length: int = 64
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 2e-3
     optimizer: str = "adam"
     clip: float = 5.0
     lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
