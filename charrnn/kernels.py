@@ -6,12 +6,14 @@ How the work is laid out (each choice measured; see bench/bench_train.py):
 - `x_t U` is a gather of rows of `U`, never a one-hot product.
 - Only the recurrence runs step by step (one (B, H) @ (H, H) product forward and one backward per
   step). Everything that does not depend on time is one large product over the window: the output
-  logits and their gradients (in row chunks, so a vocabulary of thousands stays small in memory),
+  logits and their gradients (in row blocks, so a vocabulary of thousands stays small in memory),
   `dV` and `dW`.
-- Matrix products call numpy's own OpenBLAS directly through a registered symbol (faster than the
-  BLAS Numba's `np.dot` uses, and cacheable), always with one BLAS thread.
-- float32 uses vectorisable approximations of tanh and exp (relative error about 1e-7); float64 keeps
-  the exact library functions, so the float64 gradient check tests the same code paths.
+- On AVX-512 the recurrent step's product (rows, H) @ (H, H) is a register-blocked vector kernel
+  generated as LLVM IR (below), which reads W in place; OpenBLAS spends about a third of such a
+  small call packing W. The large products call numpy's own OpenBLAS directly through a registered symbol
+  (faster than the BLAS Numba's `np.dot` uses, and cacheable), always with one BLAS thread.
+- float32 uses vectorisable approximations of tanh and exp (errors of a few 1e-7); float64 keeps the
+  exact library functions, so the float64 gradient check tests everything else of the same code.
 - `threads > 1` cuts the batch into contiguous chunks; each chunk runs the whole window on its own
   buffers, and the chunks' gradients are summed in a fixed order, so results are deterministic for a
   given thread count (they differ from one thread by float rounding only).
@@ -22,14 +24,15 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.extending import intrinsic, overload
 
 from charrnn.params import Params
@@ -181,6 +184,145 @@ class _OneBlasThread:
         if self.saved is not None and self.saved != 1:
             _blas_set_threads(self.saved)
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The recurrent step's product, (rows, H) @ (H, H) with rows = a batch chunk (16 or 32), written as
+# a register-blocked vector kernel in LLVM IR. For this shape OpenBLAS spends about a third of each
+# call packing the (H, H) operand; reading W in place instead ran at 105-115 GFLOP/s against
+# OpenBLAS's 74-88 at H=256 and 512 on one Zen 4 core (same speed at H=128), and one row (batch 1,
+# the validation pass) at 41 GFLOP/s against 30.
+# ---------------------------------------------------------------------------------------------
+
+
+def _targets_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512: this host's, unless NUMBA_CPU_NAME names
+    another target (e.g. "generic" for portable caches)."""
+    if numba_config.CPU_NAME:
+        return "+avx512f" in (numba_config.CPU_FEATURES or "")
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+_AVX512 = _targets_avx512()
+# Used with AVX-512 only. Compiled for AVX2 (NUMBA_CPU_NAME=haswell on the same Zen 4 core) the
+# same kernel with 4 rows x 2 ymm vectors ran at 62 GFLOP/s at 16x512 against OpenBLAS's 65, and
+# at half OpenBLAS's speed for one row: there OpenBLAS's tuned kernels do the whole job.
+_VECTOR_BYTES = 64                          # one zmm register: 16 float32 or 8 float64
+_BLOCK_ROWS = 8                             # 8 rows x 2 vectors: 16 of the 32 zmm accumulate
+_BLOCK_VECTORS = 2
+# Rows left over (and batch 1, the validation pass) go one at a time, over wider column blocks:
+# enough independent accumulators to hide the FMA latency, and longer runs of each row of W.
+_SINGLE_ROW_VECTORS = 8
+
+
+def _step_gemm_function(module, real, itemsize):
+    """void f(A*, B*, C*, m, n, k, accumulate): C (m, n) = A (m, k) @ B (k, n) [+ C], row-major,
+    contiguous, n a multiple of the block width. For each block of rows and of 2 vectors of
+    columns, the accumulators stay in registers over the whole k loop: per k, 2 vector loads of a
+    row of B, one broadcast of A per row, 2 FMAs per row."""
+    lanes = _VECTOR_BYTES // itemsize
+    vec = ir.VectorType(real, lanes)
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    pointer = real.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, i64, i64, i64, ir.IntType(1)])
+    fn = cgutils.get_or_insert_function(
+        module, fnty, f"charrnn_step_gemm_f{itemsize * 8}_{_BLOCK_ROWS}x{_BLOCK_VECTORS}x{lanes}"
+                      f"_{_SINGLE_ROW_VECTORS}")
+    if not fn.is_declaration:
+        return fn
+    fn.linkage = "internal"
+    A, B, C, m, n, k, accumulate = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]),
+                                         f"llvm.fma.v{lanes}f{itemsize * 8}")
+    const = lambda value: ir.Constant(i64, value)  # noqa: E731
+    zero = ir.Constant(vec, None)
+    undef = ir.Constant(vec, ir.Undefined)
+    splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    # Accumulators live in allocas of the entry block, which LLVM promotes to registers.
+    slots = {(rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)]
+                             for _ in range(rows)]
+             for rows, width in ((_BLOCK_ROWS, _BLOCK_VECTORS), (1, _SINGLE_ROW_VECTORS),
+                                 (1, _BLOCK_VECTORS))}
+
+    def vector_at(base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
+
+    def block(i0, rows, width, j_from, j_to):
+        """C[i0:i0+rows, j_from:j_to] in blocks of `width` vectors of columns."""
+        acc = slots[(rows, width)]
+        with cgutils.for_range_slice(builder, j_from, j_to, const(width * lanes)) as (j0, _):
+            c_ptrs = [[vector_at(C, builder.add(builder.mul(builder.add(i0, const(r)), n),
+                                                builder.add(j0, const(v * lanes))))
+                       for v in range(width)] for r in range(rows)]
+            for r in range(rows):
+                for v in range(width):
+                    old = builder.load(c_ptrs[r][v], align=itemsize)
+                    builder.store(builder.select(accumulate, old, zero), acc[r][v])
+            with cgutils.for_range(builder, k) as loop:
+                kk = loop.index
+                b_row = builder.add(builder.mul(kk, n), j0)
+                b_vecs = [builder.load(vector_at(B, builder.add(b_row, const(v * lanes))),
+                                       align=itemsize) for v in range(width)]
+                for r in range(rows):
+                    a_value = builder.load(builder.gep(A, [builder.add(
+                        builder.mul(builder.add(i0, const(r)), k), kk)]))
+                    a_vec = builder.shuffle_vector(
+                        builder.insert_element(undef, a_value, ir.Constant(i32, 0)), undef,
+                        splat_mask)
+                    for v in range(width):
+                        builder.store(builder.call(fma, [a_vec, b_vecs[v], builder.load(acc[r][v])]),
+                                      acc[r][v])
+            for r in range(rows):
+                for v in range(width):
+                    builder.store(builder.load(acc[r][v]), c_ptrs[r][v], align=itemsize)
+
+    full_rows = builder.sub(m, builder.urem(m, const(_BLOCK_ROWS)))
+    with cgutils.for_range_slice(builder, const(0), full_rows, const(_BLOCK_ROWS)) as (i0, _):
+        block(i0, _BLOCK_ROWS, _BLOCK_VECTORS, const(0), n)
+    wide_columns = builder.sub(n, builder.urem(n, const(_SINGLE_ROW_VECTORS * lanes)))
+    with cgutils.for_range_slice(builder, full_rows, m, const(1)) as (i0, _):
+        block(i0, 1, _SINGLE_ROW_VECTORS, const(0), wide_columns)
+        block(i0, 1, _BLOCK_VECTORS, wide_columns, n)
+    builder.ret_void()
+    return fn
+
+
+@intrinsic
+def _step_gemm(typingctx, a, b, c, accumulate):
+    """c = a @ b, or c += a @ b if accumulate; a (m, k), b (k, n), c (m, n) C-contiguous, n a
+    multiple of 2 vectors (see `_recurrent_product`). Shapes are taken from a and b, not checked."""
+    if not all(isinstance(x, types.Array) and x.layout == "C" for x in (a, b, c)):
+        return None
+    dtype = c.dtype
+    if a.dtype != dtype or b.dtype != dtype or str(dtype) not in _GEMM_SYMBOL:
+        return None
+
+    def codegen(context, builder, sig, args):
+        real = context.get_value_type(dtype)
+        fn = _step_gemm_function(builder.module, real, context.get_abi_sizeof(real))
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3])]
+        m = builder.extract_value(arrays[0].shape, 0)
+        k = builder.extract_value(arrays[0].shape, 1)
+        n = builder.extract_value(arrays[1].shape, 1)
+        data = [builder.bitcast(x.data, real.as_pointer()) for x in arrays]
+        builder.call(fn, data + [m, n, k, args[3]])
+        return context.get_dummy_value()
+
+    return types.void(a, b, c, types.boolean), codegen
+
+
+@njit(cache=True)
+def _recurrent_product(a, w, c, accumulate):
+    """c = a @ w (+ c if accumulate): a (rows, H), w (H, H), c (rows, H). The vector kernel on
+    AVX-512 when H is a multiple of its block width (32 float32, 16 float64), OpenBLAS otherwise."""
+    rows, hidden = a.shape
+    if _AVX512 and hidden % (_VECTOR_BYTES // a.itemsize * _BLOCK_VECTORS) == 0:
+        _step_gemm(a, w, c, accumulate)
+    else:
+        beta = c.dtype.type(1.0) if accumulate else c.dtype.type(0.0)
+        _gemm(NO_TRANS, NO_TRANS, rows, hidden, hidden, c.dtype.type(1.0), a, hidden, w, hidden,
+              beta, c, hidden)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +499,6 @@ def _forward_recurrence(U, W, b_h, inputs, b0, b1, h0, hs):
     T = inputs.shape[1]
     chunk = b1 - b0
     hidden = W.shape[0]
-    one = W.dtype.type(1.0)
     hs[0] = h0[b0:b1]
     for t in range(T):
         a = hs[t + 1]                                                   # (chunk, H)
@@ -365,8 +506,7 @@ def _forward_recurrence(U, W, b_h, inputs, b0, b1, h0, hs):
             row = U[inputs[b0 + i, t]]
             for j in range(hidden):
                 a[i, j] = row[j] + b_h[j]
-        _gemm(NO_TRANS, NO_TRANS, chunk, hidden, hidden, one, hs[t], hidden, W, hidden, one, a,
-              hidden)
+        _recurrent_product(hs[t], W, a, True)                          # a += h_{t-1} W
         _tanh_rows(a)
 
 
@@ -396,10 +536,12 @@ def _chunk_loss(flat, vocab, hidden, inputs, targets, b0, b1, h0, h_last, hs_buf
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss_and_grad(flat, grad_flat, vocab, hidden, inputs, targets, b0, b1, h0, h_last, dh0,
-                         hs_buf, da_buf, logits_buf, rows_per_block, scale):
+def _chunk_loss_and_grad(flat, W_T, grad_flat, vocab, hidden, inputs, targets, b0, b1, h0, h_last,
+                         dh0, hs_buf, da_buf, logits_buf, rows_per_block, scale):
     """Summed cross-entropy of batch rows b0:b1 over the window, and into `grad_flat` the gradient
-    of (that sum * scale) for this chunk alone; writes h_last[b0:b1] and dh0[b0:b1]."""
+    of (that sum * scale) for this chunk alone; writes h_last[b0:b1] and dh0[b0:b1]. `W_T` is a
+    contiguous copy of W transposed for the backward step's product: the vector kernel reads its
+    right operand row by row (and OpenBLAS too ran 1.4x slower with the transpose flag)."""
     T = inputs.shape[1]
     chunk = b1 - b0
     one, zero = flat.dtype.type(1.0), flat.dtype.type(0.0)
@@ -441,8 +583,7 @@ def _chunk_loss_and_grad(flat, grad_flat, vocab, hidden, inputs, targets, b0, b1
     dh_next[:] = zero
     for t in range(T - 1, -1, -1):
         _tanh_backward_rows(da[t], dh_next, hs[t + 1])
-        _gemm(NO_TRANS, TRANS, chunk, hidden, hidden, one, da[t], hidden, W, hidden, zero,
-              dh_next, hidden)                                          # dh_{t-1} = da_t W^T
+        _recurrent_product(da[t], W_T, dh_next, False)                # dh_{t-1} = da_t W^T
 
     # dW = sum_t h_{t-1}^T da_t as one product; db_h; dU by scattering rows of da.
     h_prev_rows = hs_buf[:n_rows * hidden].reshape((n_rows, hidden))    # h_0..h_{T-1}
@@ -461,6 +602,18 @@ def _chunk_loss_and_grad(flat, grad_flat, vocab, hidden, inputs, targets, b0, b1
 
 
 @njit(cache=True, nogil=True)
+def _transpose_into(src, dst):
+    """dst = src.T for square matrices: strips of 16 columns of src, so that each row of dst being
+    written stays in cache while the strip is read (measured 1.5x faster than square tiles)."""
+    n = src.shape[0]
+    for j0 in range(0, n, 16):
+        j1 = min(n, j0 + 16)
+        for i in range(n):
+            for j in range(j0, j1):
+                dst[j, i] = src[i, j]
+
+
+@njit(cache=True, nogil=True)
 def _sum_into(target, others):
     """target += others[0] + others[1] + ... in that order (a fixed order keeps results
     deterministic for a given thread count)."""
@@ -474,9 +627,116 @@ def _sum_into(target, others):
 # The Python edge: checks once, preallocates every buffer once.
 # ---------------------------------------------------------------------------------------------
 
-# Output-layer rows per block: the logits block (rows x vocab) stays around 512 KiB of float32, in
-# cache between its three products, and memory stays small for vocabularies of thousands.
-_LOGIT_BLOCK_ELEMENTS = 1 << 17
+# Output-layer rows per block: the logits block (rows x vocab) holds at most 2M values (8 MB of
+# float32) per chunk, so a vocabulary of thousands does not need (B*T, vocab) logits. Smaller
+# blocks cost speed there: at V=5000, H=512 blocks of 26, 104, 419 and all 2048 rows ran at 64, 88,
+# 99 and 100 GFLOP/s (each product re-reads the whole of V and dV). V=65 fits in one block.
+_LOGIT_BLOCK_ELEMENTS = 1 << 21
+
+
+class _ChunkThreads:
+    """`n_threads` threads (the caller and n_threads - 1 workers) run task(w) for every chunk w,
+    each taking the next chunk not yet taken. Which thread runs a chunk does not change its
+    result, and the results are added in chunk order, so the sum is deterministic.
+
+    The hand-offs are counters under one condition, not tokens: a KeyboardInterrupt can land
+    between any two bytecodes of the caller, and `run` still returns or raises only once every
+    worker is done (a worker still writing the shared buffers would corrupt the next call). A
+    call costs about 20 microseconds of hand-offs, a third of what a thread pool's futures cost
+    (it shows at H=128, where a whole step takes about 2 ms)."""
+
+    def __init__(self, n_threads: int, n_chunks: int):
+        self.n_threads, self.n_chunks = n_threads, n_chunks
+        self._cond = threading.Condition()
+        self._task = None
+        self._generation = 0                     # calls handed out so far
+        self._completed = [0] * n_threads        # per worker: the last generation it finished
+        self._next_chunk = 0
+        self._claim = threading.Lock()
+        self._results = [0.0] * n_chunks
+        self._errors = []
+        self._closed = False
+        for w in range(1, n_threads):
+            threading.Thread(target=self._serve, args=(w,), name=f"charrnn-kernels-{w}",
+                             daemon=True).start()
+
+    def _work(self, task):
+        while True:
+            with self._claim:
+                chunk = self._next_chunk
+                self._next_chunk += 1
+            if chunk >= self.n_chunks:
+                return
+            try:
+                self._results[chunk] = task(chunk)
+            except BaseException as exc:  # handed to the caller by run()
+                self._errors.append(exc)
+                return
+
+    def _serve(self, w):
+        seen = 0
+        while True:
+            with self._cond:
+                while self._generation == seen and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                seen, task = self._generation, self._task
+            self._work(task)
+            with self._cond:
+                self._completed[w] = seen
+                self._cond.notify_all()
+
+    def _all_done(self):
+        return all(done == self._generation for done in self._completed[1:])
+
+    def _wait_all_done(self):
+        """Wait until every worker finished the current generation, through any interrupt;
+        the first interrupt is re-raised afterwards."""
+        interrupted = None
+        while True:
+            try:
+                with self._cond:
+                    while not self._all_done():
+                        self._cond.wait()
+                break
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
+
+    def run(self, task) -> float:
+        """The sum of task(w) over the chunks, added in chunk order."""
+        self._wait_all_done()                    # a call interrupted before it could wait
+        self._errors.clear()
+        self._next_chunk = 0
+        with self._cond:
+            self._task = task                    # before the generation, which starts workers
+            self._generation += 1
+            self._cond.notify_all()
+        try:
+            self._work(task)
+        finally:
+            self._wait_all_done()
+        if self._errors:
+            raise self._errors[0]
+        total = 0.0
+        for value in self._results:
+            total += value
+        return total
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _chunk_bounds(batch_size: int, threads: int) -> list[int]:
+    """Batch rows [bounds[w], bounds[w+1]) form chunk w: one chunk per thread. (Two chunks per
+    thread, so that a thread slowed by another process leaves work to the other, measured no
+    faster with one or two other busy processes, within +-8%, and needs more buffers.)"""
+    n_chunks = min(threads, batch_size)
+    return [w * batch_size // n_chunks for w in range(n_chunks + 1)]
 
 
 class RNNKernels:
@@ -487,8 +747,9 @@ class RNNKernels:
     overwritten by the next call (passing `h_last` back as `h0` is fine).
 
     With `threads` > 1 the batch is cut into that many contiguous chunks (at most one per row);
-    the calling thread runs the first and pool threads the others, each with its own buffers and
-    one BLAS thread (the compiled kernels release the GIL)."""
+    the calling thread and threads - 1 worker threads run them, each chunk with its own buffers and
+    one BLAS thread (the compiled kernels release the GIL). One call at a time per instance; the
+    worker threads do not survive a fork."""
 
     def __init__(self, vocab_size: int, hidden: int, batch_size: int, seq_length: int,
                  dtype=np.float32, threads: int = 1):
@@ -504,8 +765,8 @@ class RNNKernels:
         self.batch_size, self.seq_length = int(batch_size), int(seq_length)
         self.threads = int(threads)
 
-        n_chunks = min(self.threads, self.batch_size)
-        self.bounds = [w * self.batch_size // n_chunks for w in range(n_chunks + 1)]
+        self.bounds = _chunk_bounds(self.batch_size, self.threads)
+        n_chunks = len(self.bounds) - 1
         widest = max(b - a for a, b in zip(self.bounds, self.bounds[1:]))
         rows = self.seq_length * widest
         self.rows_per_block = max(1, min(rows, _LOGIT_BLOCK_ELEMENTS // self.vocab_size))
@@ -515,12 +776,13 @@ class RNNKernels:
         self._logits_bufs = zeros(n_chunks, self.rows_per_block * self.vocab_size)
         n_params = Params(self.vocab_size, self.hidden, self.dtype).flat.size
         self._private_grads = zeros(n_chunks - 1, n_params)   # chunk 0 writes the caller's grads
+        self._W_T = zeros(self.hidden, self.hidden)
         self.h_last = zeros(self.batch_size, self.hidden)
         self.dh0 = zeros(self.batch_size, self.hidden)
-        self._pool = None
+        self._threads = None
         if n_chunks > 1:
-            self._pool = ThreadPoolExecutor(n_chunks - 1, thread_name_prefix="charrnn-kernels")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
+            self._threads = _ChunkThreads(min(self.threads, n_chunks), n_chunks)
+            weakref.finalize(self, self._threads.close)
 
     @property
     def n_chunks(self) -> int:
@@ -562,13 +824,9 @@ class RNNKernels:
     def _run_chunks(self, run_chunk) -> float:
         """run_chunk(w) for every chunk, the first on this thread; the summed float64 results."""
         with _OneBlasThread():
-            if self._pool is None:
+            if self._threads is None:
                 return run_chunk(0)
-            futures = [self._pool.submit(run_chunk, w) for w in range(1, self.n_chunks)]
-            total = run_chunk(0)
-            for future in futures:
-                total += future.result()
-            return total
+            return self._threads.run(run_chunk)
 
     # -- kernels ------------------------------------------------------------------------------
 
@@ -581,11 +839,12 @@ class RNNKernels:
             raise ValueError("grads must not share memory with params")
         n_chars = inputs.size
         scale = self.dtype.type(1.0 / n_chars)
+        _transpose_into(params.W, self._W_T)
 
         def run_chunk(w):
             target = grads.flat if w == 0 else self._private_grads[w - 1]
             return _chunk_loss_and_grad(
-                params.flat, target, self.vocab_size, self.hidden, inputs, targets,
+                params.flat, self._W_T, target, self.vocab_size, self.hidden, inputs, targets,
                 self.bounds[w], self.bounds[w + 1], h0, self.h_last, self.dh0, self._hs_bufs[w],
                 self._da_bufs[w], self._logits_bufs[w], self.rows_per_block, scale)
 

@@ -1,17 +1,24 @@
 """The RNN kernels against central finite differences (float64) and the plain NumPy reference."""
 
+import _thread
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 import reference
-from charrnn.kernels import RNNKernels, _exp_f32, _tanh_rows
+from charrnn import kernels as kernels_module
+from charrnn.kernels import RNNKernels, _ChunkThreads, _exp_f32, _tanh_rows
 from charrnn.params import PARAM_NAMES, Params, init_params
 
 VOCAB, HIDDEN, BATCH, SEQ = 7, 5, 3, 6
+# With AVX-512, hidden sizes that are multiples of the vector kernel's block width (16 float64 / 32
+# float32 columns) take the recurrent step through that kernel; 5 through BLAS.
+VECTOR_HIDDEN = 32
 
 
 def make_case(dtype, vocab=VOCAB, hidden=HIDDEN, batch=BATCH, seq=SEQ, seed=0):
@@ -52,11 +59,11 @@ def numerical_gradient(loss_of, x, eps=1e-5):
     return grad
 
 
-@pytest.mark.parametrize("window", [SEQ, 2])
-def test_gradients_match_central_differences(window):
-    params, inputs, targets, h0 = make_case(np.float64)
+@pytest.mark.parametrize("window, hidden", [(SEQ, HIDDEN), (2, HIDDEN), (SEQ, 16)])
+def test_gradients_match_central_differences(window, hidden):
+    params, inputs, targets, h0 = make_case(np.float64, hidden=hidden)
     inputs, targets = inputs[:, :window], targets[:, :window]
-    kernels = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float64)
+    kernels = RNNKernels(VOCAB, hidden, BATCH, SEQ, np.float64)
     grads = params.zeros_like()
     kernels.loss_and_grad(params, inputs, targets, h0, grads)
     dh0 = kernels.dh0.copy()
@@ -80,10 +87,11 @@ def test_gradients_match_central_differences(window):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("window", [SEQ, 1])
-def test_matches_numpy_reference(dtype, tol, threads, window):
-    params, inputs, targets, h0 = make_case(dtype)
+@pytest.mark.parametrize("hidden", [HIDDEN, VECTOR_HIDDEN])
+def test_matches_numpy_reference(dtype, tol, threads, window, hidden):
+    params, inputs, targets, h0 = make_case(dtype, hidden=hidden)
     inputs, targets = inputs[:, :window], targets[:, :window]
-    kernels = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, dtype, threads=threads)
+    kernels = RNNKernels(VOCAB, hidden, BATCH, SEQ, dtype, threads=threads)
     grads = params.zeros_like()
     grads.flat[...] = 7.0                                      # overwritten, not accumulated
     loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
@@ -99,9 +107,28 @@ def test_matches_numpy_reference(dtype, tol, threads, window):
     assert kernels.dh0.dtype == dtype and kernels.h_last.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("batch", [8, 11, 19])
+def test_vector_kernel_row_blocks_and_tails(dtype, tol, batch):
+    """Full blocks of rows and leftover rows in the recurrent step's vector kernel."""
+    params, inputs, targets, h0 = make_case(dtype, hidden=64, batch=batch, seed=5)
+    kernels = RNNKernels(VOCAB, 64, batch, SEQ, dtype)
+    grads = params.zeros_like()
+    loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
+    ref_loss, ref_h_last, ref_grads, ref_dh0 = reference_result(params, inputs, targets, h0)
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    np.testing.assert_allclose(kernels.h_last, ref_h_last, rtol=0, atol=tol)
+    for name in PARAM_NAMES:
+        np.testing.assert_allclose(getattr(grads, name), ref_grads[name], rtol=0,
+                                   atol=tol * np.abs(ref_grads[name]).max(), err_msg=name)
+    np.testing.assert_allclose(kernels.dh0, ref_dh0, rtol=0, atol=tol * np.abs(ref_dh0).max())
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_large_vocabulary_uses_several_logit_blocks(threads):
-    """A vocabulary of thousands: the output layer runs in row blocks; the result must not care."""
+def test_large_vocabulary_uses_several_logit_blocks(threads, monkeypatch):
+    """A vocabulary of thousands: the output layer runs in row blocks (made small here so that
+    there are several, the last partial); the result must not care."""
+    monkeypatch.setattr(kernels_module, "_LOGIT_BLOCK_ELEMENTS", 1 << 15)
     vocab, hidden, batch, seq = 3000, 4, 5, 50
     params, inputs, targets, h0 = make_case(np.float64, vocab, hidden, batch, seq, seed=3)
     kernels = RNNKernels(vocab, hidden, batch, seq, np.float64, threads=threads)
@@ -186,6 +213,44 @@ def test_deterministic_for_a_thread_count(threads):
         np.testing.assert_array_equal(a, b)
 
 
+def test_chunk_threads_hand_errors_to_the_caller():
+    threads = _ChunkThreads(2, 3)
+
+    def task(w):
+        if w == 1:
+            raise ZeroDivisionError("chunk 1")
+        return float(w)
+
+    with pytest.raises(ZeroDivisionError):
+        threads.run(task)
+    assert threads.run(lambda w: 10.0 ** w) == 111.0         # usable afterwards, all chunks run
+    threads.close()
+
+
+def test_chunk_threads_wait_for_workers_when_interrupted():
+    """Ctrl-C while the caller waits: run() raises only after the worker's chunk is done."""
+    threads = _ChunkThreads(2, 2)
+    worker_started = threading.Event()
+    finished = []
+
+    def task(w):
+        if threading.current_thread() is threading.main_thread():
+            worker_started.wait(5.0)          # leave the other chunk to the worker
+            return 1.0
+        worker_started.set()
+        time.sleep(0.3)
+        finished.append(w)
+        return 1.0
+
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        threads.run(task)
+    assert finished == [1]
+    assert threads.run(lambda w: 1.0) == 2.0
+    threads.close()
+
+
 def test_threads_agree_to_rounding():
     params, inputs, targets, h0 = make_case(np.float32, batch=8)
     out = {}
@@ -268,19 +333,35 @@ def test_bad_arguments_raise_value_error():
             RNNKernels(**args)
 
 
-def test_fallback_blas_matches_reference(tmp_path):
+def run_in_subprocess(env_changes, calls):
+    """Run test functions of this module in a fresh interpreter with some environment changed."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script = "\n".join(["import sys, numpy as np",
+                        f"sys.path[:0] = [{tests_dir!r}, {os.path.dirname(tests_dir)!r}]",
+                        "import test_kernels as t", "from charrnn import kernels"] + calls)
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, **env_changes),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_kernels_compiled_without_avx512():
+    """Compiled for a CPU without AVX-512 (Haswell) the recurrent step goes through OpenBLAS."""
+    run_in_subprocess({"NUMBA_CPU_NAME": "haswell"}, [
+        "assert not kernels._AVX512",
+        "for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):",
+        "    for batch in (8, 11):",
+        "        t.test_vector_kernel_row_blocks_and_tails(dtype, tol, batch)",
+        "t.test_matches_numpy_reference(np.float32, 2e-5, 2, t.SEQ, t.VECTOR_HIDDEN)",
+        "t.test_validation_with_batch_one()",
+    ])
+
+
+def test_fallback_blas_matches_reference():
     """Where numpy's BLAS is not an ILP64 OpenBLAS the kernels call a fallback under the same
     symbol; the cached kernels must give the same results through it."""
-    script = (
-        "import numpy as np, sys\n"
-        "sys.path[:0] = [%r, %r]\n"
-        "import test_kernels as t\n"
-        "from charrnn import kernels\n"
-        "assert kernels.BLAS_BACKEND.startswith('fallback'), kernels.BLAS_BACKEND\n"
-        "t.test_matches_numpy_reference(np.float64, 1e-12, 2, t.SEQ)\n"
-        "t.test_matches_numpy_reference(np.float32, 2e-5, 1, 2)\n"
-    ) % (os.path.dirname(__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, CHARRNN_BLAS="fallback")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_in_subprocess({"CHARRNN_BLAS": "fallback"}, [
+        "assert kernels.BLAS_BACKEND.startswith('fallback'), kernels.BLAS_BACKEND",
+        "t.test_matches_numpy_reference(np.float64, 1e-12, 2, t.SEQ, t.HIDDEN)",
+        "t.test_matches_numpy_reference(np.float32, 2e-5, 1, 2, t.VECTOR_HIDDEN)",
+    ])

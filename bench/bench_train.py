@@ -1,0 +1,408 @@
+"""Training and inference throughput of charrnn's kernels, side by side with PyTorch.
+
+Run by hand from the repository root (never a test):
+
+    python bench/bench_train.py --wait-quiet 600     # the full benchmark (about 15 minutes on a
+                                                     # quiet machine; waits for idle cores)
+    python bench/bench_train.py --quick              # a rough look in about a minute
+    python bench/bench_train.py --sizes 512 --loads 0 --no-torch
+
+For each shape (V=65, float32; H=128/256/512 at B=32 T=64, and H=512 at B=64 T=128):
+training chars/s (loss_and_grad + gradient-norm clip + Adam step, hidden state carried) as the
+median of timed windows after compilation; PyTorch's figure for the same shape when torch is
+installed (bench/_torch_peer.py, in its own process) and the ratio; numpy's float32 matmul rate
+(512x512 and the recurrent step's own shape) and our figure as a fraction of what it allows
+(about 6H^2 + 6HV flops per character); inference (forward only) both ways; the first training
+step in a fresh process with a cold and a warm Numba cache. `--loads 0,1` repeats the training
+figures with one busy process running beside them (multi-threaded code can collapse then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from charrnn.kernels import BLAS_BACKEND, RNNKernels  # noqa: E402
+from charrnn.optim import Optimizer, clip_grad_norm  # noqa: E402
+from charrnn.params import init_params  # noqa: E402
+
+VOCAB = 65
+SHAPES = {"128": (128, 32, 64), "256": (256, 32, 64), "512": (512, 32, 64),
+          "512x64x128": (512, 64, 128)}
+TARGETS = {"128": 4.0, "256": 2.2, "512": 1.9, "512x64x128": 1.8}   # issue 5, vs PyTorch
+
+
+# -- machine ------------------------------------------------------------------------------------
+
+def busy_fraction(seconds=1.0):
+    """Fraction of all cores busy over `seconds` (from /proc/stat)."""
+    def read():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]
+    total0, idle0 = read()
+    time.sleep(seconds)
+    total1, idle1 = read()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+class LoadMeter:
+    """Share of the cores used by other processes while the block ran (ours and our children
+    that finished inside it are subtracted); tells whether a figure was taken on a quiet machine."""
+
+    @staticmethod
+    def _read():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        busy_jiffies = sum(values) - values[3] - values[4]
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own_seconds = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+        return time.perf_counter(), busy_jiffies / os.sysconf("SC_CLK_TCK"), own_seconds
+
+    def __enter__(self):
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._read()
+        elapsed = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        self.other_load = max(0.0, others / (elapsed * (os.cpu_count() or 1)))
+        return False
+
+
+def wait_quiet(limit_seconds, threshold=0.15):
+    """Wait (up to limit_seconds) until other processes leave the cores idle; the last reading."""
+    deadline = time.time() + limit_seconds
+    while True:
+        busy = busy_fraction(0.5)
+        if busy < threshold or time.time() >= deadline:
+            return busy
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+class BusyProcesses:
+    """`count` processes spinning in a Python loop, started on entry and killed on exit."""
+
+    def __init__(self, count):
+        self.count = count
+        self.procs = []
+
+    def __enter__(self):
+        for _ in range(self.count):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        return False
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+def windows_rate(step, chars_per_step, windows, window_seconds):
+    rates = []
+    for _ in range(windows):
+        n, start = 0, time.perf_counter()
+        while True:
+            step()
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= window_seconds:
+                break
+        rates.append(n * chars_per_step / elapsed)
+    return statistics.median(rates), rates
+
+
+def matmul_rate(m, k, n, seconds=1.0):
+    """numpy float32 (m, k) @ (k, n) in GFLOP/s with numpy's default BLAS threads."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    for _ in range(3):
+        np.matmul(a, b, out=c)
+    best = []
+    for _ in range(3):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            np.matmul(a, b, out=c)
+            count += 1
+        best.append(2.0 * m * k * n * count / (time.perf_counter() - start) / 1e9)
+    return max(best)
+
+
+def flops_per_char(hidden, vocab=VOCAB):
+    return 6 * hidden * hidden + 6 * hidden * vocab
+
+
+# -- ours ---------------------------------------------------------------------------------------
+
+def ours_rates(hidden, batch, seq, threads, windows, window_seconds, infer=True):
+    rng = np.random.default_rng(0)
+    params = init_params(VOCAB, hidden, rng, np.float32)
+    grads = params.zeros_like()
+    kernels = RNNKernels(VOCAB, hidden, batch, seq, np.float32, threads=threads)
+    opt = Optimizer("adam", params.flat.size, np.float32)
+    batches = [(rng.integers(0, VOCAB, (batch, seq)).astype(np.int32),
+                rng.integers(0, VOCAB, (batch, seq)).astype(np.int32)) for _ in range(8)]
+    state = {"i": 0}
+    kernels.h_last[...] = 0.0
+
+    def train_step():
+        x, y = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        kernels.loss_and_grad(params, x, y, kernels.h_last, grads)
+        clip_grad_norm(grads.flat, 5.0)
+        opt.step(params.flat, grads.flat, 2e-3)
+
+    def infer_step():
+        x, y = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        kernels.loss(params, x, y, kernels.h_last)
+
+    for _ in range(3):
+        train_step()
+    train = windows_rate(train_step, batch * seq, windows, window_seconds)
+    result = {"train": train[0], "train_windows": train[1]}
+    if infer:
+        for _ in range(3):
+            infer_step()
+        inf = windows_rate(infer_step, batch * seq, windows, window_seconds)
+        result.update(infer=inf[0], infer_windows=inf[1])
+    return result
+
+
+def torch_rate(hidden, batch, seq, threads, windows, window_seconds, mode):
+    cmd = [sys.executable, str(ROOT / "bench" / "_torch_peer.py"), "--hidden", str(hidden),
+           "--batch", str(batch), "--seq", str(seq), "--vocab", str(VOCAB), "--threads",
+           str(threads), "--windows", str(windows), "--window-seconds", str(window_seconds),
+           "--mode", mode]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "torch failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_available():
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+FIRST_STEP_SCRIPT = r"""
+import json, sys, time
+start = time.perf_counter()
+sys.path.insert(0, {root!r})
+import numpy as np
+from charrnn.kernels import RNNKernels
+from charrnn.params import init_params
+from charrnn.optim import Optimizer, clip_grad_norm
+imported = time.perf_counter()
+rng = np.random.default_rng(0)
+p = init_params(65, 128, rng)
+g = p.zeros_like()
+k = RNNKernels(65, 128, 32, 64, np.float32, threads={threads})
+opt = Optimizer("adam", p.flat.size)
+x = rng.integers(0, 65, (32, 64)).astype(np.int32)
+k.loss_and_grad(p, x, x, k.h_last, g)
+clip_grad_norm(g.flat, 5.0)
+opt.step(p.flat, g.flat, 2e-3)
+stepped = time.perf_counter()
+kv = RNNKernels(65, 128, 1, 64, np.float32)
+kv.loss(p, x[:1], x[:1], kv.h_last)
+validated = time.perf_counter()
+print(json.dumps({{"import": imported - start, "first_step": stepped - imported,
+                  "first_validation": validated - stepped, "total": validated - start}}))
+"""
+
+
+def first_step_times(threads):
+    """Seconds to import and run the first training step in a fresh process, cold and warm."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="charrnn-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        script = FIRST_STEP_SCRIPT.format(root=str(ROOT), threads=threads)
+        for which in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                  text=True)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-2000:])
+            out[which] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def fmt_rate(x):
+    if x is None:
+        return "-"
+    return f"{x / 1000:.0f}k" if x >= 10000 else f"{x / 1000:.1f}k"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=",".join(SHAPES),
+                    help=f"comma-separated shapes among {', '.join(SHAPES)} (default: all)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
+    ap.add_argument("--windows", type=int, default=3, help="timed windows per figure (median)")
+    ap.add_argument("--window-seconds", type=float, default=5.0, help="length of a timed window")
+    ap.add_argument("--loads", default="0,1",
+                    help="numbers of busy processes to train beside, e.g. 0,1 (default)")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 window of 1.5 s per figure, shapes 128 and 512, no busy run")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    ap.add_argument("--no-first-step", action="store_true", help="skip the cold/warm first step")
+    ap.add_argument("--no-infer", action="store_true", help="skip inference throughput")
+    ap.add_argument("--wait-quiet", type=float, default=0.0,
+                    help="wait up to this many seconds for idle cores before each measurement")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args()
+    if args.quick:
+        args.windows, args.window_seconds, args.loads = 1, 1.5, "0"
+        if args.sizes == ",".join(SHAPES):
+            args.sizes = "128,512"
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for s in sizes:
+        if s not in SHAPES:
+            ap.error(f"unknown size {s!r}; choose among {', '.join(SHAPES)}")
+    loads = [int(x) for x in args.loads.split(",")]
+
+    import numba
+    torch_version = None if args.no_torch else torch_available()
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version,
+        "blas": BLAS_BACKEND, "threads": args.threads,
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+    }
+    print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, "
+          f"numba {info['numba']}, torch {torch_version or 'not installed'}; threads={args.threads}",
+          flush=True)
+    info["busy_at_start"] = busy_fraction(1.0)
+    print(f"# other load at start: {info['busy_at_start']:.0%} of the cores busy", flush=True)
+
+    # Matmul rates of this machine (numpy, float32, its default BLAS threads).
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    rates = {"512x512x512": matmul_rate(512, 512, 512)}
+    for s in sizes:
+        h, b, _ = SHAPES[s]
+        rates.setdefault(f"{b}x{h}x{h}", matmul_rate(b, h, h))
+    info["matmul_gflops"] = rates
+    print("# numpy float32 matmul GFLOP/s: " + ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()),
+          flush=True)
+
+    results = {}
+    for load in loads:
+        with BusyProcesses(load):
+            for s in sizes:
+                h, b, t = SHAPES[s]
+                key = f"{s}/load{load}"
+                if args.wait_quiet and load == 0:
+                    wait_quiet(args.wait_quiet)
+                with LoadMeter() as meter:
+                    r = ours_rates(h, b, t, args.threads, args.windows, args.window_seconds,
+                                   infer=(load == 0 and not args.no_infer))
+                r["other_load_ours"] = meter.other_load
+                if torch_version:
+                    if args.wait_quiet and load == 0:
+                        wait_quiet(args.wait_quiet)
+                    with LoadMeter() as meter:
+                        r["torch_train"] = torch_rate(h, b, t, args.threads, args.windows,
+                                                      args.window_seconds, "train")["chars_per_s"]
+                        if load == 0 and not args.no_infer:
+                            r["torch_infer"] = torch_rate(h, b, t, args.threads, args.windows,
+                                                          args.window_seconds, "infer")["chars_per_s"]
+                    r["other_load_torch"] = meter.other_load
+                fpc = flops_per_char(h)
+                r["frac_512"] = r["train"] * fpc / (rates["512x512x512"] * 1e9)
+                r["frac_step"] = r["train"] * fpc / (rates[f"{b}x{h}x{h}"] * 1e9)
+                results[key] = r
+                line = (f"load={load} H={h} B={b} T={t}: ours {fmt_rate(r['train'])} chars/s "
+                        f"(windows {', '.join(fmt_rate(x) for x in r['train_windows'])})")
+                if "torch_train" in r:
+                    line += f", torch {fmt_rate(r['torch_train'])}, ratio {r['train'] / r['torch_train']:.2f}"
+                if "infer" in r:
+                    line += f"; inference ours {fmt_rate(r['infer'])}"
+                    if "torch_infer" in r:
+                        line += f", torch {fmt_rate(r['torch_infer'])}"
+                line += f" [other load: ours {r['other_load_ours']:.0%}"
+                if "other_load_torch" in r:
+                    line += f", torch {r['other_load_torch']:.0%}"
+                print(line + "]", flush=True)
+
+    first = None if args.no_first_step else first_step_times(args.threads)
+    info["first_step"] = first
+
+    # The markdown table.
+    print()
+    print(f"Command: `{info['command']}`  ")
+    print(f"Machine: {info['cpu']}, {info['cores']} cores; {info['date']}; numpy {info['numpy']}, "
+          f"numba {info['numba']}, PyTorch {torch_version or '-'}; {args.threads} threads both sides; "
+          f"other load at start {info['busy_at_start']:.0%}.  ")
+    print("numpy float32 matmul: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    print()
+    print("| shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
+          "| of 512² rate | of step rate | ours infer | PyTorch infer | ratio | other load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for key, r in results.items():
+        s, load = key.split("/load")
+        h, b, t = SHAPES[s]
+        ratio = f"{r['train'] / r['torch_train']:.2f}x ({TARGETS[s]}x)" if "torch_train" in r else "-"
+        iratio = (f"{r['infer'] / r['torch_infer']:.2f}x" if "torch_infer" in r else "-")
+        other = f"{r['other_load_ours']:.0%}"
+        if "other_load_torch" in r:
+            other += f" / {r['other_load_torch']:.0%}"
+        print(f"| H={h} B={b} T={t} | {load} | {fmt_rate(r['train'])} | {fmt_rate(r.get('torch_train'))} "
+              f"| {ratio} | {r['frac_512']:.0%} | {r['frac_step']:.0%} | {fmt_rate(r.get('infer'))} "
+              f"| {fmt_rate(r.get('torch_infer'))} | {iratio} | {other} |")
+    print()
+    print("other load: share of the cores used by other processes while ours / PyTorch ran "
+          "(includes the busy processes we start).")
+    if first:
+        print()
+        print("First training step in a fresh process (H=128; import + first step + first "
+              "validation call):")
+        for which in ("cold", "warm"):
+            f = first[which]
+            print(f"- {which} Numba cache: import {f['import']:.2f} s, first step "
+                  f"{f['first_step']:.2f} s, first validation {f['first_validation']:.2f} s, "
+                  f"total {f['total']:.2f} s")
+    info["busy_at_end"] = busy_fraction(1.0)
+    print(f"\n# other load at end: {info['busy_at_end']:.0%} of the cores busy (ours idle)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
