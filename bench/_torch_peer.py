@@ -10,12 +10,13 @@ nn.Linear output, cross-entropy, Adam, clip_grad_norm_, hidden state carried (de
 
 import argparse
 import json
-import statistics
 import time
 
 import numpy as np
 import torch
 from torch import nn
+
+from _timing import windows_rate  # bench/ is on sys.path when run as a script
 
 
 class CharRNN(nn.Module):
@@ -28,21 +29,6 @@ class CharRNN(nn.Module):
     def forward(self, x, h):
         y, h = self.rnn(self.embed(x), h)
         return self.out(y), h
-
-
-def windows_rate(step, chars_per_step, windows, window_seconds):
-    """Median chars/s over `windows` timed windows of at least `window_seconds` each."""
-    rates = []
-    for _ in range(windows):
-        n, start = 0, time.perf_counter()
-        while True:
-            step()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= window_seconds:
-                break
-        rates.append(n * chars_per_step / elapsed)
-    return statistics.median(rates), rates
 
 
 def main():

@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _timing import windows_rate  # noqa: E402  (bench/ is on sys.path)
 from charrnn.kernels import BLAS_BACKEND, RNNKernels  # noqa: E402
 from charrnn.optim import Optimizer, clip_grad_norm  # noqa: E402
 from charrnn.params import init_params  # noqa: E402
@@ -127,20 +127,6 @@ class BusyProcesses:
 
 
 # -- timing -------------------------------------------------------------------------------------
-
-def windows_rate(step, chars_per_step, windows, window_seconds):
-    rates = []
-    for _ in range(windows):
-        n, start = 0, time.perf_counter()
-        while True:
-            step()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= window_seconds:
-                break
-        rates.append(n * chars_per_step / elapsed)
-    return statistics.median(rates), rates
-
 
 def matmul_rate(m, k, n, seconds=1.0):
     """numpy float32 (m, k) @ (k, n) in GFLOP/s with numpy's default BLAS threads."""
