@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import __version__
+from charrnn.atomic import atomic_write
 from charrnn.errors import ModelFormatError
 from charrnn.params import PARAM_NAMES, Params
 from charrnn.vocab import Vocab
@@ -32,21 +31,6 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 STATE_FILE = "training_state.npz"
 METRICS_FILE = "metrics.jsonl"
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:

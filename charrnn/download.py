@@ -33,6 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from charrnn import __version__
+from charrnn.atomic import new_file_mode
 from charrnn.errors import DownloadError
 from charrnn.gutenberg import decode_text, parse_header, strip_gutenberg
 
@@ -668,12 +669,6 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _new_file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _write_files_atomically(files: list[tuple[Path, bytes]]) -> None:
     """Write every file to a temporary name beside it, then rename them all into place."""
     temporaries: list[tuple[Path, Path]] = []
@@ -681,7 +676,7 @@ def _write_files_atomically(files: list[tuple[Path, bytes]]) -> None:
         for path, data in files:
             fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temporaries.append((Path(name), path))
-            os.chmod(fd, _new_file_mode())  # mkstemp makes 0600; a text should get the usual mode
+            os.chmod(fd, new_file_mode())  # mkstemp makes 0600; a text should get the usual mode
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()

@@ -1,9 +1,11 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
+from charrnn import atomic, checkpoint
 from charrnn.errors import ModelFormatError
 from charrnn.params import init_params
 from charrnn.vocab import Vocab
@@ -35,11 +37,20 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError):
-        checkpoint.atomic_write(target, b"new")
+        atomic.atomic_write(target, b"new")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic.atomic_write(tmp_path / "meta.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "meta.json").stat().st_mode) == 0o644
 
 
 @pytest.mark.parametrize("damage, message", [
