@@ -10,7 +10,6 @@ nn.Linear output, cross-entropy, Adam, clip_grad_norm_, hidden state carried (de
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch

@@ -22,7 +22,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.atomic import atomic_write
 from charrnn.errors import ModelFormatError
-from charrnn.params import PARAM_NAMES, Params
+from charrnn.params import Params
 from charrnn.vocab import Vocab
 
 FORMAT = "charrnn-model"
