@@ -90,7 +90,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """kind: "start" | "compiling" | "ready" | "step" | "eval" | "sample" | "saved" | "interrupted" | "done"."""
+    """kind: "start" | "note" | "compiling" | "ready" | "step" | "eval" | "sample" | "saved" | "interrupted" | "done"."""
     kind: str
     step: int = 0
     total_steps: int | None = None
@@ -322,6 +322,10 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     emit(TrainEvent("start", step=step, total_steps=total_steps, elapsed=elapsed_before,
                     text=f"{len(train_ids):,} training and {len(val_ids):,} validation characters, "
                          f"vocabulary of {len(vocab)}, {steps_per_epoch:,} steps per epoch"))
+    if info is not None and info.get("threads") not in (None, threads):
+        emit(TrainEvent("note", step=step, text=(
+            f"note: this run was saved with --threads {info['threads']}; continuing with {threads} "
+            "changes the rounding, so it will not match an uninterrupted run bit for bit")))
     window_rate_for_log = None
     eval_loss_sum, eval_loss_count = 0.0, 0   # training loss since the last evaluation, for the log
 

@@ -157,3 +157,14 @@ def test_learning_rate_schedule():
     assert train_module.learning_rate(config, 0.5) == pytest.approx(0.55)
     assert train_module.learning_rate(config, 1.0) == pytest.approx(0.1)
     assert train_module.learning_rate(TrainConfig(lr=1.0, lr_schedule="constant"), 0.7) == 1.0
+
+
+def test_resuming_with_another_thread_count_says_it_will_not_match_bit_for_bit(text_file, tmp_path):
+    train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
+    events = []
+    train(text_file, tmp_path, resume=True, budget=Budget(steps=25), threads=2, on_event=events.append)
+    notes = [e.text for e in events if e.kind == "note"]
+    assert len(notes) == 1 and "--threads 1" in notes[0] and "bit for bit" in notes[0]
+    events.clear()
+    train(text_file, tmp_path, resume=True, budget=Budget(steps=30), threads=2, on_event=events.append)
+    assert not [e for e in events if e.kind == "note"]

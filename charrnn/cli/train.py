@@ -73,7 +73,7 @@ class _Display:
             self.kernels_since = None
 
     def __call__(self, event: TrainEvent) -> None:
-        if event.kind == "start":
+        if event.kind in ("start", "note"):
             self._line(event.text)
         elif event.kind == "compiling":
             self._write("\r\x1b[K" if self.interactive else "\n" if self.open_line else "")
