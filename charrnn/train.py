@@ -20,7 +20,7 @@ import numpy as np
 
 from charrnn import checkpoint
 from charrnn.batches import BatchStreams, split_train_val
-from charrnn.errors import InputError, TrainingDiverged
+from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
 from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
 from charrnn.params import Params, init_params
 from charrnn.text import load_corpus
@@ -255,7 +255,7 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
         step, elapsed_before, best = info["step"], info["elapsed"], info["best_val_bpc"] or math.inf
         try:  # a kill between writing the model and the state leaves the model the better record
             best = min(best, checkpoint.read_meta(out_dir).get("best_val_bpc") or math.inf)
-        except Exception:
+        except ModelFormatError:  # killed before the first model was saved
             pass
         checkpoint.truncate_metrics(out_dir, step)
         checkpoint.remove_stale_temporaries(out_dir)
