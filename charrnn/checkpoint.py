@@ -1,6 +1,8 @@
 """The model directory: every file written to a temporary name and renamed into place.
 
-    model.npz            U, W, V, b_h, b_y of the best model by validation (float32)
+    model.npz            the best model by validation (float32): format 2 names its arrays as
+                         charrnn.spec says (U.0, W.0, b.0, ..., V, b_y); format 1 (read, never
+                         written) held a one-layer vanilla RNN's U, W, V, b_h, b_y
     meta.json            format version, vocabulary, sizes, config, step, best validation bpc, corpus
     training_state.npz   what resuming needs: last weights, optimizer moments, carried hidden state,
                          and a JSON record (step, data position, RNG state, ...) in one atomic file
@@ -23,10 +25,12 @@ from charrnn import __version__
 from charrnn.atomic import atomic_write
 from charrnn.errors import ModelFormatError
 from charrnn.params import Params
+from charrnn.spec import ModelSpec
 from charrnn.vocab import Vocab
 
 FORMAT = "charrnn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 STATE_FILE = "training_state.npz"
@@ -67,17 +71,22 @@ class Model:
     meta: dict
 
     @property
+    def spec(self) -> ModelSpec:
+        return self.params.spec
+
+    @property
     def hidden(self) -> int:
         return self.params.hidden
 
 
 def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) -> None:
-    """Write model.npz then meta.json (the vocabulary and format fields are filled in here)."""
+    """Write model.npz then meta.json, in format 2 (the vocabulary, the model's shape and the
+    format fields are filled in here)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in params.arrays().items()}
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
-                 "vocab_size": len(vocab), "hidden": params.hidden, **meta, "vocab": list(vocab.chars)}
+                 **params.spec.to_meta(), **meta, "vocab": list(vocab.chars)}
     atomic_write(directory / MODEL_FILE, _npz_bytes(arrays))
     atomic_write(directory / META_FILE, _json_bytes(full_meta))
 
@@ -95,10 +104,18 @@ def read_meta(directory: str | Path) -> dict:
         raise ModelFormatError(f"{path}: corrupt ({error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFormatError(f"{path}: not a charrnn model")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise ModelFormatError(f"{path}: format version {meta.get('format_version')} is not supported "
-                               f"by charrnn {__version__} (it reads version {FORMAT_VERSION})")
+                               f"by charrnn {__version__} (it reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))})")
     return meta
+
+
+def model_spec(meta: dict, where: str | Path = META_FILE) -> ModelSpec:
+    """The shape of the model a meta.json describes (format 1: a one-layer vanilla RNN)."""
+    if meta.get("format_version") == 1:
+        meta = {**meta, "cell": "rnn", "layers": 1}
+    return ModelSpec.from_meta(meta, str(where))
 
 
 def load_model(directory: str | Path) -> Model:
@@ -111,7 +128,14 @@ def load_model(directory: str | Path) -> Model:
         raise ModelFormatError(f"{directory / META_FILE}: bad vocabulary ({error})") from None
     arrays = _load_npz(directory / MODEL_FILE)
     try:
-        params = Params.from_arrays(arrays, dtype=np.float32)
+        if meta["format_version"] == 1:
+            params = Params.from_format1(arrays, dtype=np.float32)
+        else:
+            spec = model_spec(meta, directory / META_FILE)
+            if spec.vocab_size != len(vocab):
+                raise ModelFormatError(f"{directory / META_FILE}: vocab_size {spec.vocab_size} but "
+                                       f"its vocabulary has {len(vocab)} characters")
+            params = Params.from_arrays(spec, arrays, dtype=np.float32)
     except ValueError as error:
         raise ModelFormatError(f"{directory / MODEL_FILE}: {error}") from None
     if params.vocab_size != len(vocab):

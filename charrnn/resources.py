@@ -24,5 +24,20 @@ def catalog_path() -> Path:
     return _data_dir("charrnn.bundled_corpora", "corpora") / "catalog.json"
 
 
-def bundled_model_dir() -> Path:
-    return _data_dir("charrnn.bundled_models", "models") / "shakespeare"
+DEFAULT_MODEL = "shakespeare"   # what `charrnn sample` uses when given no model
+
+
+def bundled_models_root() -> Path:
+    return _data_dir("charrnn.bundled_models", "models")
+
+
+def bundled_model_names() -> list[str]:
+    """Names of the models that ship with charrnn (each a directory holding meta.json), sorted."""
+    root = bundled_models_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file())
+
+
+def bundled_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    return bundled_models_root() / name

@@ -7,9 +7,10 @@ as an array: the same seed gives the same text whether the JIT is on or off (NUM
 and however the characters are split into chunks (a Generator's `random(a)` then `random(b)` gives
 the same numbers as `random(a + b)`).
 
-One step, in the model's notation (x the one-hot of the last character, so x U is a row of U):
-    h = tanh(x U + h W + b_h);  logits = h V + b_y;  p = softmax(logits / temperature)
-then p is cut to its `top_k` most likely characters, then to the smallest most likely set whose
+One step, in the model's notation (x the one-hot of the last character, so x U.0 is a row of
+U.0): every layer's cell (charrnn.spec) updates its state, then
+    logits = h V + b_y;  p = softmax(logits / temperature)
+from the last layer's h; then p is cut to its `top_k` most likely characters, then to the smallest most likely set whose
 mass reaches `top_p` of what is left, renormalised, and one character is drawn by inverse CDF.
 """
 
@@ -26,7 +27,8 @@ from numba import njit
 from charrnn.checkpoint import MODEL_FILE, Model, load_model
 from charrnn.errors import InputError, ModelFormatError
 from charrnn.params import Params
-from charrnn.resources import bundled_model_dir
+from charrnn.resources import DEFAULT_MODEL, bundled_model_dir, bundled_model_names
+from charrnn.spec import ModelSpec
 from charrnn.vocab import Vocab
 
 # Reassociation lets LLVM vectorise the matrix-vector products and fuse multiply-adds; the draw
@@ -41,7 +43,10 @@ MAX_CHUNK = 256
 
 
 # ----------------------------------------------------------------------------------------------
-# Kernels. Arrays are C-contiguous; weights and hidden state float32, ids int64, uniforms float64.
+# Kernels. Arrays are C-contiguous unless said; weights and states float32, ids int64, uniforms
+# float64. A batch of n streams is stepped together, and every row's arithmetic is the same
+# whatever the other rows are (each loop over rows does the same per-row work in the same order),
+# so a stream's text never depends on which streams share its batch.
 
 @njit(cache=True, fastmath=FASTMATH)
 def _tanh(x):
@@ -57,44 +62,165 @@ def _tanh(x):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _step(U, W, b_h, h, char_id, pre):
-    """h <- tanh(U[char_id] + h W + b_h), in place; `pre` (H,) is scratch.
+def _sigmoid(x):
+    """The logistic function of a float32 through one float64 exp (clamped so exp stays finite)."""
+    x64 = min(max(np.float64(x), -40.0), 40.0)
+    return np.float32(1.0 / (1.0 + np.exp(-x64)))
 
-    h W is summed as a combination of W's rows (row i scaled by h[i]), so W is read once, row by
-    row, in memory order, and the inner loop is a contiguous multiply-add the compiler vectorises.
-    Taking four rows per pass over `pre` loads and stores it a quarter as often (W, 1 MB at
-    H=512, is what the step waits on; eight rows measured no faster).
-    """
-    hidden = h.shape[0]
-    for j in range(hidden):
-        pre[j] = U[char_id, j] + b_h[j]
-    full = hidden - hidden % 4
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _add_rows_times(x, M, out):
+    """out (n, N) += x (n, K) @ M (K, N), as combinations of M's rows: M is read once per call,
+    four rows at a time, and each block of four serves every row of x while it is in cache (M is
+    what a step waits on: 1 MB for a 512-unit vanilla layer, 4 MB for an LSTM's). The inner loop
+    is a contiguous multiply-add the compiler vectorises. (Eight rows per pass measured no faster.)"""
+    n, K = x.shape
+    N = M.shape[1]
+    full = K - K % 4
     for i in range(0, full, 4):
-        h0 = h[i]
-        h1 = h[i + 1]
-        h2 = h[i + 2]
-        h3 = h[i + 3]
-        for j in range(hidden):
-            pre[j] += h0 * W[i, j] + h1 * W[i + 1, j] + h2 * W[i + 2, j] + h3 * W[i + 3, j]
-    for i in range(full, hidden):
-        hi = h[i]
-        for j in range(hidden):
-            pre[j] += hi * W[i, j]
-    for j in range(hidden):
-        h[j] = _tanh(pre[j])
+        for r in range(n):
+            x0 = x[r, i]
+            x1 = x[r, i + 1]
+            x2 = x[r, i + 2]
+            x3 = x[r, i + 3]
+            row = out[r]
+            for j in range(N):
+                row[j] += x0 * M[i, j] + x1 * M[i + 1, j] + x2 * M[i + 2, j] + x3 * M[i + 3, j]
+    for i in range(full, K):
+        for r in range(n):
+            xi = x[r, i]
+            row = out[r]
+            for j in range(N):
+                row[j] += xi * M[i, j]
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _logits(V_t, b_y, h, out):
-    """out <- h V + b_y, with V given transposed, V_t (vocab, H): one contiguous dot product per
-    character. (With only ~100 characters, combining V's short rows as _step does for W leaves
-    the vector units idle on loop remainders.)"""
-    hidden = h.shape[0]
-    for k in range(b_y.shape[0]):
-        acc = b_y[k]
-        for i in range(hidden):
-            acc += V_t[k, i] * h[i]
-        out[k] = acc
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _gates(cell, ax, ah, b_hn, h, c):
+    """One layer's new state from its pre-activations, in place, rows (n,) of h (n, H) and c:
+    rnn h = tanh(ax); lstm from ax's blocks [i, f, g, o]; gru from ax = x U + b and ah = h W,
+    blocks [r, z, n] (see charrnn.spec)."""
+    n, hidden = h.shape
+    for r in range(n):
+        a = ax[r]
+        if cell == 0:
+            for j in range(hidden):
+                h[r, j] = _tanh(a[j])
+        elif cell == 2:
+            for j in range(hidden):
+                i_gate = _sigmoid(a[j])
+                f_gate = _sigmoid(a[hidden + j])
+                g_gate = _tanh(a[2 * hidden + j])
+                o_gate = _sigmoid(a[3 * hidden + j])
+                c_new = f_gate * c[r, j] + i_gate * g_gate
+                c[r, j] = c_new
+                h[r, j] = o_gate * _tanh(c_new)
+        else:
+            a_h = ah[r]
+            for j in range(hidden):
+                reset = _sigmoid(a[j] + a_h[j])
+                update = _sigmoid(a[hidden + j] + a_h[hidden + j])
+                new = _tanh(a[2 * hidden + j] + reset * (a_h[2 * hidden + j] + b_hn[j]))
+                h[r, j] = (np.float32(1.0) - update) * new + update * h[r, j]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates):
+    """U (rows, G*H), W (H, G*H), b (G*H,), b_hn (H,) of one layer, views into `flat`; `offsets`
+    (layers, 4) holds their starts (b_hn's is -1 but for gru, where a zero vector stands in)."""
+    width = gates * hidden
+    rows = vocab_size if layer == 0 else hidden
+    u0, w0, b0, bhn0 = offsets[layer, 0], offsets[layer, 1], offsets[layer, 2], offsets[layer, 3]
+    U = flat[u0:u0 + rows * width].reshape((rows, width))
+    W = flat[w0:w0 + hidden * width].reshape((hidden, width))
+    b = flat[b0:b0 + width]
+    if bhn0 >= 0:
+        b_hn = flat[bhn0:bhn0 + hidden]
+    else:
+        b_hn = np.zeros(hidden, dtype=flat.dtype)
+    return U, W, b, b_hn
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _step_rows(flat, offsets, cell, vocab_size, states, ids, ax, ah):
+    """Feed character ids (n,) to the n streams of `states` (n, L, K, H), in place. ax, ah
+    (n, G*H) are scratch."""
+    n, layers, kinds, hidden = states.shape
+    gates = ax.shape[1] // hidden
+    for layer in range(layers):
+        U, W, b, b_hn = _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates)
+        h = states[:, layer, 0, :]                                     # (n, H), rows strided
+        c = states[:, layer, kinds - 1, :]                             # lstm: (n, H); else h
+        for r in range(n):
+            if layer == 0:
+                source = U[ids[r]]
+                for j in range(ax.shape[1]):
+                    ax[r, j] = source[j] + b[j]
+            else:
+                for j in range(ax.shape[1]):
+                    ax[r, j] = b[j]
+        if layer > 0:
+            _add_rows_times(states[:, layer - 1, 0, :], U, ax)        # + x U, x the layer below
+        if cell == 1:
+            ah[:] = 0.0
+            _add_rows_times(h, W, ah)                                 # a_h = h W, kept apart
+        else:
+            _add_rows_times(h, W, ax)                                 # a += h W
+        _gates(cell, ax, ah, b_hn, h, c)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def read_kernel(flat, offsets, cell, vocab_size, states, row, ids):
+    """Run the characters `ids` (m,) through stream `row` of `states` (n, L, K, H), in place."""
+    one = states[row:row + 1]                                         # (1, L, K, H)
+    width = _width(flat, offsets, vocab_size, states.shape[3])
+    ax = np.empty((1, width), dtype=np.float32)                      # (1, G*H)
+    ah = np.empty((1, width), dtype=np.float32)
+    step_id = np.empty(1, dtype=np.int64)
+    for t in range(ids.shape[0]):
+        step_id[0] = ids[t]
+        _step_rows(flat, offsets, cell, vocab_size, one, step_id, ax, ah)
+
+
+@njit(cache=True, nogil=True)
+def _width(flat, offsets, vocab_size, hidden):
+    """G*H: the width of every layer's U, from where W.0 starts (U.0 is (vocab, G*H))."""
+    return (offsets[0, 1] - offsets[0, 0]) // vocab_size
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _logits_rows(V_t, b_y, states, logits):
+    """logits (n, vocab) = h V + b_y for the last layer's h of every stream; V_t (vocab, H) is V
+    transposed, so each logit is one contiguous dot product."""
+    n, layers, _, hidden = states.shape
+    for r in range(n):
+        h = states[r, layers - 1, 0]
+        for k in range(b_y.shape[0]):
+            acc = b_y[k]
+            for i in range(hidden):
+                acc += V_t[k, i] * h[i]
+            logits[r, k] = acc
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def draw_kernel(flat, offsets, cell, vocab_size, V_t, b_y, states, uniforms, inv_temperature,
+                top_k, top_p, greedy, out_ids):
+    """For every stream (row) of `states` (n, L, K, H), k times: its logits, one id drawn with its
+    next uniform (uniforms (n, k)) and its own options ((n,) arrays), then its state stepped with
+    that id. out_ids (n, k). Leaves each state after its last id, so the next call continues."""
+    n, k = uniforms.shape
+    width = _width(flat, offsets, vocab_size, states.shape[3])
+    ax = np.empty((n, width), dtype=np.float32)                       # (n, G*H)
+    ah = np.empty((n, width), dtype=np.float32)
+    logits = np.empty((n, b_y.shape[0]), dtype=np.float32)            # (n, V)
+    weights = np.empty(b_y.shape[0], dtype=np.float64)                # (V,)
+    ids = np.empty(n, dtype=np.int64)                                 # (n,)
+    for s in range(k):
+        _logits_rows(V_t, b_y, states, logits)
+        for r in range(n):
+            ids[r] = _draw(logits[r], uniforms[r, s], inv_temperature[r], top_k[r], top_p[r],
+                           greedy[r], weights)
+            out_ids[r, s] = ids[r]
+        _step_rows(flat, offsets, cell, vocab_size, states, ids, ax, ah)
 
 
 @njit(cache=True)
@@ -157,29 +283,6 @@ def _draw(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
     return order[0]
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def advance_kernel(U, W, b_h, h, ids):
-    """Run the characters `ids` (n,) through the network from hidden state `h` (H,), in place."""
-    pre = np.empty(h.shape[0], dtype=np.float32)               # (H,)
-    for t in range(ids.shape[0]):
-        _step(U, W, b_h, h, ids[t], pre)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def sample_kernel(U, W, V_t, b_h, b_y, h, uniforms, inv_temperature, top_k, top_p, greedy, out_ids):
-    """Draw len(out_ids) characters from hidden state `h` (H,), which has read every character so
-    far. `uniforms` (n,) are the draws' random numbers; V_t (vocab, H) is V transposed. Leaves in
-    `h` the state after the last character drawn, so the next call continues the same text."""
-    pre = np.empty(h.shape[0], dtype=np.float32)               # (H,)
-    logits = np.empty(b_y.shape[0], dtype=np.float32)          # (V,)
-    weights = np.empty(b_y.shape[0], dtype=np.float64)         # (V,)
-    for t in range(out_ids.shape[0]):
-        _logits(V_t, b_y, h, logits)
-        char_id = _draw(logits, uniforms[t], inv_temperature, top_k, top_p, greedy, weights)
-        out_ids[t] = char_id
-        _step(U, W, b_h, h, char_id, pre)
-
-
 # ----------------------------------------------------------------------------------------------
 # Python layer: checks everything once, then hands contiguous arrays to the kernels.
 
@@ -213,24 +316,9 @@ def _check_options(length, temperature, top_k, top_p, greedy, rng) -> None:
         raise InputError(f"top-p must be in (0, 1], got {top_p}")
     if not isinstance(greedy, (bool, np.bool_)):
         raise InputError(f"greedy must be True or False, got {greedy!r}")
-    if not isinstance(rng, np.random.Generator):
+    if rng is not None and not isinstance(rng, np.random.Generator):
         raise InputError("rng must be a numpy.random.Generator, "
                          "e.g. numpy.random.default_rng(seed)")
-
-
-def _kernel_params(params: Params, vocab: Vocab) -> Params:
-    if not isinstance(params, Params):
-        raise InputError(f"params must be a charrnn Params, got {type(params).__name__}")
-    if not isinstance(vocab, Vocab):
-        raise InputError(f"vocab must be a charrnn Vocab, got {type(vocab).__name__}")
-    if params.vocab_size != len(vocab):
-        raise InputError(f"the weights are for {params.vocab_size} characters but the vocabulary "
-                         f"has {len(vocab)}")
-    if params.dtype != np.float32:
-        params = params.astype(np.float32)
-    if not np.isfinite(params.flat).all():
-        raise InputError("the model's weights are not finite (NaN or infinity)")
-    return params
 
 
 def unknown_prime_message(vocab: Vocab, prime: str) -> str | None:
@@ -252,6 +340,131 @@ def drop_unknown(vocab: Vocab, prime: str) -> tuple[str, list[str]]:
     return "".join(c for c in prime if c not in dropped), unknown
 
 
+class BatchSampler:
+    """Generation for one model, any number of streams at once.
+
+    A stream is a row of a state array (n, L, K, H) (see charrnn.spec): `new_states(n)` makes
+    them at zero, `read` runs a prime through one row, `draw` draws k characters for every row,
+    each with its own uniforms and options. A row's characters and state are bit-identical
+    whatever other rows share the batch, so streams may join or leave between calls. The kernels
+    release the GIL; one call at a time per state array."""
+
+    def __init__(self, model_or_params, vocab: Vocab | None = None):
+        if isinstance(model_or_params, Model):
+            params, vocab = model_or_params.params, model_or_params.vocab
+        else:
+            params = model_or_params
+        if not isinstance(params, Params):
+            raise InputError(f"params must be a charrnn Params, got {type(params).__name__}")
+        if not isinstance(vocab, Vocab):
+            raise InputError(f"vocab must be a charrnn Vocab, got {type(vocab).__name__}")
+        if params.vocab_size != len(vocab):
+            raise InputError(f"the weights are for {params.vocab_size} characters but the "
+                             f"vocabulary has {len(vocab)}")
+        if not np.isfinite(params.flat).all():
+            raise InputError("the model's weights are not finite (NaN or infinity)")
+        self.spec: ModelSpec = params.spec
+        self.vocab = vocab
+        self._flat = np.ascontiguousarray(params.flat, dtype=np.float32)         # (P,)
+        found = self.spec.offsets()
+        self._offsets = np.array([[found[f"{name}.{layer}"][0] if f"{name}.{layer}" in found
+                                   else -1 for name in ("U", "W", "b", "b_hn")]
+                                  for layer in range(self.spec.layers)], dtype=np.int64)  # (L, 4)
+        self._cell = np.int64(self.spec.cell_code)
+        self._V_t = np.ascontiguousarray(params.V.T, dtype=np.float32)          # (vocab, H)
+        self._b_y = np.ascontiguousarray(params.b_y, dtype=np.float32)          # (vocab,)
+        # Decoding is one gather and one bytes -> str conversion rather than a join of chars.
+        self._code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)  # (vocab,)
+
+    def new_states(self, n: int) -> np.ndarray:
+        return np.zeros(self.spec.state_shape(n), dtype=np.float32)              # (n, L, K, H)
+
+    def read(self, states: np.ndarray, row: int, prime_ids) -> None:
+        """Run the character ids `prime_ids` through stream `row` of `states`, in place."""
+        ids = np.ascontiguousarray(prime_ids, dtype=np.int64)                     # (m,)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocab)):
+            raise InputError("character ids outside the vocabulary")
+        read_kernel(self._flat, self._offsets, self._cell, np.int64(len(self.vocab)), states,
+                    np.int64(row), ids)
+
+    def draw(self, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids) -> None:
+        """k characters for every stream: uniforms (n, k) float64, options (n,) arrays
+        (inv_temperature float64, top_k int64 with 0 off, top_p float64 with 1 off, greedy bool),
+        out_ids (n, k) int64. Arrays are used as given: make them with these dtypes."""
+        draw_kernel(self._flat, self._offsets, self._cell, np.int64(len(self.vocab)), self._V_t,
+                    self._b_y, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids)
+
+    def decode(self, ids) -> str:
+        return self._code_points[ids].tobytes().decode("utf-32-le")
+
+
+def _uniforms(rng, greedy: bool, shape) -> np.ndarray:
+    """The draws' random numbers; nothing is drawn when greedy (the generator does not move)."""
+    if greedy:
+        return np.zeros(shape, dtype=np.float64)
+    return rng.random(shape)
+
+
+def _batch_options(n, temperature, top_k, top_p, greedy):
+    return (np.full(n, 1.0 / float(temperature)), np.full(n, int(top_k), dtype=np.int64),
+            np.full(n, float(top_p)), np.full(n, bool(greedy)))
+
+
+def iter_samples(params: Params, vocab: Vocab, length: int, *, num: int = 1, prime: str = "",
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 greedy: bool = False, rng: np.random.Generator,
+                 chunk_size: int = MAX_CHUNK) -> Iterator[list[str]]:
+    """Generate `num` samples of `length` characters after `prime`, stepped together as one
+    batch, yielding a list of `num` new pieces at a time.
+
+    Sample i uses row i of `rng.random((num, length))` (nothing is drawn when greedy), so the
+    samples are exactly those `num` calls of `sample_text` in a row would give. Arguments are
+    checked here, before the first piece is asked for (InputError, one line). `top_k` 0 and
+    `top_p` 1 switch those cuts off; `greedy` takes the most likely character every time.
+    """
+    _check_options(length, temperature, top_k, top_p, greedy, rng)
+    if rng is None:
+        raise InputError("rng must be a numpy.random.Generator, "
+                         "e.g. numpy.random.default_rng(seed)")
+    if not _is_whole(num) or num < 1:
+        raise InputError(f"num must be a whole number of 1 or more, got {num!r}")
+    if not _is_whole(chunk_size) or chunk_size < 1:
+        raise InputError(f"chunk size must be a whole number of 1 or more, got {chunk_size!r}")
+    if not isinstance(prime, str):
+        raise InputError(f"prime must be a string, got {type(prime).__name__}")
+    sampler = BatchSampler(params, vocab)
+    problem = unknown_prime_message(vocab, prime)
+    if problem:
+        raise InputError(problem)
+    prime_ids = vocab.encode(prime).astype(np.int64)                          # (len(prime),)
+    return _generate(sampler, int(length), int(num), prime_ids, bool(greedy), rng,
+                     _batch_options(int(num), temperature, top_k, top_p, greedy), int(chunk_size))
+
+
+def _generate(sampler, length, num, prime_ids, greedy, rng, options, chunk_size):
+    """The generator behind iter_samples, over checked arguments."""
+    states = sampler.new_states(1)
+    sampler.read(states, 0, prime_ids)
+    states = np.ascontiguousarray(np.repeat(states, num, axis=0))             # (num, L, K, H)
+    # One sample draws its uniforms chunk by chunk (a Generator's random(a) then random(b) gives
+    # the numbers random(a + b) gives), so a long stream never holds them all; several need
+    # their rows of random((num, length)) from the start.
+    uniforms = None if num == 1 else _uniforms(rng, greedy, (num, length))   # (num, length)
+    done = 0
+    size = min(FIRST_CHUNK, chunk_size)
+    while done < length:
+        n = min(size, length - done)
+        if uniforms is None:
+            chunk_uniforms = _uniforms(rng, greedy, (1, n))                  # (1, n)
+        else:
+            chunk_uniforms = np.ascontiguousarray(uniforms[:, done:done + n])
+        ids = np.empty((num, n), dtype=np.int64)                              # (num, n)
+        sampler.draw(states, chunk_uniforms, *options, ids)
+        yield [sampler.decode(ids[i]) for i in range(num)]
+        done += n
+        size = min(size * 2, chunk_size)
+
+
 def iter_sample(params: Params, vocab: Vocab, length: int, *, prime: str = "",
                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                 greedy: bool = False, rng: np.random.Generator,
@@ -261,46 +474,10 @@ def iter_sample(params: Params, vocab: Vocab, length: int, *, prime: str = "",
     The pieces joined are exactly `sample_text(...)` with the same arguments and generator state;
     `for ch in itertools.chain.from_iterable(iter_sample(...))` gives one character at a time.
     Arguments are checked here, before the first piece is asked for (InputError, one line).
-    `top_k` 0 and `top_p` 1 switch those cuts off; `greedy` takes the most likely character every
-    time (then `temperature`, `top_k` and `top_p` do not matter, and no random numbers are used).
     """
-    _check_options(length, temperature, top_k, top_p, greedy, rng)
-    if not _is_whole(chunk_size) or chunk_size < 1:
-        raise InputError(f"chunk size must be a whole number of 1 or more, got {chunk_size!r}")
-    if not isinstance(prime, str):
-        raise InputError(f"prime must be a string, got {type(prime).__name__}")
-    params = _kernel_params(params, vocab)
-    problem = unknown_prime_message(vocab, prime)
-    if problem:
-        raise InputError(problem)
-    prime_ids = vocab.encode(prime).astype(np.int64)               # (len(prime),)
-    return _generate(params, vocab, int(length), prime_ids, 1.0 / float(temperature), int(top_k),
-                     float(top_p), bool(greedy), rng, int(chunk_size))
-
-
-def _generate(params, vocab, length, prime_ids, inv_temperature, top_k, top_p, greedy, rng,
-              chunk_size) -> Iterator[str]:
-    """The generator behind iter_sample, over checked arguments."""
-    # Decoding a chunk is one gather and one bytes -> str conversion rather than a join of chars.
-    code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)    # (V,)
-    V_t = np.ascontiguousarray(params.V.T)                                     # (V, H)
-    h = np.zeros(params.hidden, dtype=np.float32)                              # (H,)
-    advance_kernel(params.U, params.W, params.b_h, h, prime_ids)
-    out_ids = np.empty(chunk_size, dtype=np.int64)                             # (chunk,)
-    done = 0
-    size = min(FIRST_CHUNK, chunk_size)
-    while done < length:
-        n = min(size, length - done)
-        if greedy:
-            uniforms = np.zeros(n, dtype=np.float64)                           # (n,) unused
-        else:
-            uniforms = rng.random(n)                                           # (n,) in [0, 1)
-        ids = out_ids[:n]
-        sample_kernel(params.U, params.W, V_t, params.b_h, params.b_y, h, uniforms,
-                      inv_temperature, top_k, top_p, greedy, ids)
-        yield code_points[ids].tobytes().decode("utf-32-le")
-        done += n
-        size = min(size * 2, chunk_size)
+    pieces = iter_samples(params, vocab, length, prime=prime, temperature=temperature,
+                          top_k=top_k, top_p=top_p, greedy=greedy, rng=rng, chunk_size=chunk_size)
+    return (batch[0] for batch in pieces)
 
 
 def sample_text(params: Params, vocab: Vocab, length: int, *, prime: str = "",
@@ -308,8 +485,8 @@ def sample_text(params: Params, vocab: Vocab, length: int, *, prime: str = "",
                 greedy: bool = False, rng: np.random.Generator) -> str:
     """`length` characters generated after `prime` (the prime itself is not included).
 
-    The hidden state starts at zero and reads the prime first; with an empty prime the first
-    character is drawn from softmax(b_y). Same generator state, same text.
+    The state starts at zero and reads the prime first; with an empty prime the first character
+    is drawn from softmax(b_y). Same generator state, same text.
     """
     return "".join(iter_sample(params, vocab, length, prime=prime, temperature=temperature,
                                top_k=top_k, top_p=top_p, greedy=greedy, rng=rng))
@@ -318,18 +495,33 @@ def sample_text(params: Params, vocab: Vocab, length: int, *, prime: str = "",
 # ----------------------------------------------------------------------------------------------
 # Conveniences over a model directory.
 
-def load(model: Model | str | os.PathLike | None = None) -> Model:
-    """A Model as is, the model in a directory, or (None) the model that ships with charrnn."""
-    if isinstance(model, Model):
-        return model
+def resolve_model_dir(model: str | os.PathLike | None) -> Path:
+    """A model directory, a bundled model's name, or None (the default bundled model)."""
+    names = bundled_model_names()
     if model is None:
-        directory = bundled_model_dir()
+        directory = bundled_model_dir(DEFAULT_MODEL)
         if not (directory / MODEL_FILE).is_file():
             raise ModelFormatError(f"this installation of charrnn has no bundled model "
                                    f"({directory} holds no {MODEL_FILE}); give a model "
                                    f"directory made by `charrnn train`")
-        return load_model(directory)
-    return load_model(Path(model))
+        return directory
+    path = Path(model)
+    if path.exists():
+        return path
+    if str(model) in names:
+        return bundled_model_dir(str(model))
+    if os.sep not in str(model) and names:
+        raise ModelFormatError(f"{model}: no such model directory, nor a bundled model "
+                               f"(bundled: {', '.join(names)})")
+    return path
+
+
+def load(model: Model | str | os.PathLike | None = None) -> Model:
+    """A Model as is, the model in a directory, a bundled model by name, or (None) the default
+    model that ships with charrnn."""
+    if isinstance(model, Model):
+        return model
+    return load_model(resolve_model_dir(model))
 
 
 def _rng(seed, rng) -> np.random.Generator:
@@ -345,7 +537,8 @@ def _rng(seed, rng) -> np.random.Generator:
 def stream(model: Model | str | os.PathLike | None = None, length: int = 500, *, prime: str = "",
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
            seed: int | None = None, rng: np.random.Generator | None = None) -> Iterator[str]:
-    """Pieces of generated text from a model (a Model, a directory, or None for the bundled one)."""
+    """Pieces of generated text from a model (a Model, a directory, a bundled model's name, or
+    None for the default bundled one)."""
     model = load(model)
     return iter_sample(model.params, model.vocab, length, prime=prime, temperature=temperature,
                        top_k=top_k, top_p=top_p, greedy=greedy, rng=_rng(seed, rng))
