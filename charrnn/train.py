@@ -21,20 +21,34 @@ import numpy as np
 from charrnn import checkpoint
 from charrnn.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
+from charrnn.evaluate import eval_kernels, evaluate_bpc
 from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
 from charrnn.params import Params, init_params
+from charrnn.spec import CELLS, ModelSpec
 from charrnn.text import load_corpus
 
-LN2 = math.log(2.0)
-EVAL_CHUNK = 256          # characters per forward call when evaluating (hidden state carried)
 PROGRESS_SECONDS = 0.5    # how often a "step" event is sent
 DEFAULT_MINUTES = 10.0    # the budget when none is given
 
 
+# Defaults of each cell, chosen to learn well in 10 minutes on 2 cores (BENCHMARKS.md). Settings
+# not named here share TrainConfig's defaults.
+CELL_DEFAULTS = {
+    "rnn": {"layers": 1, "hidden": 1024, "dropout": 0.0, "lr": 2e-3, "input_lr_scale": 30.0},
+    "lstm": {"layers": 2, "hidden": 512, "dropout": 0.25, "lr": 3e-3, "input_lr_scale": 10.0},
+    "gru": {"layers": 2, "hidden": 512, "dropout": 0.25, "lr": 3e-3, "input_lr_scale": 10.0},
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """What defines a training run; stored in the model's metadata and fixed across resumes."""
+    """What defines a training run; stored in the model's metadata and fixed across resumes.
+    A run saved before cells existed has no cell, layers or dropout: it is a one-layer vanilla
+    RNN without dropout, which these defaults say."""
+    cell: str = "rnn"
+    layers: int = 1
     hidden: int = 1024
+    dropout: float = 0.0             # inverted dropout between layers and before the output layer
     seq_length: int = 64
     batch_size: int = 32
     lr: float = 2e-3
@@ -42,19 +56,34 @@ class TrainConfig:
     clip: float = 5.0
     lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
     min_lr_frac: float = 0.1
-    input_scale: float = 0.5         # standard deviation of the initial U
-    input_lr_scale: float = 30.0     # U's learning rate relative to the others (its rows are sparse)
+    input_scale: float = 0.5         # standard deviation of the initial U.0
+    input_lr_scale: float = 30.0     # U.0's learning rate relative to the others (its rows are sparse)
     val_frac: float = 0.05
     eval_every: int = 1000
     seed: int = 0
 
+    @classmethod
+    def for_cell(cls, **settings) -> "TrainConfig":
+        """A config from the given settings, the rest from the cell's defaults (CELL_DEFAULTS)."""
+        cell = settings.get("cell", cls.cell)
+        if cell not in CELL_DEFAULTS:
+            raise InputError(f"--cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        return cls(**{**CELL_DEFAULTS[cell], **settings})
+
+    def spec(self, vocab_size: int) -> ModelSpec:
+        return ModelSpec(self.cell, self.layers, self.hidden, vocab_size)
+
     def check(self) -> None:
         """InputError (one line) for values no run could use."""
-        positive_ints = ("hidden", "seq_length", "batch_size", "eval_every")
+        if self.cell not in CELL_DEFAULTS:
+            raise InputError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        positive_ints = ("layers", "hidden", "seq_length", "batch_size", "eval_every")
         for name in positive_ints:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a positive whole number, got {value}")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be positive, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
@@ -130,18 +159,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def evaluate_bpc(kernels, params: Params, ids: np.ndarray) -> float:
-    """Bits per character over a whole text, the hidden state carried from start to end."""
-    h = np.zeros((1, params.hidden), dtype=params.dtype)                   # (1, H)
-    total_nats = 0.0
-    for start in range(0, len(ids) - 1, EVAL_CHUNK):
-        segment = ids[start:start + EVAL_CHUNK + 1].astype(np.int32)
-        inputs, targets = segment[None, :-1], segment[None, 1:]              # (1, T')
-        total_nats += kernels.loss(params, inputs, targets, h) * inputs.shape[1]
-        h[...] = kernels.h_last
-    return total_nats / (len(ids) - 1) / LN2
-
-
 def learning_rate(config: TrainConfig, progress: float) -> float:
     """Cosine decay from lr to lr * min_lr_frac as `progress` goes from 0 to 1."""
     if config.lr_schedule == "constant":
@@ -173,8 +190,10 @@ class _StopOnSigint:
 
 
 def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
+    """A new run's config (the cell's defaults under the given settings), or a resumed run's saved
+    one, which the given settings must agree with."""
     if saved is None:
-        config = TrainConfig(**overrides)
+        config = TrainConfig.for_cell(**overrides)
     else:
         base = TrainConfig(**saved)
         changed = [k for k, v in overrides.items() if getattr(base, k) != v]
@@ -187,17 +206,7 @@ def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
     return config
 
 
-def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict | None = None,
-          budget: Budget = Budget(), resume: bool = False, force: bool = False,
-          encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
-          sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
-    """Train (or resume training) a model on a text file; the model directory is `out_dir`.
-
-    `overrides` are TrainConfig fields; on resume they must agree with the saved run.
-    """
-    emit = on_event or (lambda event: None)
-    out_dir = Path(out_dir)
-    overrides = dict(overrides or {})
+def _check_arguments(overrides: dict, budget: Budget, threads: int | None) -> int:
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise InputError(f"unknown training settings: {', '.join(sorted(unknown))}")
@@ -205,214 +214,308 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     threads = threads or default_threads()
     if threads < 1:
         raise InputError(f"--threads must be positive, got {threads}")
+    return threads
 
-    state_arrays, info = None, None
-    if resume:
-        state_arrays, info = checkpoint.load_training_state(out_dir)
-        saved_text = Path(info["corpus"]["path"])
-        if text_path is None:
-            text_path = saved_text
-        encoding = info.get("encoding", encoding)
-        if budget == Budget():  # no new budget given: finish the one the run started with
-            budget = Budget(**info["budget"])
-    else:
-        if text_path is None:
-            raise InputError("give a text file to train on")
-        existing = [n for n in (checkpoint.META_FILE, checkpoint.STATE_FILE) if (out_dir / n).exists()]
-        if existing and not force:
-            raise InputError(f"{out_dir} already holds a model; pass --resume to continue it "
-                             "or --force to replace it")
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"{out_dir} exists and is not a directory")
-    config = _resolve_config(overrides, info["config"] if info else None)
 
-    text_path = Path(text_path)
-    vocab, ids = load_corpus(text_path, encoding)
-    sha256 = file_sha256(text_path)
-    if info is not None and info["corpus"]["sha256"] != sha256:
-        raise InputError(f"{text_path} is not the text this model was trained on "
-                         f"(its sha256 differs from the one recorded in {out_dir})")
-    train_ids, val_ids = split_train_val(ids, config.val_frac)
-    streams = BatchStreams(train_ids, config.batch_size, config.seq_length)
-    steps_per_epoch = streams.steps_per_epoch
-
-    from charrnn.kernels import RNNKernels  # imported late: it compiles or loads the kernels
-
-    rng = np.random.default_rng(config.seed)
-    params = init_params(len(vocab), config.hidden, rng, np.float32, config.input_scale)
-    grads = params.zeros_like()
-    optimizer = Optimizer(config.optimizer, params.flat.size, np.float32,
-                          lr_scales=((0, params.U.size, config.input_lr_scale),))  # U leads the buffer
-    h = np.zeros((config.batch_size, config.hidden), dtype=np.float32)  # (B, H) carried state
-    step, elapsed_before, best = 0, 0.0, math.inf
-    if info is not None:
-        if tuple(info["vocab"]) != vocab.chars:
-            raise InputError(f"{text_path}: its vocabulary differs from the saved run's")
-        params.flat[...] = state_arrays["params"]
-        optimizer.load_state_arrays(state_arrays, info["optimizer_steps"])
-        h[...] = state_arrays["hidden"]
-        rng.bit_generator.state = info["rng_state"]
-        step, elapsed_before, best = info["step"], info["elapsed"], info["best_val_bpc"] or math.inf
-        try:  # a kill between writing the model and the state leaves the model the better record
-            best = min(best, checkpoint.read_meta(out_dir).get("best_val_bpc") or math.inf)
-        except ModelFormatError:  # killed before the first model was saved
-            pass
-        checkpoint.truncate_metrics(out_dir, step)
-        checkpoint.remove_stale_temporaries(out_dir)
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if force:
-            for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE, checkpoint.STATE_FILE,
-                         checkpoint.METRICS_FILE):
-                (out_dir / name).unlink(missing_ok=True)
-
-    total_steps = None
-    if budget.steps is not None:
-        total_steps = budget.steps
+def _total_steps(budget: Budget, steps_per_epoch: int) -> tuple[int | None, float | None]:
+    """(the step limit, the time limit in seconds) a budget sets; None where it sets none."""
+    total_steps = budget.steps
     if budget.epochs is not None:
         epoch_steps = math.ceil(budget.epochs * steps_per_epoch)
         total_steps = epoch_steps if total_steps is None else min(total_steps, epoch_steps)
     minutes = budget.minutes
     if minutes is None and total_steps is None:
         minutes = DEFAULT_MINUTES
-    time_limit = minutes * 60.0 if minutes is not None else None
+    return total_steps, (minutes * 60.0 if minutes is not None else None)
 
-    corpus = {"name": text_path.stem, "path": str(text_path.resolve()), "bytes": text_path.stat().st_size,
-              "sha256": sha256}
-    kernels = RNNKernels(len(vocab), config.hidden, config.batch_size, config.seq_length,
-                         np.float32, threads)
-    eval_kernels = RNNKernels(len(vocab), config.hidden, 1, EVAL_CHUNK, np.float32, 1)
-    sample_rng = np.random.default_rng([config.seed, 1])  # its own stream: samples never change training
 
-    def progress_fraction(elapsed: float) -> float:
+class _Run:
+    """One training run, new or resumed: its data, model, optimizer and counters, and the steps
+    of training it (open, one step, a checkpoint, the finish)."""
+
+    def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
+                 force: bool, encoding: str, threads: int, emit):
+        self.out_dir, self.emit, self.threads = out_dir, emit, threads
+        state_arrays, info = self._previous(text_path, resume, force)
+        if info is not None:
+            text_path = text_path if text_path is not None else Path(info["corpus"]["path"])
+            encoding = info.get("encoding", encoding)
+            if budget == Budget():  # no new budget given: finish the one the run started with
+                budget = Budget(**info["budget"])
+        self.budget, self.encoding = budget, encoding
+        self.saved_threads = info.get("threads") if info else None
+        self.config = config = _resolve_config(overrides, info["config"] if info else None)
+        self._read_text(Path(text_path), info)
+        self.spec = config.spec(len(self.vocab))
+        self.rng = np.random.default_rng(config.seed)
+        self.params = init_params(self.spec, self.rng, np.float32, config.input_scale)
+        self.grads = self.params.zeros_like()
+        start, stop = self.spec.input_span()
+        self.optimizer = Optimizer(config.optimizer, self.params.flat.size, np.float32,
+                                   lr_scales=((start, stop, config.input_lr_scale),))
+        self.state = np.zeros(self.spec.state_shape(config.batch_size), np.float32)  # (B, L, K, H)
+        # Samples shown during training draw from a stream of their own: they never change
+        # training, and a resumed run continues their stream.
+        self.sample_rng = np.random.default_rng([config.seed, 1])
+        self.step, self.elapsed_before, self.best = 0, 0.0, math.inf
+        if info is not None:
+            self._restore(state_arrays, info)
+        else:
+            self._start_directory(force)
+        self.total_steps, self.time_limit = _total_steps(budget, self.streams.steps_per_epoch)
+        self.last_val = None
+        self.loss_since_eval = [0.0, 0]          # summed training loss and steps since the last eval
+        self.rate_for_log = None
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _previous(self, text_path, resume: bool, force: bool):
+        if resume:
+            return checkpoint.load_training_state(self.out_dir)
+        if text_path is None:
+            raise InputError("give a text file to train on")
+        existing = [n for n in (checkpoint.META_FILE, checkpoint.STATE_FILE)
+                    if (self.out_dir / n).exists()]
+        if existing and not force:
+            raise InputError(f"{self.out_dir} already holds a model; pass --resume to continue it "
+                             "or --force to replace it")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise InputError(f"{self.out_dir} exists and is not a directory")
+        return None, None
+
+    def _read_text(self, text_path: Path, info: dict | None) -> None:
+        self.vocab, ids = load_corpus(text_path, self.encoding)
+        sha256 = file_sha256(text_path)
+        if info is not None and info["corpus"]["sha256"] != sha256:
+            raise InputError(f"{text_path} is not the text this model was trained on "
+                             f"(its sha256 differs from the one recorded in {self.out_dir})")
+        if info is not None and tuple(info["vocab"]) != self.vocab.chars:
+            raise InputError(f"{text_path}: its vocabulary differs from the saved run's")
+        self.train_ids, self.val_ids = split_train_val(ids, self.config.val_frac)
+        self.streams = BatchStreams(self.train_ids, self.config.batch_size, self.config.seq_length)
+        self.corpus = {"name": text_path.stem, "path": str(text_path.resolve()),
+                       "bytes": text_path.stat().st_size, "sha256": sha256}
+
+    def _restore(self, arrays: dict, info: dict) -> None:
+        try:
+            self.params.flat[...] = arrays["params"]
+            self.optimizer.load_state_arrays(arrays, info["optimizer_steps"])
+            # A run saved before cells existed carried a (B, H) "hidden" array.
+            saved_state = arrays["state"] if "state" in arrays else arrays["hidden"]
+            self.state[...] = saved_state.reshape(self.state.shape)
+            self.rng.bit_generator.state = info["rng_state"]
+            if "sample_rng_state" in info:
+                self.sample_rng.bit_generator.state = info["sample_rng_state"]
+            self.step, self.elapsed_before = info["step"], info["elapsed"]
+            self.best = info["best_val_bpc"] or math.inf
+        except (KeyError, ValueError, TypeError) as error:
+            raise ModelFormatError(f"{self.out_dir / checkpoint.STATE_FILE}: corrupt training "
+                                   f"state ({type(error).__name__}: {error})") from None
+        try:  # a kill between writing the model and the state leaves the model the better record
+            self.best = min(self.best, checkpoint.read_meta(self.out_dir).get("best_val_bpc") or math.inf)
+        except ModelFormatError:  # killed before the first model was saved
+            pass
+        checkpoint.truncate_metrics(self.out_dir, self.step)
+        checkpoint.remove_stale_temporaries(self.out_dir)
+
+    def _start_directory(self, force: bool) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if force:
+            for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE, checkpoint.STATE_FILE,
+                         checkpoint.METRICS_FILE):
+                (self.out_dir / name).unlink(missing_ok=True)
+
+    # -- training ------------------------------------------------------------------------------
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.streams.steps_per_epoch
+
+    def progress(self, elapsed: float) -> float:
+        """How far through the budget the run is, 0 to 1 (whichever limit is nearer)."""
         fractions = []
-        if total_steps:
-            fractions.append(step / total_steps)
-        if time_limit:
-            fractions.append(elapsed / time_limit)
+        if self.total_steps:
+            fractions.append(self.step / self.total_steps)
+        if self.time_limit:
+            fractions.append(elapsed / self.time_limit)
         return max(fractions)
 
-    last_val = None
+    def over_budget(self, elapsed: float) -> bool:
+        return ((self.total_steps is not None and self.step >= self.total_steps) or
+                (self.time_limit is not None and elapsed >= self.time_limit))
 
-    def save(elapsed: float, evaluate: bool) -> None:
-        nonlocal best, last_val
+    def train_step(self, kernels, elapsed: float) -> tuple[float, float]:
+        """One window of every stream: gradient, clip, update. Returns (loss in nats, lr)."""
+        config = self.config
+        position = self.step % self.steps_per_epoch
+        if position == 0:
+            self.state[...] = 0.0  # a new epoch starts every stream from the beginning
+        inputs, targets = self.streams.window(position)
+        loss = kernels.loss_and_grad(self.params, inputs, targets, self.state, self.grads,
+                                     seed=config.seed, step=self.step)
+        norm = clip_grad_norm(self.grads.flat, config.clip)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise TrainingDiverged(
+                f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} at step {self.step + 1}; "
+                f"the saved model in {self.out_dir} is untouched; try a lower --lr or --clip")
+        lr = learning_rate(config, self.progress(elapsed))
+        self.optimizer.step(self.params.flat, self.grads.flat, lr)
+        self.state[...] = kernels.state_last
+        self.step += 1
+        self.loss_since_eval[0] += loss
+        self.loss_since_eval[1] += 1
+        return loss, lr
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, elapsed: float, evaluate: bool, eval_kernels) -> None:
+        """The training state; with `evaluate`, a validation first, the model if it is the best
+        so far, and a line of metrics."""
+        config = self.config
         if evaluate:
-            last_val = evaluate_bpc(eval_kernels, params, val_ids)
-            improved = last_val < best
-            if improved:
-                best = last_val
-                checkpoint.save_model(out_dir, params, vocab, {
-                    "step": step, "best_val_bpc": best, "config": dataclasses.asdict(config),
-                    "corpus": corpus, "encoding": encoding, "trained_seconds": round(elapsed, 3)})
-        checkpoint.save_training_state(out_dir, {
-            "params": params.flat, "hidden": h, **optimizer.state_arrays()}, {
-            "step": step, "elapsed": elapsed, "best_val_bpc": None if math.isinf(best) else best,
-            "optimizer_steps": optimizer.steps, "rng_state": rng.bit_generator.state,
-            "config": dataclasses.asdict(config), "corpus": corpus, "encoding": encoding,
-            "vocab": list(vocab.chars), "threads": threads, "budget": dataclasses.asdict(budget), "steps_per_epoch": steps_per_epoch})
+            self.last_val = evaluate_bpc(eval_kernels, self.params, self.val_ids)
+            if self.last_val < self.best:
+                self.best = self.last_val
+                checkpoint.save_model(self.out_dir, self.params, self.vocab, {
+                    "step": self.step, "best_val_bpc": self.best,
+                    "config": dataclasses.asdict(config), "corpus": self.corpus,
+                    "encoding": self.encoding, "trained_seconds": round(elapsed, 3)})
+        checkpoint.save_training_state(self.out_dir, {
+            "params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()}, {
+            "step": self.step, "elapsed": elapsed,
+            "best_val_bpc": None if math.isinf(self.best) else self.best,
+            "optimizer_steps": self.optimizer.steps, "rng_state": self.rng.bit_generator.state,
+            "sample_rng_state": self.sample_rng.bit_generator.state,
+            "config": dataclasses.asdict(config), "corpus": self.corpus, "encoding": self.encoding,
+            "vocab": list(self.vocab.chars), "threads": self.threads,
+            "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch})
         if evaluate:
-            checkpoint.append_metrics(out_dir, {
-                "step": step, "elapsed": round(elapsed, 3),
-                "train_loss": eval_loss_sum / eval_loss_count if eval_loss_count else None,
-                "val_bpc": last_val, "chars_per_sec": window_rate_for_log})
-            reset_eval_window()
-            emit(TrainEvent("eval", step=step, total_steps=total_steps, epoch=step / steps_per_epoch,
-                            val_bpc=last_val, best_val_bpc=best, elapsed=elapsed))
+            loss_sum, loss_count = self.loss_since_eval
+            checkpoint.append_metrics(self.out_dir, {
+                "step": self.step, "elapsed": round(elapsed, 3),
+                "train_loss": loss_sum / loss_count if loss_count else None,
+                "val_bpc": self.last_val, "chars_per_sec": self.rate_for_log})
+            self.loss_since_eval = [0.0, 0]
+            self.emit(TrainEvent("eval", step=self.step, total_steps=self.total_steps,
+                                 epoch=self.step / self.steps_per_epoch, val_bpc=self.last_val,
+                                 best_val_bpc=self.best, elapsed=elapsed))
 
-    emit(TrainEvent("start", step=step, total_steps=total_steps, elapsed=elapsed_before,
-                    text=f"{len(train_ids):,} training and {len(val_ids):,} validation characters, "
-                         f"vocabulary of {len(vocab)}, {steps_per_epoch:,} steps per epoch"))
-    if info is not None and info.get("threads") not in (None, threads):
-        emit(TrainEvent("note", step=step, text=(
-            f"note: this run was saved with --threads {info['threads']}; continuing with {threads} "
-            "changes the rounding, so it will not match an uninterrupted run bit for bit")))
-    window_rate_for_log = None
-    eval_loss_sum, eval_loss_count = 0.0, 0   # training loss since the last evaluation, for the log
+    def sample(self, length: int) -> str:
+        from charrnn.sampling import sample_text
+        return sample_text(self.params, self.vocab, length, temperature=0.8, rng=self.sample_rng)
 
-    def reset_eval_window():
-        nonlocal eval_loss_sum, eval_loss_count
-        eval_loss_sum, eval_loss_count = 0.0, 0
-    loss_sum, loss_count, report_chars = 0.0, 0, 0
-    interrupted = False
-    chars_per_step = config.batch_size * config.seq_length
-    start_step = step
-    # Compile (first run) or load (later runs) every kernel before the clock starts, so the budget,
-    # the throughput and the metrics' times count training only. The results are thrown away.
-    emit(TrainEvent("compiling", step=step, text="compiling or loading the kernels"))
-    warm_inputs, warm_targets = streams.window(0)
-    kernels.loss_and_grad(params, warm_inputs, warm_targets, h.copy(), grads)
-    evaluate_bpc(eval_kernels, params, val_ids[:2])
+
+def _warm_up(run: _Run, kernels, eval_kernels, sample_every: int) -> None:
+    """Compile (first run) or load (later runs) every kernel before the clock starts, so the
+    budget, the throughput and the metrics' times count training only. Results are thrown away."""
+    inputs, targets = run.streams.window(0)
+    kernels.loss_and_grad(run.params, inputs, targets, run.state.copy(), run.grads.zeros_like(),
+                          seed=run.config.seed, step=run.step)
+    evaluate_bpc(eval_kernels, run.params, run.val_ids[:2])
     if sample_every:
         from charrnn.sampling import sample_text
-        sample_text(params, vocab, 1, rng=np.random.default_rng(0))
-    emit(TrainEvent("ready", step=step))
+        sample_text(run.params, run.vocab, 1, rng=np.random.default_rng(0))
+
+
+class _Progress:
+    """The "step" events: throughput and ETA over the time since the last one, leaving out the
+    time spent evaluating and saving."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.clock = time.perf_counter()
+        self.loss_sum, self.loss_count, self.chars, self.paused = 0.0, 0, 0, 0.0
+        self.chars_per_step = run.config.batch_size * run.config.seq_length
+
+    def after_step(self, loss: float, lr: float, elapsed: float, first: bool) -> None:
+        run = self.run
+        self.loss_sum += loss
+        self.loss_count += 1
+        self.chars += self.chars_per_step
+        now = time.perf_counter()
+        if now - self.clock < PROGRESS_SECONDS and not first:
+            return
+        rate = self.chars / max(now - self.clock - self.paused, 1e-9)
+        eta = None
+        if run.total_steps is not None:
+            eta = (run.total_steps - run.step) * self.chars_per_step / rate
+        if run.time_limit is not None:
+            eta = min(eta if eta is not None else math.inf, run.time_limit - elapsed)
+        run.rate_for_log = round(rate, 1)
+        run.emit(TrainEvent("step", step=run.step, total_steps=run.total_steps,
+                            epoch=run.step / run.steps_per_epoch,
+                            train_loss=self.loss_sum / self.loss_count,
+                            best_val_bpc=None if math.isinf(run.best) else run.best,
+                            chars_per_sec=rate, elapsed=elapsed,
+                            eta_seconds=max(eta, 0.0) if eta is not None else None, lr=lr))
+        self.loss_sum, self.loss_count, self.chars, self.paused = 0.0, 0, 0, 0.0
+        self.clock = now
+
+
+def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict | None = None,
+          budget: Budget = Budget(), resume: bool = False, force: bool = False,
+          encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
+          sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+    """Train (or resume training) a model on a text file; the model directory is `out_dir`.
+
+    `overrides` are TrainConfig fields: for a new run, the rest come from the cell's defaults
+    (CELL_DEFAULTS); on resume they must agree with the saved run.
+    """
+    emit = on_event or (lambda event: None)
+    overrides = dict(overrides or {})
+    threads = _check_arguments(overrides, budget, threads)
+    run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit)
+    from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
+
+    config = run.config
+    kernels = Kernels(run.spec, config.batch_size, config.seq_length, np.float32, threads=threads,
+                      dropout=config.dropout)
+    evaluator = eval_kernels(run.spec)
+    emit(TrainEvent("start", step=run.step, total_steps=run.total_steps, elapsed=run.elapsed_before,
+                    text=f"{run.spec.describe()}, {run.spec.n_params:,} parameters; "
+                         f"{len(run.train_ids):,} training and {len(run.val_ids):,} validation "
+                         f"characters, vocabulary of {len(run.vocab)}, "
+                         f"{run.steps_per_epoch:,} steps per epoch"))
+    if run.saved_threads not in (None, threads):
+        emit(TrainEvent("note", step=run.step, text=(
+            f"note: this run was saved with --threads {run.saved_threads}; continuing with "
+            f"{threads} changes the rounding, so it will not match an uninterrupted run bit for bit")))
+    emit(TrainEvent("compiling", step=run.step, text="compiling or loading the kernels"))
+    _warm_up(run, kernels, evaluator, sample_every)
+    emit(TrainEvent("ready", step=run.step))
+    start_step = run.step
+    interrupted = False
     with _StopOnSigint() as stop:
         clock = time.perf_counter()
-        report_clock = clock
-        paused = 0.0   # time spent evaluating and saving, left out of the throughput figure
+        progress = _Progress(run)
         while True:
-            elapsed = elapsed_before + time.perf_counter() - clock
-            if (total_steps is not None and step >= total_steps) or \
-                    (time_limit is not None and elapsed >= time_limit):
+            elapsed = run.elapsed_before + time.perf_counter() - clock
+            if run.over_budget(elapsed):
                 break
             if stop.requested:
                 interrupted = True
                 break
-            position = step % steps_per_epoch
-            if position == 0:
-                h[...] = 0.0  # a new epoch starts every stream from the beginning
-            inputs, targets = streams.window(position)
-            loss = kernels.loss_and_grad(params, inputs, targets, h, grads)
-            norm = clip_grad_norm(grads.flat, config.clip)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                raise TrainingDiverged(
-                    f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} at step {step + 1}; "
-                    f"the saved model in {out_dir} is untouched; try a lower --lr or --clip")
-            lr = learning_rate(config, progress_fraction(elapsed))
-            optimizer.step(params.flat, grads.flat, lr)
-            h[...] = kernels.h_last
-            step += 1
-            loss_sum += loss
-            loss_count += 1
-            eval_loss_sum += loss
-            eval_loss_count += 1
-            report_chars += chars_per_step
-
-            now = time.perf_counter()
-            if now - report_clock >= PROGRESS_SECONDS or step == start_step + 1:
-                rate = report_chars / max(now - report_clock - paused, 1e-9)
-                elapsed = elapsed_before + now - clock
-                eta = None
-                if total_steps is not None:
-                    eta = (total_steps - step) * chars_per_step / rate
-                if time_limit is not None:
-                    eta = min(eta if eta is not None else math.inf, time_limit - elapsed)
-                window_rate_for_log = round(rate, 1)
-                emit(TrainEvent("step", step=step, total_steps=total_steps,
-                                epoch=step / steps_per_epoch, train_loss=loss_sum / loss_count,
-                                best_val_bpc=None if math.isinf(best) else best, chars_per_sec=rate,
-                                elapsed=elapsed, eta_seconds=max(eta, 0.0) if eta is not None else None,
-                                lr=lr))
-                loss_sum, loss_count, report_chars, paused = 0.0, 0, 0, 0.0
-                report_clock = now
-            if step % config.eval_every == 0 or (sample_every and step % sample_every == 0):
+            loss, lr = run.train_step(kernels, elapsed)
+            progress.after_step(loss, lr, run.elapsed_before + time.perf_counter() - clock,
+                                run.step == start_step + 1)
+            evaluate_now = run.step % config.eval_every == 0
+            sample_now = sample_every and run.step % sample_every == 0
+            if evaluate_now or sample_now:
                 pause_start = time.perf_counter()
-                if step % config.eval_every == 0:
-                    save(elapsed_before + pause_start - clock, evaluate=True)
-                if sample_every and step % sample_every == 0:
-                    from charrnn.sampling import sample_text
-                    emit(TrainEvent("sample", step=step, text=sample_text(
-                        params, vocab, sample_length, temperature=0.8, rng=sample_rng)))
-                paused += time.perf_counter() - pause_start
-        elapsed = elapsed_before + time.perf_counter() - clock
+                if evaluate_now:
+                    run.save(run.elapsed_before + pause_start - clock, True, evaluator)
+                if sample_now:
+                    emit(TrainEvent("sample", step=run.step, text=run.sample(sample_length)))
+                progress.paused += time.perf_counter() - pause_start
+        elapsed = run.elapsed_before + time.perf_counter() - clock
 
-    needs_model = not (out_dir / checkpoint.MODEL_FILE).exists()
-    evaluated_now = step % config.eval_every == 0 and step > start_step
+    needs_model = not (run.out_dir / checkpoint.MODEL_FILE).exists()
+    evaluated_now = run.step % config.eval_every == 0 and run.step > start_step
     if interrupted:
-        save(elapsed, evaluate=needs_model)
-        emit(TrainEvent("interrupted", step=step, elapsed=elapsed, best_val_bpc=best))
+        run.save(elapsed, needs_model, evaluator)
+        emit(TrainEvent("interrupted", step=run.step, elapsed=elapsed, best_val_bpc=run.best))
     elif not evaluated_now or needs_model:
-        save(elapsed, evaluate=True)
-    emit(TrainEvent("done", step=step, total_steps=total_steps, elapsed=elapsed, val_bpc=last_val,
-                    best_val_bpc=best))
-    return TrainResult(out_dir, step, best, last_val, elapsed, interrupted)
+        run.save(elapsed, True, evaluator)
+    emit(TrainEvent("done", step=run.step, total_steps=run.total_steps, elapsed=elapsed,
+                    val_bpc=run.last_val, best_val_bpc=run.best))
+    return TrainResult(run.out_dir, run.step, run.best, run.last_val, elapsed, interrupted)

@@ -22,21 +22,27 @@ from charrnn.checkpoint import load_model, save_model
 from charrnn.cli import main
 from charrnn.errors import InputError, ModelFormatError
 from charrnn.params import init_params
-from charrnn.sampling import iter_sample, sample_text
+from charrnn.sampling import BatchSampler, iter_sample, iter_samples, sample_text
+from charrnn.spec import ModelSpec
 from charrnn.vocab import Vocab
 
 REPO = Path(__file__).resolve().parent.parent
 CHARS = tuple("\n !,.:ORaehilnostw")     # sorted by code point, as a Vocab requires
 
 
-def make_params(hidden=10, chars=CHARS, seed=0):
+def make_params(hidden=10, chars=CHARS, seed=0, cell="rnn", layers=1):
     # input_scale 1.5 makes the next-character distributions far from uniform, so filters matter;
     # the biases start at zero in init_params, so give them values that would be missed.
     rng = np.random.default_rng(seed)
-    params = init_params(len(chars), hidden, rng, input_scale=1.5)
-    params.b_h[...] = rng.normal(0.0, 0.5, size=params.b_h.shape)
+    params = init_params(ModelSpec(cell, layers, hidden, len(chars)), rng, input_scale=1.5)
+    for name in params.names():
+        if params[name].ndim == 1:
+            params[name][...] += rng.normal(0.0, 0.5, size=params[name].shape)
     params.b_y[...] = rng.normal(0.0, 1.0, size=params.b_y.shape)
     return params
+
+
+CELL_CASES = [("rnn", 1), ("rnn", 2), ("gru", 1), ("gru", 3), ("lstm", 1), ("lstm", 2)]
 
 
 @pytest.fixture
@@ -73,17 +79,47 @@ def reference_filtered_order(probs, top_k, top_p):
     return order
 
 
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_step(p, spec, state, char_id):
+    """The state (L, K, H) after reading one character, in float64, from the definitions in
+    charrnn.spec: one-hot inputs, each layer reading the one below."""
+    H = spec.hidden
+    state = state.copy()
+    x = reference.one_hot(np.array([char_id]), spec.vocab_size)[0]          # (vocab,)
+    for layer in range(spec.layers):
+        h = state[layer, 0]
+        U, W, b = p[f"U.{layer}"], p[f"W.{layer}"], p[f"b.{layer}"]
+        if spec.cell == "rnn":
+            new_h = np.tanh(x @ U + h @ W + b)
+        elif spec.cell == "lstm":
+            a = x @ U + h @ W + b
+            i, f, g, o = sigmoid(a[:H]), sigmoid(a[H:2 * H]), np.tanh(a[2 * H:3 * H]), sigmoid(a[3 * H:])
+            state[layer, 1] = f * state[layer, 1] + i * g
+            new_h = o * np.tanh(state[layer, 1])
+        else:
+            a_x, a_h = x @ U + b, h @ W
+            r = sigmoid(a_x[:H] + a_h[:H])
+            z = sigmoid(a_x[H:2 * H] + a_h[H:2 * H])
+            n = np.tanh(a_x[2 * H:] + r * (a_h[2 * H:] + p[f"b_hn.{layer}"]))
+            new_h = (1 - z) * n + z * h
+        state[layer, 0] = new_h
+        x = new_h
+    return state
+
+
 def reference_sample(params, prime_ids, uniforms, temperature=1.0, top_k=0, top_p=1.0,
                      greedy=False):
+    spec = params.spec
     p = {name: a.astype(np.float64) for name, a in params.arrays().items()}
-    vocab_size = p["U"].shape[0]
-    h = np.zeros((1, params.hidden))
+    state = np.zeros(spec.state_shape(1)[1:])                                  # (L, K, H)
     for char_id in prime_ids:
-        _, (_, hs, _) = reference.forward(p, np.array([[char_id]]), np.array([[0]]), h)
-        h = hs[-1]
+        state = reference_step(p, spec, state, char_id)
     out = []
     for u in uniforms:
-        logits = (h @ p["V"] + p["b_y"])[0]
+        logits = state[-1, 0] @ p["V"] + p["b_y"]
         if greedy:
             char_id = int(np.argmax(logits))
         else:
@@ -92,23 +128,73 @@ def reference_sample(params, prime_ids, uniforms, temperature=1.0, top_k=0, top_
             mass = np.cumsum(weights[order])
             char_id = int(order[np.searchsorted(mass, u * mass[-1], side="right")])
         out.append(char_id)
-        x = reference.one_hot(np.array([char_id]), vocab_size)
-        h = np.tanh(x @ p["U"] + h @ p["W"] + p["b_h"])
+        state = reference_step(p, spec, state, char_id)
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
 
+@pytest.mark.parametrize("cell, layers", CELL_CASES)
 @pytest.mark.parametrize("hidden", [8, 10, 13])   # 10 and 13 leave rows over from the 4-row blocks
-def test_advance_kernel_matches_reference_forward(hidden):
-    params = make_params(hidden)
-    ids = np.random.default_rng(1).integers(0, len(CHARS), size=(1, 30))
+def test_read_matches_reference_forward(cell, layers, hidden):
+    params = make_params(hidden, cell=cell, layers=layers)
+    ids = np.random.default_rng(1).integers(0, len(CHARS), size=30)
     p = {name: a.astype(np.float64) for name, a in params.arrays().items()}
-    _, (_, hs, _) = reference.forward(p, ids, ids, np.zeros((1, hidden)))
-    h = np.zeros(hidden, dtype=np.float32)
-    sampling.advance_kernel(params.U, params.W, params.b_h, h, ids[0].astype(np.int64))
-    np.testing.assert_allclose(h, hs[-1][0], rtol=0, atol=2e-6)
+    expected = np.zeros(params.spec.state_shape(1)[1:])
+    for char_id in ids:
+        expected = reference_step(p, params.spec, expected, char_id)
+    sampler = BatchSampler(params, Vocab(CHARS))
+    states = sampler.new_states(3)
+    sampler.read(states, 1, ids)
+    np.testing.assert_allclose(states[1], expected, rtol=0, atol=2e-6)
+    assert not states[0].any() and not states[2].any()     # only its own row moved
+
+
+@pytest.mark.parametrize("cell, layers", CELL_CASES)
+def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers):
+    """A stream's characters and state do not depend on the other streams of its batch."""
+    params = make_params(12, cell=cell, layers=layers)
+    sampler = BatchSampler(params, Vocab(CHARS))
+    rng = np.random.default_rng(2)
+    n, k = 5, 40
+    states = sampler.new_states(n)
+    for row in range(n):
+        sampler.read(states, row, rng.integers(0, len(CHARS), size=row + 1))
+    uniforms = rng.random((n, k))
+    options = (np.array([1.0, 1.5, 0.7, 1.0, 2.0]), np.array([0, 3, 0, 5, 0]),
+               np.array([1.0, 1.0, 0.8, 0.9, 1.0]), np.array([False, False, False, False, True]))
+    alone = states.copy()
+    together = np.empty((n, k), dtype=np.int64)
+    sampler.draw(states, uniforms, *options, together)
+    for row in range(n):
+        one_state = np.ascontiguousarray(alone[row:row + 1])
+        one_ids = np.empty((1, k), dtype=np.int64)
+        sampler.draw(one_state, np.ascontiguousarray(uniforms[row:row + 1]),
+                     *(np.ascontiguousarray(o[row:row + 1]) for o in options), one_ids)
+        np.testing.assert_array_equal(one_ids[0], together[row])
+        np.testing.assert_array_equal(one_state[0], states[row])
+    assert len({tuple(r) for r in together}) == n
+
+
+@pytest.mark.parametrize("cell, layers", CELL_CASES[1:])
+def test_gated_and_deep_models_sample_as_the_reference(cell, layers):
+    params = make_params(9, cell=cell, layers=layers, seed=4)
+    vocab = Vocab(CHARS)
+    text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9, top_k=8,
+                       rng=np.random.default_rng(3))
+    uniforms = np.random.default_rng(3).random(120)
+    expected = reference_sample(params, vocab.encode("Rose"), uniforms, temperature=0.9, top_k=8)
+    assert text == vocab.decode(expected)
+
+
+def test_num_samples_are_those_drawn_one_after_another(params, vocab):
+    rng = np.random.default_rng(6)
+    one_by_one = [sample_text(params, vocab, 70, prime="Ro", top_p=0.9, rng=rng) for _ in range(4)]
+    pieces = list(iter_samples(params, vocab, 70, num=4, prime="Ro", top_p=0.9,
+                               rng=np.random.default_rng(6)))
+    together = ["".join(piece[i] for piece in pieces) for i in range(4)]
+    assert together == one_by_one and len(set(together)) == 4
 
 
 def test_tanh_is_accurate_over_the_float32_range():
@@ -204,25 +290,31 @@ def test_draw_kernel_agrees_with_its_python_version():
         assert sampling._draw(*args) == sampling._draw.py_func(*args)
 
 
-def test_python_version_of_the_kernels_gives_the_same_text(params, vocab):
-    """The kernels run as plain Python (what NUMBA_DISABLE_JIT=1 does) give the same characters."""
-    h_jit = np.zeros(params.hidden, dtype=np.float32)
-    h_py = h_jit.copy()
+@pytest.mark.parametrize("cell, layers", [("rnn", 1), ("lstm", 2), ("gru", 2)])
+def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, vocab):
+    """The kernels' outer loops run as plain Python (what NUMBA_DISABLE_JIT=1 does for all of
+    them, tested below) give the same characters."""
+    params = make_params(cell=cell, layers=layers)
+    sampler = BatchSampler(params, vocab)
+    args = (sampler._flat, sampler._offsets, sampler._cell, np.int64(len(vocab)))
+    s_jit = sampler.new_states(2)
+    s_py = s_jit.copy()
     prime = vocab.encode("Rose, Olio").astype(np.int64)
-    sampling.advance_kernel(params.U, params.W, params.b_h, h_jit, prime)
-    sampling.advance_kernel.py_func(params.U, params.W, params.b_h, h_py, prime)
-    V_t = np.ascontiguousarray(params.V.T)
-    uniforms = np.random.default_rng(0).random(80)
-    for options in [(1.0, 0, 1.0, False), (1 / 0.7, 5, 0.9, False), (1.0, 0, 1.0, True)]:
-        ids_jit = np.empty(80, dtype=np.int64)
-        ids_py = np.empty(80, dtype=np.int64)
-        h1, h2 = h_jit.copy(), h_py.copy()
-        sampling.sample_kernel(params.U, params.W, V_t, params.b_h, params.b_y, h1, uniforms,
-                               *options, ids_jit)
-        sampling.sample_kernel.py_func(params.U, params.W, V_t, params.b_h, params.b_y, h2,
-                                       uniforms, *options, ids_py)
+    sampling.read_kernel(*args, s_jit, 1, prime)
+    sampling.read_kernel.py_func(*args, s_py, 1, prime)
+    np.testing.assert_allclose(s_jit, s_py, atol=1e-6)
+    uniforms = np.random.default_rng(0).random((2, 80))
+    for inv_t, top_k, top_p, greedy in [(1.0, 0, 1.0, False), (1 / 0.7, 5, 0.9, False),
+                                        (1.0, 0, 1.0, True)]:
+        options = (np.full(2, inv_t), np.full(2, top_k), np.full(2, top_p), np.full(2, greedy))
+        ids_jit = np.empty((2, 80), dtype=np.int64)
+        ids_py = np.empty((2, 80), dtype=np.int64)
+        s1, s2 = s_jit.copy(), s_py.copy()
+        sampling.draw_kernel(*args, sampler._V_t, sampler._b_y, s1, uniforms, *options, ids_jit)
+        sampling.draw_kernel.py_func(*args, sampler._V_t, sampler._b_y, s2, uniforms, *options,
+                                     ids_py)
         assert (ids_jit == ids_py).all()
-        np.testing.assert_allclose(h1, h2, atol=1e-6)
+        np.testing.assert_allclose(s1, s2, atol=1e-6)
 
 
 def test_same_text_with_numba_jit_disabled(model_dir):
@@ -333,7 +425,7 @@ def test_mismatched_or_broken_weights_are_refused(params, vocab):
     with pytest.raises(InputError, match="vocabulary has"):
         sample_text(make_params(chars=CHARS[:-1]), vocab, 5, rng=np.random.default_rng(0))
     broken = params.copy()
-    broken.W[0, 0] = np.nan
+    broken["W.0"][0, 0] = np.nan
     with pytest.raises(InputError, match="not finite"):
         sample_text(broken, vocab, 5, rng=np.random.default_rng(0))
 
@@ -351,7 +443,7 @@ def test_model_conveniences(model_dir, params, vocab):
 
 def test_missing_bundled_model_is_a_one_line_error(tmp_path, monkeypatch):
     (tmp_path / "shakespeare").mkdir()
-    monkeypatch.setattr(sampling, "bundled_model_dir", lambda: tmp_path / "shakespeare")
+    monkeypatch.setattr(sampling, "bundled_model_dir", lambda name="shakespeare": tmp_path / "shakespeare")
     with pytest.raises(ModelFormatError, match="no bundled model") as error:
         sampling.load(None)
     assert "\n" not in str(error.value)
@@ -442,14 +534,14 @@ def test_cli_truncated_weights_are_a_one_line_error(model_dir):
 
 
 def test_cli_without_model_dir_and_no_bundled_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(sampling, "bundled_model_dir", lambda: tmp_path / "shakespeare")
+    monkeypatch.setattr(sampling, "bundled_model_dir", lambda name="shakespeare": tmp_path / "shakespeare")
     result = run_cli("--prime", "ROMEO:")
     assert result.exit_code == 1
     assert "no bundled model" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_cli_without_model_dir_uses_the_bundled_model(model_dir, monkeypatch):
-    monkeypatch.setattr(sampling, "bundled_model_dir", lambda: model_dir)
+    monkeypatch.setattr(sampling, "bundled_model_dir", lambda name="shakespeare": model_dir)
     bundled = run_cli("--seed", "1", "-n", "30")
     assert bundled.exit_code == 0
     assert bundled.stdout == run_cli(model_dir, "--seed", "1", "-n", "30").stdout

@@ -12,45 +12,56 @@ from charrnn.errors import InputError
 
 
 @click.command("info")
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
               help="Print meta.json as it is (JSON) instead of the summary.  [default: off]")
-def info_command(model_dir, as_json):
-    """Describe the model in MODEL_DIR: sizes, vocabulary, steps, validation bpc, corpus.
+def info_command(model, as_json):
+    """Describe MODEL (a model directory, or a bundled model's name): its cell, layers and
+    sizes, vocabulary, training, validation bpc and corpus.
 
     \b
         charrnn info models/tiny-shakespeare
+        charrnn info shakespeare-lstm
     """
+    from charrnn.sampling import resolve_model_dir
+
+    model_dir = resolve_model_dir(model)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: no such model directory; `charrnn train TEXT_FILE` writes "
                          "one (in models/, unless --out names another)")
     if not (model_dir / checkpoint.META_FILE).exists():
         raise InputError(f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); give "
                          "the directory `charrnn train` wrote (its --out)")
-    model = checkpoint.load_model(model_dir)
-    meta = model.meta
+    loaded = checkpoint.load_model(model_dir)
     if as_json:
-        click.echo(json.dumps(meta, indent=1, ensure_ascii=False))
+        click.echo(json.dumps(loaded.meta, indent=1, ensure_ascii=False))
         return
-    h, v = model.params.hidden, len(model.vocab)
-    n_params = model.params.flat.size
+    click.echo("\n".join(_summary(model, loaded)))
+
+
+def _summary(name, model) -> list[str]:
+    meta, spec = model.meta, model.spec
+    h, v, g = spec.hidden, spec.vocab_size, spec.gates * spec.hidden
     config = meta.get("config", {})
     corpus = meta.get("corpus", {})
     shown_vocab = "".join(model.vocab.chars[:80]).replace("\n", "\\n").replace("\t", "\\t")
-    lines = [
-        f"model       {model_dir}",
-        f"network     vanilla RNN, {h} hidden units, {n_params:,} parameters "
-        f"(U {v}x{h}, W {h}x{h}, V {h}x{v})",
+    shapes = f"U.0 {v}x{g}, W {h}x{g}" + (f", U.1.. {h}x{g}" if spec.layers > 1 else "") + \
+        f", V {h}x{v}"
+    dropout = config.get("dropout", 0.0)
+    return [
+        f"model       {name}",
+        f"network     {spec.describe()}, {spec.n_params:,} parameters ({shapes})",
         f"vocabulary  {v} characters: {shown_vocab}{' ...' if v > 80 else ''}",
         f"trained     {meta.get('step', 0):,} steps (best model), "
         f"batch {config.get('batch_size', '?')} x {config.get('seq_length', '?')}, "
-        f"{config.get('optimizer', '?')} lr {config.get('lr', '?')}",
+        f"{config.get('optimizer', '?')} lr {config.get('lr', '?')}, "
+        f"dropout {dropout:g}",
         f"validation  {meta['best_val_bpc']:.4f} bits per character" if meta.get("best_val_bpc") else
         "validation  none recorded",
         f"corpus      {corpus.get('name', '?')} ({corpus.get('bytes', 0):,} bytes, "
         f"sha256 {corpus.get('sha256', '?')[:16]}...)",
+        f"format      {meta.get('format_version')} (charrnn {meta.get('charrnn_version', '?')})",
     ]
-    click.echo("\n".join(lines))
 
 
 COMMANDS = [info_command]

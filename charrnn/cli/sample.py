@@ -48,16 +48,21 @@ def _prepare_prime(vocab, prime: str, unknown: str, where: str) -> str:
 
 
 def _write_samples(model, prime, echo_prime, num, options, rng) -> None:
-    from charrnn.sampling import iter_sample
+    """`num` samples generated together as one batch; the first is shown as it is made, the
+    others (kept meanwhile) after it, each after a blank line."""
+    from charrnn.sampling import iter_samples
 
-    for index in range(num):
-        if index:
-            click.echo("")          # a blank line between samples
-        if echo_prime:
-            click.echo(prime, nl=False)
-        for piece in iter_sample(model.params, model.vocab, prime=prime, rng=rng, **options):
-            click.echo(piece, nl=False)   # click.echo flushes: the reader sees text as it comes
-        click.echo("")
+    later = [[] for _ in range(num - 1)]
+    if echo_prime:
+        click.echo(prime, nl=False)
+    for pieces in iter_samples(model.params, model.vocab, num=num, prime=prime, rng=rng, **options):
+        click.echo(pieces[0], nl=False)   # click.echo flushes: the reader sees text as it comes
+        for kept, piece in zip(later, pieces[1:]):
+            kept.append(piece)
+    click.echo("")
+    for kept in later:
+        click.echo("")                    # a blank line between samples
+        click.echo((prime if echo_prime else "") + "".join(kept))
 
 
 def _interactive(model, echo_prime, num, unknown, options, rng) -> None:
@@ -83,7 +88,7 @@ def _interactive(model, echo_prime, num, unknown, options, rng) -> None:
 
 
 @click.command("sample")
-@click.argument("model_dir", required=False, type=click.Path(path_type=Path))
+@click.argument("model_dir", metavar="[MODEL]", required=False, type=click.Path(path_type=Path))
 @click.option("--prime", default="", metavar="TEXT",
               help="Text the network reads first; printed as the start of the output.  "
                    "[default: none: start from the zero state]")
@@ -103,7 +108,8 @@ def _interactive(model, echo_prime, num, unknown, options, rng) -> None:
 @click.option("--seed", type=int, default=None,
               help="Random seed: the same seed gives the same text.  [default: a fresh one]")
 @click.option("--num", default=1, show_default=True,
-              help="Independent samples, separated by a blank line.")
+              help="Independent samples, generated together as one batch and printed one after "
+                   "another, separated by a blank line.")
 @click.option("--unknown", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="Prime characters the model does not know: stop with an error, or drop "
                    "them with a warning.")
@@ -112,11 +118,13 @@ def _interactive(model, echo_prime, num, unknown, options, rng) -> None:
                    "quits.  [default: off]")
 def sample(model_dir, prime, no_prime_echo, length, temperature, top_k, top_p, greedy, seed, num,
            unknown, interactive):
-    """Generate text from the model in MODEL_DIR (default: the bundled Shakespeare model).
+    """Generate text from MODEL: a model directory, or a bundled model's name (shakespeare,
+    the default, or shakespeare-lstm).
 
     \b
     Examples:
       charrnn sample --prime "ROMEO:"
+      charrnn sample shakespeare-lstm --prime "JULIET:"
       charrnn sample runs/mymodel --length 2000 --temperature 0.6 --seed 1
       charrnn sample --interactive
     """

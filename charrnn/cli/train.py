@@ -11,9 +11,16 @@ import click
 
 from charrnn import checkpoint
 from charrnn.errors import InputError
-from charrnn.train import DEFAULT_MINUTES, Budget, TrainConfig, TrainEvent, default_threads, train
+from charrnn.spec import CELLS
+from charrnn.train import (CELL_DEFAULTS, DEFAULT_MINUTES, Budget, TrainConfig, TrainEvent,
+                           default_threads, train)
 
 _DEFAULTS = TrainConfig()
+
+
+def _per_cell(name: str) -> str:
+    """The help's default for a setting whose default depends on the cell."""
+    return "[default: " + ", ".join(f"{cell} {CELL_DEFAULTS[cell][name]:g}" for cell in CELLS) + "]"
 KERNELS_MESSAGE = "Preparing the compiled kernels (the first run compiles them, once)"
 KERNELS_QUIET_SECONDS = 1.0  # on a terminal, a load faster than this leaves no line behind
 
@@ -112,15 +119,24 @@ def _explicit(ctx: click.Context, names) -> dict:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Model directory (created if missing).  [default: models/<TEXT_FILE's name "
                    "without its suffix>]")
-@click.option("--hidden", type=int, default=_DEFAULTS.hidden, show_default=True,
-              help="Hidden units: the size of the state h.")
+@click.option("--cell", type=click.Choice(CELLS), default=_DEFAULTS.cell, show_default=True,
+              help="The recurrent cell: vanilla rnn, lstm or gru. Each has defaults of its own "
+                   "for --layers, --hidden, --dropout and --lr.")
+@click.option("--layers", type=int, default=None,
+              help="Recurrent layers stacked, each reading the one below.  " + _per_cell("layers"))
+@click.option("--hidden", type=int, default=None,
+              help="Hidden units per layer: the size of each layer's state h.  " + _per_cell("hidden"))
+@click.option("--dropout", type=float, default=None,
+              help="Fraction of units dropped (inverted dropout) between layers and before the "
+                   "output layer while training, in [0, 1); never in validation or sampling.  "
+                   + _per_cell("dropout"))
 @click.option("--seq-length", type=int, default=_DEFAULTS.seq_length, show_default=True,
               help="Characters each stream reads per step; gradients flow back this far "
                    "(truncated BPTT).")
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
               help="Streams the training text is cut into, trained side by side in every step.")
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True,
-              help="Peak learning rate (per step).")
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate (per step).  " + _per_cell("lr"))
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=_DEFAULTS.lr_schedule,
               show_default=True,
               help="cosine decays the rate to a tenth of --lr over the budget; constant keeps it.")
@@ -159,13 +175,14 @@ def _explicit(ctx: click.Context, names) -> dict:
 @click.pass_context
 def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, encoding, sample_every,
                   resume, force, **_):
-    """Train a character-level RNN on TEXT_FILE.
+    """Train a character-level RNN (vanilla, LSTM or GRU) on TEXT_FILE.
 
     The model directory then holds the best model by validation (model.npz, meta.json), the state
     needed to resume (training_state.npz) and a metrics log (metrics.jsonl).
 
     \b
         charrnn train corpora/tiny-shakespeare.txt --minutes 10
+        charrnn train corpora/tiny-shakespeare.txt --cell lstm --out models/lstm
         charrnn train --out models/tiny-shakespeare --resume --minutes 15
     """
     if text_file is None and not (resume and out_dir):
@@ -175,8 +192,9 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
         raise click.UsageError("--resume continues the model in --out and --force replaces it: "
                                "give one of them")
     config_names = [name for name in TrainConfig.__dataclass_fields__ if name in ctx.params]
-    # A resumed run keeps its saved settings: only options typed on this command line are checked.
-    overrides = _explicit(ctx, config_names) if resume else {n: ctx.params[n] for n in config_names}
+    # Only options typed on this command line: a new run takes the rest from its cell's defaults,
+    # and a resumed run keeps its saved settings (the typed ones are checked against them).
+    overrides = _explicit(ctx, config_names)
     budget = Budget(steps, epochs, minutes)
     # Nonsense options fail here, in one line, before any text is read or kernel compiled.
     _check_options(overrides, budget, threads, sample_every)
@@ -205,7 +223,7 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
 
 def _check_options(overrides: dict, budget: Budget, threads: int | None, sample_every: int) -> None:
     """InputError (one line) for values no run could use."""
-    TrainConfig(**overrides).check()
+    TrainConfig.for_cell(**overrides).check()
     budget.check()
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be 1 or more, got {threads} (leave it out to use "
