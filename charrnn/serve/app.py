@@ -1,0 +1,387 @@
+"""The ASGI app behind `charrnn serve`: the page at `/`, its assets, and the JSON API.
+
+    GET  /api/models    {"models": [{"name", "cell", "layers", "hidden", "vocab_size",
+                                     "best_val_bpc"}, ...]}
+    POST /api/generate  {"model", "prime", "length", "temperature", "top_k", "top_p", "seed",
+                         "num", "unknown", "stream"} (all but "model" optional)
+                        -> {"model", "seed", "texts": [...]}, each text starting with the prime;
+                        with "stream": true, text/event-stream: `data: {"index": i, "text": ...}`
+                        events, then `event: end` (data {"model", "seed"}), or `event: error`
+                        (data {"error"}) if the server stopped the generation.
+    Errors: {"error": "<what was wrong>"} with a 4xx status (5xx only while shutting down).
+
+Models are offered by name only: a client never sends a path. Every request's options are
+checked here; generation runs in charrnn.serve.engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from charrnn.errors import CharRNNError
+from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job
+from charrnn.serve.models import ServedModel
+
+# charrnn sample's defaults (charrnn/cli/sample.py), for fields a request leaves out.
+DEFAULTS = {"prime": "", "length": 500, "temperature": 0.8, "top_k": 0, "top_p": 1.0,
+            "seed": None, "num": 1, "unknown": "error", "stream": False}
+FIELDS = ("model", *DEFAULTS)
+MAX_SEED = 2 ** 64 - 1
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+SECURITY_HEADERS = {
+    # Everything the page uses comes from this server; nothing is fetched from anywhere else.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's caps (`charrnn serve --max-...`)."""
+    max_length: int = 2000        # characters per sample
+    max_num: int = 8              # samples per request
+    max_prime: int = 2000         # characters of prime (the worker reads it before the batch)
+    max_body: int = 65536         # bytes of request body
+    max_streams: int = 64         # samples generating at once, over every client and model
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a request
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: ServedModel
+    prime: str
+    length: int
+    temperature: float
+    top_k: int
+    top_p: float
+    seed: int
+    num: int
+    stream: bool
+
+
+def parse_body(body: bytes) -> dict:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the body is not UTF-8 text") from None
+    except (json.JSONDecodeError, ValueError, RecursionError) as error:
+        raise ApiError(400, f"the body is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, 'the body must be a JSON object, e.g. {"model": "shakespeare"}')
+    return data
+
+
+def check_generate(data: dict, models: dict[str, ServedModel], limits: Limits) -> GenerateRequest:
+    """The request's options, checked; ApiError naming the first thing wrong."""
+    unknown_fields = [key for key in data if key not in FIELDS]
+    if unknown_fields:
+        raise ApiError(400, f"unknown field {unknown_fields[0]!r}; the fields are "
+                            f"{', '.join(FIELDS)}")
+    if "model" not in data:
+        raise ApiError(400, f"the field 'model' is required (one of: {', '.join(models)})")
+    name = data["model"]
+    if not isinstance(name, str):
+        raise ApiError(400, f"model must be a model's name (a string), got {_shown(name)}")
+    model = models.get(name)
+    if model is None:
+        raise ApiError(404, f"no model named {_shown(name)} here; this server has: "
+                            f"{', '.join(models)}")
+    options = {**DEFAULTS, **{k: v for k, v in data.items() if k != "model"}}
+
+    prime = options["prime"]
+    if not isinstance(prime, str):
+        raise ApiError(400, f"prime must be a string, got {_shown(prime)}")
+    length = options["length"]
+    if not _whole(length) or length < 0:
+        raise ApiError(400, f"length must be a whole number, 0 or more, got {_shown(length)}")
+    if length > limits.max_length:
+        raise ApiError(400, f"length {length} is over this server's limit of "
+                            f"{limits.max_length} characters")
+    temperature = options["temperature"]
+    if not _number(temperature) or not math.isfinite(temperature) or temperature <= 0:
+        raise ApiError(400, f"temperature must be a number above 0, got {_shown(temperature)}")
+    if not math.isfinite(1.0 / temperature):
+        raise ApiError(400, f"temperature {temperature} is too small to compute with")
+    top_k = options["top_k"]
+    if not _whole(top_k) or top_k < 0:
+        raise ApiError(400, f"top_k must be a whole number, 0 (off) or more, got {_shown(top_k)}")
+    top_p = options["top_p"]
+    if not _number(top_p) or not 0 < top_p <= 1:
+        raise ApiError(400, f"top_p must be a number in (0, 1] (1 is off), got {_shown(top_p)}")
+    seed = options["seed"]
+    if seed is None:
+        seed = secrets.randbits(32)
+    elif not _whole(seed) or not 0 <= seed <= MAX_SEED:
+        raise ApiError(400, f"seed must be a whole number from 0 to {MAX_SEED}, or null for a "
+                            f"fresh one, got {_shown(seed)}")
+    num = options["num"]
+    if not _whole(num) or num < 1:
+        raise ApiError(400, f"num must be a whole number, 1 or more, got {_shown(num)}")
+    if num > limits.max_num:
+        raise ApiError(400, f"num {num} is over this server's limit of {limits.max_num} "
+                            f"samples per request")
+    unknown = options["unknown"]
+    if unknown not in ("error", "skip"):
+        raise ApiError(400, f'unknown must be "error" or "skip", got {_shown(unknown)}')
+    stream = options["stream"]
+    if not isinstance(stream, bool):
+        raise ApiError(400, f"stream must be true or false, got {_shown(stream)}")
+
+    from charrnn.sampling import drop_unknown, unknown_prime_message
+
+    problem = unknown_prime_message(model.vocab, prime)
+    if problem is not None:
+        if unknown == "error":
+            raise ApiError(400, f'{problem}; remove them, or send "unknown": "skip" to drop them')
+        prime, _ = drop_unknown(model.vocab, prime)
+    if len(prime) > limits.max_prime:
+        raise ApiError(400, f"the prime has {len(prime)} characters, over this server's limit "
+                            f"of {limits.max_prime}")
+    return GenerateRequest(model, prime, length, float(temperature), top_k, float(top_p), seed,
+                           num, stream)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a generation as an HTTP response
+
+_DISCONNECTED = object()
+
+
+def _sse(data: dict, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class GenerationResponse:
+    """Submits the job when the response starts, relays its text, and cancels it if the client
+    goes away (an http.disconnect, or a send that fails)."""
+
+    def __init__(self, engine: Engine, request: GenerateRequest):
+        self.engine = engine
+        self.request = request
+
+    async def __call__(self, scope, receive, send) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def sink(item):   # on the worker thread
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        r = self.request
+        job = make_job(r.model.vocab.encode(r.prime), r.length, r.num, temperature=r.temperature,
+                       top_k=r.top_k, top_p=r.top_p, seed=r.seed, sink=sink)
+        try:
+            self.engine.submit(r.model.name, job)
+        except EngineBusy as error:
+            await _error(429, str(error), {"Retry-After": "1"})(scope, receive, send)
+            return
+        except EngineClosed as error:
+            await _error(503, str(error))(scope, receive, send)
+            return
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    job.cancel()
+                    queue.put_nowait(_DISCONNECTED)
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            if r.stream:
+                await self._stream(queue, send)
+            else:
+                await self._whole(queue, scope, receive, send)
+        except OSError:          # the client went away while we wrote (uvicorn's ClientDisconnected)
+            pass
+        finally:
+            job.cancel()         # a no-op once the job has ended
+            watcher.cancel()
+
+    async def _stream(self, queue: asyncio.Queue, send) -> None:
+        r = self.request
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]})
+        if r.prime:
+            first = "".join(_sse({"index": i, "text": r.prime}) for i in range(r.num))
+            await send({"type": "http.response.body", "body": first.encode(), "more_body": True})
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():          # coalesce what piled up while we were writing
+                items.append(queue.get_nowait())
+            pending = [""] * r.num
+            ending = None
+            for item in items:
+                if item is _DISCONNECTED:
+                    return
+                if isinstance(item, list):
+                    for i, piece in enumerate(item):
+                        pending[i] += piece
+                else:
+                    ending = item if item is not None else "end"
+                    break
+            body = "".join(_sse({"index": i, "text": text}) for i, text in enumerate(pending)
+                           if text)
+            if ending == "end":
+                body += _sse({"model": r.model.name, "seed": r.seed}, "end")
+            elif ending is not None:
+                body += _sse({"error": str(ending)}, "error")
+            if body:
+                await send({"type": "http.response.body", "body": body.encode(),
+                            "more_body": ending is None})
+            if ending is not None:
+                return
+
+    async def _whole(self, queue: asyncio.Queue, scope, receive, send) -> None:
+        r = self.request
+        texts = [r.prime] * r.num
+        while True:
+            item = await queue.get()
+            if item is _DISCONNECTED:
+                return
+            if isinstance(item, list):
+                for i, piece in enumerate(item):
+                    texts[i] += piece
+                continue
+            if item is None:
+                response = JSONResponse({"model": r.model.name, "seed": r.seed, "texts": texts})
+            else:
+                response = _error(503, str(item))
+            await response(scope, receive, send)
+            return
+
+
+# ----------------------------------------------------------------------------------------------
+# The app
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is {int(declared)} bytes, over this server's limit of "
+                            f"{limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over this server's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _static_dir() -> Path:
+    return Path(str(importlib_resources.files("charrnn.serve") / "static"))
+
+
+def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
+               allowed_hosts: list[str] | None = None, engine: Engine | None = None) -> Starlette:
+    """The app serving `models` (each already loaded). `allowed_hosts`: the Host headers
+    accepted (None: any); a server on the loopback interface accepts only loopback names, so
+    that a web page elsewhere cannot reach it through DNS rebinding."""
+    by_name = {m.name: m for m in models}
+    if len(by_name) != len(models):
+        raise CharRNNError("two models have the same name")
+    engine = engine or Engine({m.name: m.sampler for m in models}, max_streams=limits.max_streams)
+    static = _static_dir()
+    index_html = (static / "index.html").read_bytes()
+    listing = {"models": [m.info() for m in models]}
+
+    async def index(request: Request) -> Response:
+        return Response(index_html, media_type="text/html; charset=utf-8",
+                        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(listing)
+
+    async def generate(request: Request):
+        try:
+            content_type = request.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise ApiError(415, "send the body as JSON with the header "
+                                    "Content-Type: application/json")
+            data = parse_body(await _read_body(request, limits.max_body))
+            checked = check_generate(data, by_name, limits)
+        except ApiError as error:
+            return _error(error.status, error.message, error.headers)
+        return GenerationResponse(engine, checked)
+
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        messages = {404: f"nothing at {request.url.path}", 405: f"{request.method} is not "
+                    f"allowed on {request.url.path}"}
+        return _error(error.status_code, messages.get(error.status_code, str(error.detail)),
+                      getattr(error, "headers", None))
+
+    async def server_error(request: Request, error: Exception) -> Response:
+        return _error(500, "internal error (see the server's log)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        engine.close()
+
+    middleware = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    app = Starlette(
+        routes=[
+            Route("/", index, methods=["GET"]),
+            Route("/api/models", list_models, methods=["GET"]),
+            Route("/api/generate", generate, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=static), name="static"),
+        ],
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.limits = limits
+    return app

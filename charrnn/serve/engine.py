@@ -1,0 +1,360 @@
+"""Batched generation for the server: one worker thread per model steps every stream together.
+
+A request for `num` samples becomes a Job of `num` streams. Each stream is one row of the worker's
+state array (n, L, K, H) and carries its own uniforms, options and position; every tick the worker
+calls `BatchSampler.draw` once over all active rows for `k` characters, hands each job its new
+text, and lets streams join (after reading their prime) and leave (finished or cancelled) between
+ticks. A row's characters do not depend on which other rows share its batch (BatchSampler's
+guarantee), so a request's text is exactly what it would be alone.
+
+`k` adapts so that a tick lasts about TARGET_TICK_SECONDS: short enough that a new request joins,
+and a cancelled one leaves, within a few tens of milliseconds; long enough that the per-tick
+Python work (options, decoding, delivery) stays small beside the kernel
+(bench/bench_serve.py measures both).
+
+Nothing here knows about HTTP or asyncio: a job reports through a callable `sink`, called on the
+worker thread with a list of `num` new pieces of text (some possibly empty), then once with None
+at the end (or with a CharRNNError if the job was stopped by the engine).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn.errors import CharRNNError
+
+TARGET_TICK_SECONDS = 0.02
+MIN_TICK_CHARS = 4
+MAX_TICK_CHARS = 256
+FIRST_TICK_CHARS = 16
+
+
+class EngineBusy(CharRNNError):
+    """Every generation slot is taken."""
+
+
+class EngineClosed(CharRNNError):
+    """The engine is shutting down."""
+
+
+Sink = Callable[[object], None]
+
+
+@dataclass
+class Job:
+    """One request: `num` samples of `length` characters after the prime ids, each drawn with its
+    row of `uniforms` (num, length) float64, with the same options. Made by `make_job`."""
+    prime_ids: np.ndarray            # (m,) int64
+    length: int
+    uniforms: np.ndarray             # (num, length) float64 (zeros when greedy)
+    inv_temperature: float
+    top_k: int
+    top_p: float
+    greedy: bool
+    sink: Sink
+    generated: int = 0               # characters drawn so far, over all samples
+    cancelled: bool = False
+    finished: bool = False
+    on_done: Callable[[], None] | None = None   # called once on the worker thread when it ends
+    _left: int = 0                   # streams still running
+
+    @property
+    def num(self) -> int:
+        return self.uniforms.shape[0]
+
+    def cancel(self) -> None:
+        """Stop generating (the client went away); the worker drops its rows at the next tick and
+        sends nothing more to the sink."""
+        self.cancelled = True
+
+
+def make_job(prime_ids, length: int, num: int, *, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, greedy: bool = False, seed: int | None = None,
+             sink: Sink) -> Job:
+    """A job whose sample i uses row i of `np.random.default_rng(seed).random((num, length))`, as
+    `charrnn sample --seed SEED --num NUM --length LENGTH` does (nothing is drawn when greedy).
+    Options must already be checked."""
+    if greedy:
+        uniforms = np.zeros((num, length), dtype=np.float64)
+    else:
+        uniforms = np.random.default_rng(seed).random((num, length))         # (num, length)
+    return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), uniforms,
+               1.0 / float(temperature), int(top_k), float(top_p), bool(greedy), sink)
+
+
+class _Stream:
+    """One sample of a job: a row of the worker's arrays."""
+    __slots__ = ("job", "index", "done")
+
+    def __init__(self, job: Job, index: int):
+        self.job = job
+        self.index = index
+        self.done = 0
+
+
+class ModelWorker:
+    """The thread that generates for one model. `submit` may be called from any thread."""
+
+    def __init__(self, sampler, name: str = "model", *, target_tick: float = TARGET_TICK_SECONDS,
+                 tick_chars: int | None = None):
+        self.sampler = sampler
+        self.name = name
+        self._target_tick = target_tick
+        self._fixed_k = tick_chars                    # None: adapt k to the target tick
+        self._k = tick_chars or FIRST_TICK_CHARS
+        self._wake = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._closing = False
+        self._streams: list[_Stream] = []             # row i of the arrays below is _streams[i]
+        self._capacity = 0
+        self._states = sampler.new_states(0)          # (capacity, L, K, H)
+        self._inv_t = np.empty(0)                     # (capacity,) float64
+        self._top_k = np.empty(0, dtype=np.int64)
+        self._top_p = np.empty(0)
+        self._greedy = np.empty(0, dtype=np.bool_)
+        # Counters, read by tests and the bench (a stale read is harmless).
+        self.ticks = 0
+        self.chars_drawn = 0
+        self.active_rows = 0
+        self._thread = threading.Thread(target=self._run, name=f"charrnn-serve-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- any thread -----------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._wake:
+            if self._closing:
+                raise EngineClosed("the server is shutting down")
+            self._pending.append(job)
+            self._wake.notify()
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Stop the thread; running and waiting jobs end with EngineClosed."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._streams or self._pending)
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closing and not self._pending and not self._streams:
+                    self._wake.wait()
+                if self._closing:
+                    break
+                joining = list(self._pending)
+                self._pending.clear()
+            for job in joining:
+                self._admit(job)
+            self._drop_cancelled()
+            if self._streams:
+                self._tick()
+        stopped = EngineClosed("the server is shutting down")
+        for job in {id(s.job): s.job for s in self._streams}.values():
+            self._end(job, stopped)
+        for job in self._pending:
+            self._end(job, stopped)
+        self._streams.clear()
+        self.active_rows = 0
+
+    def _end(self, job: Job, outcome=None) -> None:
+        """The job is over: its sink gets `outcome` (None: complete) unless it was cancelled."""
+        if job.finished:
+            return
+        job.finished = True
+        if not job.cancelled:
+            _deliver(job, outcome)
+        if job.on_done is not None:
+            try:
+                job.on_done()
+            except Exception:   # noqa: BLE001 - never let a callback stop the worker
+                pass
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self._capacity:
+            return
+        capacity = max(needed, 2 * self._capacity, 8)
+        n = len(self._streams)
+        states = self.sampler.new_states(capacity)
+        states[:n] = self._states[:n]
+        self._states = states
+        for name, dtype in (("_inv_t", np.float64), ("_top_k", np.int64), ("_top_p", np.float64),
+                            ("_greedy", np.bool_)):
+            grown = np.zeros(capacity, dtype=dtype)
+            grown[:n] = getattr(self, name)[:n]
+            setattr(self, name, grown)
+        self._capacity = capacity
+
+    def _admit(self, job: Job) -> None:
+        if job.cancelled:
+            self._end(job)
+            return
+        if job.length == 0:
+            self._end(job)
+            return
+        first = len(self._streams)
+        self._grow(first + job.num)
+        rows = slice(first, first + job.num)
+        self._states[first] = 0.0
+        try:
+            self.sampler.read(self._states, first, job.prime_ids)
+        except CharRNNError as error:      # ids outside the vocabulary: checked before, but never crash
+            self._end(job, error)
+            return
+        self._states[first + 1:first + job.num] = self._states[first]
+        self._inv_t[rows] = job.inv_temperature
+        self._top_k[rows] = job.top_k
+        self._top_p[rows] = job.top_p
+        self._greedy[rows] = job.greedy
+        self._streams.extend(_Stream(job, i) for i in range(job.num))
+        job._left = job.num
+        self.active_rows = len(self._streams)
+
+    def _remove_rows(self, doomed: set[int]) -> None:
+        """Drop rows by index: each hole takes the last row (states and options move with it)."""
+        for row in sorted(doomed, reverse=True):
+            last = len(self._streams) - 1
+            if row != last:
+                self._states[row] = self._states[last]
+                for array in (self._inv_t, self._top_k, self._top_p, self._greedy):
+                    array[row] = array[last]
+                self._streams[row] = self._streams[last]
+            self._streams.pop()
+        self.active_rows = len(self._streams)
+
+    def _drop_cancelled(self) -> None:
+        doomed = {row for row, stream in enumerate(self._streams) if stream.job.cancelled}
+        for row in doomed:
+            self._end(self._streams[row].job)
+        if doomed:
+            self._remove_rows(doomed)
+
+    def _tick(self) -> None:
+        n = len(self._streams)
+        k = self._k
+        uniforms = np.zeros((n, k), dtype=np.float64)                    # (n, k)
+        counts = np.empty(n, dtype=np.int64)                              # characters kept per row
+        for row, stream in enumerate(self._streams):
+            m = min(k, stream.job.length - stream.done)
+            counts[row] = m
+            uniforms[row, :m] = stream.job.uniforms[stream.index, stream.done:stream.done + m]
+        out = np.empty((n, k), dtype=np.int64)                            # (n, k)
+        started = time.perf_counter()
+        self.sampler.draw(self._states[:n], uniforms, self._inv_t[:n], self._top_k[:n],
+                          self._top_p[:n], self._greedy[:n], out)
+        elapsed = time.perf_counter() - started
+        self.ticks += 1
+        self.chars_drawn += int(counts.sum())
+        if self._fixed_k is None and elapsed > 0:
+            wanted = int(k * self._target_tick / elapsed)
+            self._k = max(MIN_TICK_CHARS, min(MAX_TICK_CHARS, (self._k + wanted) // 2 or 1))
+
+        pieces: dict[int, tuple[Job, list[str]]] = {}
+        done_rows = set()
+        for row, stream in enumerate(self._streams):
+            job = stream.job
+            m = int(counts[row])
+            entry = pieces.get(id(job))
+            if entry is None:
+                entry = pieces[id(job)] = (job, [""] * job.num)
+            entry[1][stream.index] = self.sampler.decode(out[row, :m])
+            stream.done += m
+            job.generated += m
+            if stream.done >= job.length:
+                done_rows.add(row)
+                job._left -= 1
+        for job, texts in pieces.values():
+            if not job.cancelled:
+                _deliver(job, texts)
+            if job._left == 0:
+                self._end(job)
+        if done_rows:
+            self._remove_rows(done_rows)
+
+
+def _deliver(job: Job, item) -> None:
+    """Hand `item` to the job's sink; a sink that fails cancels its job, never the worker."""
+    try:
+        job.sink(item)
+    except Exception:       # noqa: BLE001 - the sink belongs to a client that may be gone
+        job.cancelled = True
+
+
+class Engine:
+    """One ModelWorker per model, made when the model is first used, and a cap on the streams
+    running at once over all models (a request for `num` samples takes `num` of them)."""
+
+    def __init__(self, samplers: dict, *, max_streams: int = 64,
+                 target_tick: float = TARGET_TICK_SECONDS, tick_chars: int | None = None):
+        self._samplers = dict(samplers)
+        self.max_streams = max_streams
+        self._target_tick = target_tick
+        self._tick_chars = tick_chars
+        self._workers: dict[str, ModelWorker] = {}
+        self._lock = threading.Lock()
+        self._streams = 0
+        self._closed = False
+
+    @property
+    def streams(self) -> int:
+        """Streams admitted and not yet ended (a cancelled job's end at the worker's next tick)."""
+        return self._streams
+
+    def workers(self) -> dict[str, ModelWorker]:
+        with self._lock:
+            return dict(self._workers)
+
+    def _worker(self, name: str) -> ModelWorker:
+        worker = self._workers.get(name)
+        if worker is None:
+            worker = self._workers[name] = ModelWorker(
+                self._samplers[name], name, target_tick=self._target_tick,
+                tick_chars=self._tick_chars)
+        return worker
+
+    def submit(self, name: str, job: Job) -> None:
+        """Queue `job` on model `name`'s worker: EngineBusy if it would pass the stream cap,
+        EngineClosed once the engine is stopping. The slots come back when the job ends."""
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the server is shutting down")
+            if self._streams + job.num > self.max_streams:
+                raise EngineBusy(f"the server is already generating {self._streams} samples at "
+                                 f"once and its limit is {self.max_streams}; try again shortly")
+            worker = self._worker(name)
+            self._streams += job.num
+        released = threading.Lock()
+
+        def on_done():
+            if released.acquire(blocking=False):    # once, whoever ends the job
+                with self._lock:
+                    self._streams -= job.num
+
+        job.on_done = on_done
+        try:
+            worker.submit(job)
+        except EngineClosed:
+            on_done()
+            raise
+
+    def close(self) -> None:
+        """End every job with EngineClosed and refuse new ones. Called at shutdown before the
+        connections close, so that a streaming client gets its final event at once."""
+        with self._lock:
+            self._closed = True
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.close()
