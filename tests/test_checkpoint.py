@@ -8,13 +8,14 @@ import pytest
 from charrnn import atomic, checkpoint
 from charrnn.errors import ModelFormatError
 from charrnn.params import init_params
+from charrnn.spec import ModelSpec
 from charrnn.vocab import Vocab
 
 
 @pytest.fixture
 def model_dir(tmp_path):
     vocab = Vocab(tuple("\n abc\u00e9"))
-    params = init_params(len(vocab), 6, np.random.default_rng(0))
+    params = init_params(ModelSpec("rnn", 1, 6, len(vocab)), np.random.default_rng(0))
     checkpoint.save_model(tmp_path, params, vocab, {"step": 7, "best_val_bpc": 2.5})
     return tmp_path, params, vocab
 
@@ -23,11 +24,54 @@ def test_model_round_trips(model_dir):
     path, params, vocab = model_dir
     model = checkpoint.load_model(path)
     assert model.vocab == vocab
-    assert model.meta["step"] == 7 and model.meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert model.meta["step"] == 7 and model.meta["format_version"] == checkpoint.FORMAT_VERSION == 2
+    assert (model.meta["cell"], model.meta["layers"], model.meta["hidden"]) == ("rnn", 1, 6)
     np.testing.assert_array_equal(model.params.flat, params.flat)
     with np.load(path / "model.npz", allow_pickle=False) as npz:
-        assert sorted(npz.files) == sorted(["U", "W", "V", "b_h", "b_y"])
+        assert sorted(npz.files) == sorted(["U.0", "W.0", "b.0", "V", "b_y"])
     assert not list(path.glob(".*.tmp")), "no temporary file is left behind"
+
+
+@pytest.mark.parametrize("cell, layers, names", [
+    ("lstm", 2, ["U.0", "W.0", "b.0", "U.1", "W.1", "b.1", "V", "b_y"]),
+    ("gru", 2, ["U.0", "W.0", "b.0", "b_hn.0", "U.1", "W.1", "b.1", "b_hn.1", "V", "b_y"]),
+])
+def test_gated_deep_models_are_written_in_format_2_as_pinned(tmp_path, cell, layers, names):
+    vocab = Vocab(tuple("abcde"))
+    spec = ModelSpec(cell, layers, 4, len(vocab))
+    params = init_params(spec, np.random.default_rng(1))
+    checkpoint.save_model(tmp_path, params, vocab, {"step": 1})
+    gates = {"lstm": 4, "gru": 3}[cell]
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as npz:
+        assert list(npz.files) == names
+        assert npz["U.0"].shape == (5, gates * 4) and npz["U.1"].shape == (4, gates * 4)
+        assert npz["W.1"].shape == (4, gates * 4) and npz["b.0"].shape == (gates * 4,)
+        assert npz["V"].shape == (4, 5) and npz["b_y"].shape == (5,)
+        assert all(npz[n].dtype == np.float32 for n in npz.files)
+        if cell == "lstm":   # the forget block of b starts at 1
+            np.testing.assert_array_equal(npz["b.0"], [0] * 4 + [1] * 4 + [0] * 8)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert (meta["format_version"], meta["cell"], meta["layers"]) == (2, cell, layers)
+    model = checkpoint.load_model(tmp_path)
+    assert model.spec == spec
+    np.testing.assert_array_equal(model.params.flat, params.flat)
+
+
+def test_arrays_of_another_layout_are_refused(model_dir):
+    path, params, _ = model_dir
+    meta = json.loads((path / "meta.json").read_text())
+    meta["cell"] = "gru"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="missing arrays: b_hn.0"):
+        checkpoint.load_model(path)
+    meta["cell"], meta["layers"] = "rnn", 2
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="missing arrays: U.1"):
+        checkpoint.load_model(path)
+    meta["layers"], meta["cell"] = 1, "transformer"
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="cell must be one of"):
+        checkpoint.load_model(path)
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
@@ -77,11 +121,34 @@ def test_newer_format_versions_are_refused(model_dir):
         checkpoint.load_model(path)
 
 
-def test_pickled_arrays_are_never_loaded(model_dir):
+class _LeavesAMarker:
+    """Unpickling this creates the file `path`: a harmless stand-in for running any code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_arrays_are_never_loaded(model_dir, tmp_path_factory):
     path = model_dir[0]
-    np.savez(path / "model.npz", U=np.array([{"evil": 1}], dtype=object))
-    with pytest.raises(ModelFormatError):
+    marker = tmp_path_factory.mktemp("pickle") / "unpickled"
+    with np.load(path / "model.npz", allow_pickle=False) as npz:  # whatever arrays this format has
+        arrays = {name: npz[name] for name in npz.files}
+    victim = sorted(arrays)[0]
+    evil = np.empty(1, dtype=object)
+    evil[0] = _LeavesAMarker(marker)
+    arrays[victim] = evil                  # every other array whole: only the pickle can be refused
+    np.savez(path / "model.npz", **arrays)
+    with np.load(path / "model.npz", allow_pickle=True) as npz:  # the payload is live ...
+        npz[victim]
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(ModelFormatError) as info:          # ... and charrnn never runs it
         checkpoint.load_model(path)
+    assert "model.npz" in str(info.value) and "\n" not in str(info.value)
+    assert not marker.exists()
 
 
 def test_training_state_is_one_file_with_its_record(tmp_path):

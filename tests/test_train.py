@@ -42,7 +42,7 @@ def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_pa
 
 
 def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
-    from tests.reference import forward
+    from reference import forward
     from charrnn.batches import split_train_val
     from charrnn.text import load_corpus
 
@@ -50,7 +50,8 @@ def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
     model = checkpoint.load_model(tmp_path)
     _, ids = load_corpus(text_file)
     _, val = split_train_val(ids, TINY.get("val_frac", 0.05))
-    p = {k: v.astype(np.float64) for k, v in model.params.arrays().items()}
+    names = {"U.0": "U", "W.0": "W", "b.0": "b_h", "V": "V", "b_y": "b_y"}   # a vanilla layer
+    p = {names[k]: v.astype(np.float64) for k, v in model.params.arrays().items()}
     inputs, targets = val[None, :-1].astype(np.int64), val[None, 1:].astype(np.int64)
     nats, _ = forward(p, inputs, targets, np.zeros((1, 24)))
     assert model.meta["best_val_bpc"] == pytest.approx(nats / math.log(2), rel=1e-4)
@@ -94,17 +95,17 @@ def test_a_resumed_run_can_be_given_a_longer_budget(text_file, tmp_path):
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(text_file, tmp_path, monkeypatch):
-    from charrnn import kernels
+    from charrnn.kernels.window import Kernels
 
-    original = kernels.RNNKernels.loss_and_grad
+    original = Kernels.loss_and_grad
     calls = {"n": 0}
 
-    def poisoned(self, *args):
+    def poisoned(self, *args, **kwargs):
         calls["n"] += 1
-        loss = original(self, *args)
+        loss = original(self, *args, **kwargs)
         return float("nan") if calls["n"] > 1 + 25 else loss   # one warm-up call, then 25 steps
 
-    monkeypatch.setattr(kernels.RNNKernels, "loss_and_grad", poisoned)
+    monkeypatch.setattr(Kernels, "loss_and_grad", poisoned)
     with pytest.raises(TrainingDiverged, match="NaN at step 26"):
         train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=100), threads=1)
     model = checkpoint.load_model(tmp_path)
@@ -168,3 +169,72 @@ def test_resuming_with_another_thread_count_says_it_will_not_match_bit_for_bit(t
     events.clear()
     train(text_file, tmp_path, resume=True, budget=Budget(steps=30), threads=2, on_event=events.append)
     assert not [e for e in events if e.kind == "note"]
+
+
+GATED = {"hidden": 16, "seq_length": 12, "batch_size": 4, "eval_every": 15, "lr": 1e-2,
+         "layers": 2, "dropout": 0.3}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_cell_resumes_bit_for_bit_with_dropout_at_two_threads(text_file, tmp_path,
+                                                                    monkeypatch, cell):
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    settings = {**GATED, "cell": cell}
+    full = train(text_file, tmp_path / "full", overrides=settings, budget=Budget(steps=40), threads=2)
+    cut = train(text_file, tmp_path / "cut", overrides=settings, budget=Budget(steps=40), threads=2,
+                on_event=interrupt_at(17))
+    assert cut.interrupted and cut.step == 17
+    resumed = train(None, tmp_path / "cut", resume=True, threads=2)
+    assert resumed.step == 40
+    np.testing.assert_array_equal(weights(tmp_path / "cut"), weights(tmp_path / "full"))
+    assert resumed.best_val_bpc == full.best_val_bpc
+    model = checkpoint.load_model(tmp_path / "full")
+    assert (model.spec.cell, model.spec.layers, model.spec.hidden) == (cell, 2, 16)
+    assert model.meta["config"]["dropout"] == 0.3 and model.meta["format_version"] == 2
+
+
+def test_dropout_changes_training_and_the_seed_changes_the_masks(text_file, tmp_path):
+    def final(name, **extra):
+        train(text_file, tmp_path / name, overrides={**GATED, "cell": "lstm", **extra},
+              budget=Budget(steps=6), threads=1)
+        return weights(tmp_path / name)
+
+    plain, dropped = final("plain", dropout=0.0), final("dropped")
+    reseeded = final("reseeded", seed=1)
+    assert not np.array_equal(plain, dropped)
+    assert not np.array_equal(dropped, reseeded)
+
+
+def test_a_new_run_takes_its_cells_defaults_and_a_resumed_one_its_saved_settings(text_file, tmp_path):
+    from charrnn.train import CELL_DEFAULTS
+
+    settings = {"hidden": 8, "seq_length": 8, "batch_size": 2, "eval_every": 5, "cell": "gru"}
+    train(text_file, tmp_path, overrides=settings, budget=Budget(steps=5), threads=1)
+    config = checkpoint.load_model(tmp_path).meta["config"]
+    assert config["layers"] == CELL_DEFAULTS["gru"]["layers"]
+    assert config["dropout"] == CELL_DEFAULTS["gru"]["dropout"]
+    assert config["lr"] == CELL_DEFAULTS["gru"]["lr"] and config["hidden"] == 8
+    with pytest.raises(InputError, match="--cell gru"):
+        train(text_file, tmp_path, overrides={"cell": "lstm"}, resume=True, threads=1)
+
+
+def test_training_samples_continue_their_stream_across_a_resume(text_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+
+    def samples(name, steps, resume=False, on_event=None):
+        events = []
+
+        def record(event):
+            events.append(event)
+            if on_event:
+                on_event(event)
+
+        train(None if resume else text_file, tmp_path / name, overrides={} if resume else TINY,
+              budget=Budget(steps=steps), threads=1, sample_every=10, sample_length=30,
+              resume=resume, on_event=record)
+        return [e.text for e in events if e.kind == "sample"]
+
+    whole = samples("whole", 40)
+    first = samples("cut", 40, on_event=interrupt_at(25))
+    rest = samples("cut", 40, resume=True)
+    assert len(whole) == 4 and first + rest == whole

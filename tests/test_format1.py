@@ -1,0 +1,72 @@
+"""A model written by charrnn before format 2 (format 1: a one-layer vanilla RNN's U, W, V, b_h,
+b_y) still loads, samples, evaluates and resumes.
+
+tests/fixtures/format1 was made by charrnn 0.1.0 (commit 9967d90): a tiny model trained 30 steps
+on corpus.txt, the sample it wrote, and the weights it reached when resumed to step 60."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint
+from charrnn.batches import split_train_val
+from charrnn.evaluate import evaluate_file
+from charrnn.sampling import sample
+from charrnn.text import load_corpus
+from charrnn.train import Budget, train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "format1"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+
+
+def test_it_loads_as_a_one_layer_vanilla_rnn():
+    model = checkpoint.load_model(FIXTURE / "model")
+    assert model.meta["format_version"] == 1
+    assert (model.spec.cell, model.spec.layers, model.spec.hidden) == ("rnn", 1, 8)
+    with np.load(FIXTURE / "model" / "model.npz", allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["U", "V", "W", "b_h", "b_y"]
+        np.testing.assert_array_equal(model.params["W.0"], npz["W"])
+        np.testing.assert_array_equal(model.params["b.0"], npz["b_h"])
+
+
+def test_it_samples_the_text_it_sampled_when_it_was_made():
+    text = sample(FIXTURE / "model", EXPECTED["sample_length"], prime=EXPECTED["sample_prime"],
+                  seed=EXPECTED["sample_seed"])
+    assert text == EXPECTED["sample"]
+
+
+def test_it_evaluates_to_its_recorded_validation_bpc(tmp_path):
+    vocab, ids = load_corpus(FIXTURE / "corpus.txt")
+    _, val = split_train_val(ids, 0.05)
+    val_file = tmp_path / "val.txt"
+    val_file.write_text(vocab.decode(val))
+    result = evaluate_file(checkpoint.load_model(FIXTURE / "model"), val_file)
+    assert result.bpc == pytest.approx(EXPECTED["best_val_bpc"], rel=1e-5)
+
+
+def test_it_resumes_where_it_stopped(tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(FIXTURE / "model", out)
+    result = train(FIXTURE / "corpus.txt", out, resume=True, budget=Budget(steps=60), threads=1)
+    assert result.step == 60
+    arrays, info = checkpoint.load_training_state(out)
+    np.testing.assert_allclose(arrays["params"], np.load(FIXTURE / "resumed_to_60_params.npy"),
+                               rtol=0, atol=1e-4)
+    assert result.best_val_bpc == pytest.approx(EXPECTED["resumed_to_60_best_val_bpc"], rel=1e-4)
+    assert checkpoint.load_model(out).meta["format_version"] == 2   # saved anew in format 2
+
+
+def test_info_and_eval_commands_read_it():
+    run = lambda *args: subprocess.run([sys.executable, "-m", "charrnn", *args],  # noqa: E731
+                                       capture_output=True, text=True, timeout=300)
+    info = run("info", str(FIXTURE / "model"))
+    assert info.returncode == 0, info.stderr
+    assert "vanilla RNN, 1 layer of 8 units" in info.stdout and "format      1" in info.stdout
+    scored = run("eval", str(FIXTURE / "model"), str(FIXTURE / "corpus.txt"))
+    assert scored.returncode == 0, scored.stderr
+    assert scored.stdout.endswith("bits per character over 2,999 characters\n")
