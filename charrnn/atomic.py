@@ -1,7 +1,12 @@
-"""Files written whole or not at all: a temporary file beside the target, flushed, then renamed."""
+"""Files written whole or not at all: a temporary file beside the target, flushed, then renamed.
+
+On any failure (no space, no permission, a read-only filesystem, an interrupt) the target is left
+as it was, the temporary file is removed, and an OSError names the target, not the temporary.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -14,17 +19,33 @@ def new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _name_the_target(error: OSError, path: Path, temporary: str | None) -> None:
+    """Make the error speak of `path`: a failed write() carries no file name, and a failed
+    mkstemp or rename carries the temporary's, which means nothing to a user."""
+    if error.filename is None or error.filename == temporary or \
+            (temporary is None and str(error.filename).startswith(str(path.parent))):
+        error.filename = str(path)
+        error.filename2 = None
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as f:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        _name_the_target(error, path, None)
+        raise
+    try:
+        with os.fdopen(fd, "wb") as f:   # owns fd from here: closed whatever happens below
+            os.chmod(f.fileno(), new_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(error, OSError):
+            _name_the_target(error, path, tmp)
         raise

@@ -34,7 +34,7 @@ from urllib3.util.retry import Retry
 
 from charrnn import __version__
 from charrnn.atomic import new_file_mode
-from charrnn.errors import DownloadError
+from charrnn.errors import DownloadError, describe_os_error
 from charrnn.gutenberg import decode_text, parse_header, strip_gutenberg
 
 USER_AGENT = f"charrnn/{__version__}"
@@ -53,6 +53,8 @@ RECORD_SUFFIX = ".meta.json"  # never collides with catalog.json, which may shar
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _GUTENBERG_SPEC = re.compile(r"^gutenberg:(.*)$", re.IGNORECASE)
 _CLEAN_MODES = ("gutenberg", "auto", "none")
+
+AGAIN = "run the download again"  # how to carry on after a fixable filesystem fault
 
 ProgressCallback = Callable[[int, "int | None"], None]
 WarningCallback = Callable[[str], None]
@@ -653,11 +655,11 @@ def _make_directory(directory: Path) -> list[Path]:
             break
         current = current.parent
     if current.exists() and not current.is_dir():
-        raise DownloadError(f"{current} is not a folder")
+        raise DownloadError(f"{current} is a file, not a folder; choose another --dir")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DownloadError(f"cannot create {directory}: {error.strerror or error}") from None
+        raise DownloadError("cannot create the folder " + describe_os_error(error, directory, then=AGAIN)) from None
     return list(reversed(missing))
 
 
@@ -672,19 +674,20 @@ def _remove_empty(folders: list[Path]) -> None:
 def _write_files_atomically(files: list[tuple[Path, bytes]]) -> None:
     """Write every file to a temporary name beside it, then rename them all into place."""
     temporaries: list[tuple[Path, Path]] = []
+    path = files[0][0]
     try:
         for path, data in files:
             fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temporaries.append((Path(name), path))
-            os.chmod(fd, new_file_mode())  # mkstemp makes 0600; a text should get the usual mode
-            with os.fdopen(fd, "wb") as handle:
+            with os.fdopen(fd, "wb") as handle:  # owns fd from here
+                os.chmod(handle.fileno(), new_file_mode())  # mkstemp makes 0600; a text gets the usual mode
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
         for temporary, path in temporaries:
             os.replace(temporary, path)
     except OSError as error:
-        raise DownloadError(f"cannot write {files[0][0].parent}: {error.strerror or error}") from None
+        raise DownloadError(describe_os_error(error, path, then=AGAIN)) from None
     finally:
         for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)
@@ -768,20 +771,26 @@ def download(
         try:
             fd, name = tempfile.mkstemp(dir=directory, prefix=f".{source.name}.", suffix=".download")
         except OSError as error:
-            raise DownloadError(f"cannot write in {directory}: {error.strerror or error}") from None
+            raise DownloadError("cannot write in " + describe_os_error(error, directory, then=AGAIN)) from None
         raw_path = Path(name)
-        with os.fdopen(fd, "wb") as raw_file:
-            fetched = fetch(
-                source.url,
-                raw_file,
-                policy=policy,
-                session=session,
-                paced=source.paced,
-                pacer=pacer,
-                size_hint=source.size_hint,
-                on_progress=on_progress,
-            )
-        raw = raw_path.read_bytes()
+        try:
+            with os.fdopen(fd, "wb") as raw_file:
+                fetched = fetch(
+                    source.url,
+                    raw_file,
+                    policy=policy,
+                    session=session,
+                    paced=source.paced,
+                    pacer=pacer,
+                    size_hint=source.size_hint,
+                    on_progress=on_progress,
+                )
+            raw = raw_path.read_bytes()
+        except requests.RequestException as error:  # an OSError too, but a network one
+            raise DownloadError(describe_request_error(error, source.url, policy)) from None
+        except OSError as error:  # writing or reading back the body: a full disk, mostly
+            raise DownloadError(f"cannot save {source.name}: "
+                                + describe_os_error(error, text_path, then=AGAIN)) from None
         _verify(source, fetched, raw[:8192])
         if fetched.resumed:
             warn(f"the connection broke; resumed {fetched.resumed} time(s) with a Range request")

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import checkpoint
-from charrnn.errors import InputError, ModelFormatError
+from charrnn.atomic import atomic_write
+from charrnn.errors import InputError, ModelFormatError, StorageError, describe_os_error
 
 LN2 = math.log(2.0)
 X_AXES = ("steps", "time")
@@ -73,8 +74,13 @@ def load_curves(directory: str | Path) -> Curves:
     model has no evaluations yet.
     """
     directory = Path(directory)
-    records = [r for r in checkpoint.read_metrics(directory)
-               if isinstance(r, dict) and math.isfinite(_number(r.get("step")))] if directory.is_dir() else []
+    try:
+        records = [r for r in checkpoint.read_metrics(directory)
+                   if isinstance(r, dict) and math.isfinite(_number(r.get("step")))] if directory.is_dir() else []
+    except OSError as error:  # unreadable, or a folder where the log should be
+        raise StorageError(describe_os_error(error, directory / checkpoint.METRICS_FILE)) from None
+    except UnicodeDecodeError:
+        raise ModelFormatError(f"{directory / checkpoint.METRICS_FILE}: corrupt (not UTF-8 text)") from None
     try:
         meta = checkpoint.read_meta(directory)
     except ModelFormatError:
@@ -204,12 +210,14 @@ def write_image(curves: Curves, out: str | Path, x_axes: tuple[str, ...] = X_AXE
     out = Path(out)
     image_format = out.suffix[1:].lower() or "png"
     if not out.parent.is_dir():  # checked before drawing, which takes a second
+        if out.parent.exists():
+            raise InputError(f"{out.parent}: is a file, not a folder to write {out.name} into")
         raise InputError(f"{out.parent}: no such directory to write {out.name} into")
     data = render_image(curves, x_axes, image_format)
     try:
-        checkpoint.atomic_write(out, data)
-    except OSError as error:
-        raise InputError(f"cannot write {out}: {error.strerror or error}") from None
+        atomic_write(out, data)
+    except OSError as error:  # the previous picture, if any, is left as it was
+        raise StorageError(describe_os_error(error, out, then="run charrnn plot again")) from None
     return out
 
 

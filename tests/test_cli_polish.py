@@ -31,7 +31,7 @@ def run(*args, **kwargs):
 
 def assert_one_line_error(result, *fragments):
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
+    assert isinstance(result.exception, SystemExit) and result.stdout == ""  # a handled error, not a crash
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     for fragment in fragments:

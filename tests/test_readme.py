@@ -443,13 +443,23 @@ def test_readme_commands_do_what_the_readme_says(walkthrough):
         elif command == "plot" and "--ascii" not in args:
             assert Path(ran.stdout.strip()).suffix == ".png", ran.report()
             assert (work / ran.stdout.strip()).is_file(), ran.report()
-        elif command == "sample" and "--no-prime-echo" not in args:
-            assert ran.stdout.startswith(_value(args, "--prime") or ""), ran.report()
-            assert len(ran.stdout) > len(_value(args, "--prime") or ""), ran.report()
+        elif command == "sample":  # stdout: the prime (from --prime, or typed at --interactive's prompt), then more
+            prime = _value(args, "--prime")
+            if prime is None and {"--interactive", "-i"} & set(args):
+                prime = STDIN.splitlines()[0]
+            assert prime, f"teach this test what `{' '.join(args)}` prints\n" + ran.report()
+            if "--no-prime-echo" in args:
+                assert ran.stdout.strip(), ran.report()
+            else:
+                assert ran.stdout.startswith(prime) and len(ran.stdout) > len(prime), ran.report()
+            checked.add("interactive" if prime == STDIN.splitlines()[0] and "--prime" not in args else command)
         else:
             continue
         checked.add(command)
-    assert {"download", "train", "sample", "info"} <= checked
+    expected = {"download", "train", "sample", "interactive", "info"}
+    if not _matplotlib_missing():
+        expected.add("plot")
+    assert expected <= checked, f"no README command checked for {expected - checked}"
 
 
 def test_the_readme_walks_through_every_command():
