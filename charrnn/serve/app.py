@@ -383,5 +383,6 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.models = list(models)
     app.state.limits = limits
     return app

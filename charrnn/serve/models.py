@@ -47,7 +47,7 @@ def model_directories(model_dirs) -> list[tuple[str, Path]]:
     found, seen = [], {}
     for given in model_dirs:
         directory = Path(given)
-        name = directory.resolve().name or str(directory)
+        name = Path(os.path.abspath(directory)).name or str(directory)
         if name in seen:
             raise InputError(f"{seen[name]} and {os.fspath(given)} would both be served as "
                              f"{name!r}; give models whose directories have different names")
