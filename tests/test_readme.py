@@ -6,6 +6,7 @@ on the PATH is a shim (this file, run as a script) that makes the run tiny and t
 - `charrnn train`: `--minutes M` becomes `--steps 3M`, a new run gets a tiny network
   (--hidden 16 --batch-size 4 --seq-length 16 --eval-every 10), `--sample-every` becomes 10;
 - `charrnn sample`: `--length` at most 200;
+- `charrnn serve`: on a free port; the shim asks it for its models, then stops it with Ctrl-C;
 - `charrnn download`: the catalog (CHARRNN_CATALOG) and the Gutenberg mirror point at a local
   HTTP server that serves a small made-up play; a URL to anywhere else is refused. Proxies point
   at a closed port, so nothing reaches the internet.
@@ -107,6 +108,8 @@ def tiny_arguments(args: list[str]) -> list[str]:
         length = _value(rest, "--length", "-n")
         if length is not None and int(length) > MAX_SAMPLE_LENGTH:
             rest = _set(_without(rest, "-n"), "--length", str(MAX_SAMPLE_LENGTH))
+    elif command == "serve" and not {"-h", "--help"} & set(rest):
+        rest = _set(rest, "--port", "0")   # any free port; the shim stops it (serve_briefly)
     elif command == "download":
         for arg in rest:
             if "://" in arg and not arg.startswith(("http://127.0.0.1:", "http://localhost:")):
@@ -163,7 +166,34 @@ def shim_main(args: list[str]) -> None:
         print(f"{SKIP_MARK} `{shown}` needs the bundled model, and models/shakespeare holds "
               "none yet", file=sys.stderr)
         sys.exit(SKIP_EXIT)
+    if record["run"][:1] == ["serve"] and "--port" in record["run"]:
+        sys.exit(serve_briefly(record["run"]))
     os.execv(sys.executable, [sys.executable, "-m", "charrnn", *record["run"]])
+
+
+def serve_briefly(args: list[str]) -> int:
+    """`charrnn serve`: start it, print what GET /api/models answers, stop it with Ctrl-C."""
+    import http.client
+    import signal
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", *args], stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True)
+    port = None
+    for line in process.stderr:        # ends when the server prints its address, or dies
+        sys.stderr.write(line)
+        found = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
+        if found:
+            port = int(found.group(1))
+            break
+    if port is not None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("GET", "/api/models")
+        print(connection.getresponse().read().decode())
+        connection.close()
+        process.send_signal(signal.SIGINT)
+    sys.stderr.write(process.stderr.read())
+    return process.wait(60)
 
 
 if __name__ == "__main__":
