@@ -63,4 +63,4 @@ def main():
 
 
 _COMMAND_MODULES = {"train": "train", "info": "info", "sample": "sample", "download": "download",
-                    "corpora": "download", "plot": "plot", "serve": "serve"}
+                    "corpora": "download", "plot": "plot", "serve": "serve", "sweep": "sweep"}
