@@ -42,7 +42,7 @@ _ADVICE = {
     errno.EFBIG: "the file is too large for this filesystem; choose another place",
     errno.EACCES: "check its permissions, or choose another place",
     errno.EPERM: "check its permissions, or choose another place",
-    errno.EROFS: "the filesystem is read-only; choose another place",
+    errno.EROFS: "choose a place on a writable filesystem",
     errno.ENOTDIR: "part of that path is a file, not a folder; choose another path",
     errno.EISDIR: "that is a folder; give a file",
     errno.ENOENT: "check the path",

@@ -1,14 +1,22 @@
-"""The `charrnn` command line: library errors become one-line messages, never tracebacks."""
+"""The `charrnn` command line: library errors become one-line messages, never tracebacks.
+
+So do filesystem errors (a full disk, a read-only folder, a file where a folder should be) that
+reach the command line as OSError: the message names the path and says what to do, and for
+`charrnn train` how to carry on from what was saved.
+"""
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import importlib
+from pathlib import Path
 
 import click
 
 from charrnn import __version__
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, describe_os_error
 
 
 PROG_NAME = "charrnn"
@@ -27,7 +35,7 @@ class _Group(click.Group):
         if module is None:
             return None
         commands = importlib.import_module(f"charrnn.cli.{module}").COMMANDS
-        return next(command for command in commands if command.name == name)
+        return _guarded(next(command for command in commands if command.name == name))
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
@@ -45,6 +53,58 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CharRNNError as error:
             raise click.ClickException(str(error)) from None
+        except BrokenPipeError:
+            raise  # the reader went away (charrnn sample | head): not a fault to report
+        except OSError as error:  # one that escaped a command's own handling
+            raise click.ClickException(describe_os_error(error, then="try again")) from None
+
+
+def _guarded(command: click.Command) -> click.Command:
+    """A copy of `command` whose OSErrors become one-line messages worded with its options
+    (so `charrnn train` can say how to resume from what it saved)."""
+    if getattr(command, "_charrnn_guarded", False) or command.callback is None:
+        return command
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            ctx = click.get_current_context()
+            raise click.ClickException(_os_error_message(error, ctx.info_name, ctx.params)) from None
+
+    guarded = copy.copy(command)
+    guarded.callback = run
+    guarded._charrnn_guarded = True
+    return guarded
+
+
+def _os_error_message(error: OSError, command: str, params: dict) -> str:
+    """The one line for an OSError in `command`: the path, the reason, what to do, how to go on."""
+    if command == "train":
+        return describe_os_error(error, then=_train_then(error, params))
+    if command == "download":
+        return describe_os_error(error, then="run the download again")
+    return describe_os_error(error, then=f"run charrnn {command} again")
+
+
+def _train_then(error: OSError, params: dict) -> str:
+    """How to carry on after a failed save: resume from the last training state if there is one."""
+    from charrnn.checkpoint import META_FILE, STATE_FILE  # only on this error path
+
+    out_dir = params.get("out_dir")
+    if out_dir is None and params.get("text_file") is not None:
+        out_dir = Path("models") / Path(params["text_file"]).stem
+    if out_dir is None and error.filename is not None:
+        out_dir = Path(error.filename).parent
+    if out_dir is not None and (Path(out_dir) / STATE_FILE).is_file():
+        return f"resume with: charrnn train --out {out_dir} --resume"
+    if out_dir is not None and (Path(out_dir) / META_FILE).is_file():
+        return "run the same command again with --force"
+    return "run the same command again"
 
 
 @click.group(PROG_NAME, cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,4 +123,5 @@ def main():
 
 
 _COMMAND_MODULES = {"train": "train", "info": "info", "sample": "sample", "download": "download",
-                    "corpora": "download", "plot": "plot", "serve": "serve", "sweep": "sweep"}
+                    "corpora": "download", "plot": "plot", "eval": "eval",
+                    "serve": "serve", "sweep": "sweep"}
