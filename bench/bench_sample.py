@@ -2,12 +2,14 @@
 
     /work/venv/bin/python bench/bench_sample.py            # from the repository root
 
-Measures, on random models saved with checkpoint.save_model (65 characters, like tinyshakespeare):
+Measures, on random one-layer models saved with checkpoint.save_model (65 characters, like
+tinyshakespeare), for each cell of --cells:
   1. characters per second of sampling.sample_text for H=512 and H=128: batch 1, temperature 1.0,
-     20,000 characters, after compilation; the median of --repeats runs;
-  2. the same loop in PyTorch, if it is importable: an nn.RNN step per character and
-     torch.multinomial, written two obvious ways (see torch_rates; default threads; torch is a
-     benchmark-only dependency: pip install torch==2.13.0);
+     20,000 characters, after compilation; the median of --repeats runs; and the aggregate rate
+     of --batch streams generated together (sampling.iter_samples, as `charrnn sample --num`);
+  2. the same loop in PyTorch, if it is importable: an nn.RNN / nn.LSTM / nn.GRU step per
+     character and torch.multinomial, written two obvious ways (see torch_rates; default threads;
+     torch is a benchmark-only dependency: pip install torch==2.13.0);
   3. wall time from starting `python -m charrnn sample MODEL --prime ROMEO: --no-prime-echo` to the
      first generated character on its stdout, as a real subprocess, with a warm Numba cache and
      with a cold one (NUMBA_CACHE_DIR pointing at a new empty directory).
@@ -34,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from charrnn.checkpoint import save_model  # noqa: E402
 from charrnn.params import init_params  # noqa: E402
-from charrnn.sampling import sample_text  # noqa: E402
+from charrnn.sampling import iter_samples, sample_text  # noqa: E402
+from charrnn.spec import ModelSpec  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 # 65 characters, as many as tinyshakespeare has.
@@ -92,30 +95,53 @@ def charrnn_rate(params, vocab, chars: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def batch_rate(params, vocab, chars: int, streams: int, repeats: int) -> float:
+    """Aggregate chars/s of `streams` samples generated together as one batch."""
+    def run(seed):
+        for _ in iter_samples(params, vocab, chars, num=streams, rng=np.random.default_rng(seed)):
+            pass
+    run(0)
+    rates = []
+    for seed in range(repeats):
+        start = time.perf_counter()
+        run(seed)
+        rates.append(streams * chars / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
 def torch_rates(params, vocab, chars: int, repeats: int) -> tuple[float, float]:
     """PyTorch chars/s written two obvious ways: (lean, tutorial).
 
     lean: under torch.no_grad(), the one-hot filled in place, int() of the draw;
     tutorial: F.one_hot(...).float() per character, autograd left on, .item() of the draw.
+    The weights are ours, mapped as the README says (the same functions).
     """
     import torch
     import torch.nn.functional as F
 
-    vocab_size, hidden = params.U.shape
-    rnn = torch.nn.RNN(vocab_size, hidden, nonlinearity="tanh", batch_first=True)
+    spec = params.spec
+    vocab_size, hidden = spec.vocab_size, spec.hidden
+    kind = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[spec.cell]
+    rnn = kind(vocab_size, hidden, batch_first=True)
     head = torch.nn.Linear(hidden, vocab_size)
-    with torch.no_grad():   # the same weights: nn.RNN computes x W_ih^T + b_ih + h W_hh^T + b_hh
-        rnn.weight_ih_l0.copy_(torch.from_numpy(params.U.T.copy()))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(params.W.T.copy()))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(params.b_h))
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(params["U.0"].T.copy()))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(params["W.0"].T.copy()))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(params["b.0"]))
         rnn.bias_hh_l0.zero_()
+        if spec.cell == "gru":
+            rnn.bias_hh_l0[2 * hidden:] = torch.from_numpy(params["b_hn.0"])
         head.weight.copy_(torch.from_numpy(params.V.T.copy()))
         head.bias.copy_(torch.from_numpy(params.b_y))
+
+    def zero_state():
+        h = torch.zeros(1, 1, hidden)
+        return (h, torch.zeros(1, 1, hidden)) if spec.cell == "lstm" else h
 
     def lean(n):
         generated = []
         with torch.no_grad():
-            h = torch.zeros(1, 1, hidden)
+            h = zero_state()
             char = 0
             for _ in range(n):
                 x = torch.zeros(1, 1, vocab_size)
@@ -128,7 +154,7 @@ def torch_rates(params, vocab, chars: int, repeats: int) -> tuple[float, float]:
 
     def tutorial(n):
         generated = []
-        h = torch.zeros(1, 1, hidden)
+        h = zero_state()
         char = 0
         for _ in range(n):
             x = F.one_hot(torch.tensor([[char]]), vocab_size).float()
@@ -185,20 +211,29 @@ def measure(args) -> None:
     print(f"{args.chars} characters, temperature 1.0, batch 1, median of {args.repeats} runs "
           f"(PyTorch: of {max(1, args.repeats // 2)}); load average at start "
           f"{os.getloadavg()[0]:.2f}\n")
-    print("| H | charrnn chars/s | PyTorch, lean loop | ratio | PyTorch, tutorial loop | ratio |")
-    print("|---|---|---|---|---|---|")
+    print(f"| cell | H | charrnn chars/s | {args.batch} streams together, chars/s in all | "
+          "PyTorch, lean loop | ratio | PyTorch, tutorial loop | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     params_512 = None
-    for hidden in (512, 128):
-        params = init_params(len(vocab), hidden, np.random.default_rng(hidden))
-        if hidden == 512:
-            params_512 = params
-        ours = charrnn_rate(params, vocab, args.chars, args.repeats)
-        if torch is not None:
-            lean, tutorial = torch_rates(params, vocab, args.chars, max(1, args.repeats // 2))
-            print(f"| {hidden} | {ours:,.0f} | {lean:,.0f} | {ours / lean:.1f}x | {tutorial:,.0f} | "
-                  f"{ours / tutorial:.1f}x |", flush=True)
-        else:
-            print(f"| {hidden} | {ours:,.0f} | - | - | - | - |", flush=True)
+    for cell in args.cells.split(","):
+        for hidden in (512, 128):
+            spec = ModelSpec(cell, 1, hidden, len(vocab))
+            params = init_params(spec, np.random.default_rng(hidden))
+            if hidden == 512 and cell == "rnn":
+                params_512 = params
+            ours = charrnn_rate(params, vocab, args.chars, args.repeats)
+            batched = batch_rate(params, vocab, args.chars // args.batch * 4, args.batch,
+                                 max(1, args.repeats // 2))
+            row = f"| {cell} | {hidden} | {ours:,.0f} | {batched:,.0f} ({batched / ours:.1f}x) |"
+            if torch is not None:
+                lean, tutorial = torch_rates(params, vocab, args.chars // 4,
+                                             max(1, args.repeats // 2))
+                print(f"{row} {lean:,.0f} | {ours / lean:.1f}x | {tutorial:,.0f} | "
+                      f"{ours / tutorial:.1f}x |", flush=True)
+            else:
+                print(f"{row} - | - | - | - |", flush=True)
+    if params_512 is None:
+        params_512 = init_params(ModelSpec("rnn", 1, 512, len(vocab)), np.random.default_rng(512))
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model512"
@@ -232,6 +267,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cells to measure")
+    parser.add_argument("--batch", type=int, default=16, help="streams generated together")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="first wait up to this long for other processes to go idle")
     args = parser.parse_args()

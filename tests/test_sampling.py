@@ -152,18 +152,20 @@ def test_read_matches_reference_forward(cell, layers, hidden):
 
 
 @pytest.mark.parametrize("cell, layers", CELL_CASES)
-def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers):
-    """A stream's characters and state do not depend on the other streams of its batch."""
-    params = make_params(12, cell=cell, layers=layers)
+@pytest.mark.parametrize("n, hidden", [(5, 12), (9, 13)])
+def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
+    """A stream's characters and state do not depend on the other streams of its batch (rows go
+    four at a time through the recurrent products where they can, one at a time otherwise)."""
+    params = make_params(hidden, cell=cell, layers=layers)
     sampler = BatchSampler(params, Vocab(CHARS))
     rng = np.random.default_rng(2)
-    n, k = 5, 40
+    k = 40
     states = sampler.new_states(n)
     for row in range(n):
         sampler.read(states, row, rng.integers(0, len(CHARS), size=row + 1))
     uniforms = rng.random((n, k))
-    options = (np.array([1.0, 1.5, 0.7, 1.0, 2.0]), np.array([0, 3, 0, 5, 0]),
-               np.array([1.0, 1.0, 0.8, 0.9, 1.0]), np.array([False, False, False, False, True]))
+    options = (rng.uniform(0.5, 2.0, n), rng.integers(0, 6, n), rng.uniform(0.7, 1.0, n),
+               rng.random(n) < 0.2)
     alone = states.copy()
     together = np.empty((n, k), dtype=np.int64)
     sampler.draw(states, uniforms, *options, together)
