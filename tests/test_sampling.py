@@ -164,7 +164,8 @@ def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
     for row in range(n):
         sampler.read(states, row, rng.integers(0, len(CHARS), size=row + 1))
     uniforms = rng.random((n, k))
-    options = (rng.uniform(0.5, 2.0, n), rng.integers(0, 6, n), rng.uniform(0.7, 1.0, n),
+    options = (rng.uniform(0.5, 1.3, n), rng.integers(3, 9, n) * (rng.random(n) < 0.5),
+               rng.uniform(0.8, 1.0, n),
                np.arange(n) == n - 1)
     alone = states.copy()
     together = np.empty((n, k), dtype=np.int64)
