@@ -1,4 +1,5 @@
-"""The RNN kernels against central finite differences (float64) and the plain NumPy reference."""
+"""The training kernels (rnn, gru, lstm; layers; dropout) against central finite differences
+(float64) and the plain NumPy reference (tests/reference.py)."""
 
 import _thread
 import os
@@ -11,34 +12,71 @@ import numpy as np
 import pytest
 
 import reference
-from charrnn import kernels as kernels_module
-from charrnn.kernels import RNNKernels, _ChunkThreads, _exp_f32, _tanh_rows
-from charrnn.params import PARAM_NAMES, Params, init_params
+from charrnn.kernels import dropout as dropout_module
+from charrnn.kernels import stepgemm
+from charrnn.kernels import window as window_module
+from charrnn.kernels.fastmath import fast_exp, fast_sigmoid, fast_tanh
+from charrnn.kernels.threads import ChunkThreads
+from charrnn.kernels.window import Kernels
+from charrnn.params import Params, init_params
+from charrnn.spec import CELLS, ModelSpec
 
 VOCAB, HIDDEN, BATCH, SEQ = 7, 5, 3, 6
 # With AVX-512, hidden sizes that are multiples of the vector kernel's block width (16 float64 / 32
 # float32 columns) take the recurrent step through that kernel; 5 through BLAS.
 VECTOR_HIDDEN = 32
+TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
+NO_AVX512 = "the CPU (or NUMBA_CPU_NAME) has no AVX-512: the step product goes through OpenBLAS"
 
 
-def make_case(dtype, vocab=VOCAB, hidden=HIDDEN, batch=BATCH, seq=SEQ, seed=0):
-    """Random params (non-zero biases, weights large enough that tanh is not linear), ids, h0."""
+def make_case(cell, layers=1, dtype=np.float64, vocab=VOCAB, hidden=HIDDEN, batch=BATCH,
+              seq=SEQ, seed=0):
+    """Random params (non-zero biases, weights large enough that the cells are not linear), ids,
+    an initial state."""
+    spec = ModelSpec(cell, layers, hidden, vocab)
     rng = np.random.default_rng(seed)
-    params = init_params(vocab, hidden, rng, np.float64)
-    params.W[...] *= 2.0
-    params.b_h[...] = rng.normal(0.0, 0.5, hidden)
-    params.b_y[...] = rng.normal(0.0, 0.5, vocab)
+    params = init_params(spec, rng, np.float64)
+    for name, array in params.arrays().items():
+        if name.startswith("W."):
+            array *= 1.5
+        elif array.ndim == 1:
+            array[...] = rng.normal(0.0, 0.5, array.shape)
     inputs = rng.integers(0, vocab, (batch, seq)).astype(np.uint8)
     targets = rng.integers(0, vocab, (batch, seq)).astype(np.int64)
-    h0 = rng.uniform(-0.9, 0.9, (batch, hidden))
-    return params.astype(dtype), inputs, targets, h0.astype(dtype)
+    state0 = rng.uniform(-0.9, 0.9, spec.state_shape(batch))
+    return spec, params.astype(dtype), inputs, targets, state0.astype(dtype)
 
 
-def reference_result(params, inputs, targets, h0):
-    p = {name: a.astype(np.float64) for name, a in params.arrays().items()}
-    loss, cache = reference.forward(p, inputs, targets, h0.astype(np.float64))
-    grads, dh0 = reference.backward(p, inputs, targets, cache)
-    return loss, cache[1][-1], grads, dh0
+def masks_of(spec, batch, T, p, seed, step):
+    """The kernels' dropout masks as scale factors, one (B, T, H) array per layer, or None."""
+    if not p:
+        return None
+    return [dropout_module.kept(seed, step, layer, np.arange(batch), T, spec.hidden, p) / (1.0 - p)
+            for layer in range(spec.layers)]
+
+
+def reference_result(spec, params, inputs, targets, state0, p=0.0, seed=0, step=0):
+    """(loss, state_last, grads, dstate0) of the NumPy reference, in float64."""
+    arrays = {name: a.astype(np.float64) for name, a in params.arrays().items()}
+    state0 = state0.astype(np.float64)
+    masks = masks_of(spec, *inputs.shape, p, seed, step)
+    loss, state_last, cache = reference.forward(spec.cell, arrays, inputs, targets, state0, masks)
+    grads, dstate0 = reference.backward(spec.cell, arrays, inputs, targets, state0, cache, masks)
+    return loss, state_last, grads, dstate0
+
+
+def assert_matches_reference(kernels, loss, grads, ref, tol):
+    ref_loss, ref_state, ref_grads, ref_dstate0 = ref
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    np.testing.assert_allclose(kernels.state_last, ref_state, rtol=0, atol=tol)
+    for name in grads.names():
+        scale = np.abs(ref_grads[name]).max()
+        assert scale > 0, name
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=0, atol=tol * scale,
+                                   err_msg=name)
+    np.testing.assert_allclose(kernels.dstate0, ref_dstate0, rtol=0,
+                               atol=tol * np.abs(ref_dstate0).max())
 
 
 def relative_error(a, b):
@@ -59,162 +97,356 @@ def numerical_gradient(loss_of, x, eps=1e-5):
     return grad
 
 
-@pytest.mark.parametrize("window, hidden", [(SEQ, HIDDEN), (2, HIDDEN), (SEQ, 16)])
-def test_gradients_match_central_differences(window, hidden):
-    params, inputs, targets, h0 = make_case(np.float64, hidden=hidden)
+def assert_gradient(analytic, numeric, what):
+    assert np.abs(analytic).max() > 1e-4, what                # a gradient that is there
+    assert relative_error(analytic, numeric) < 1e-6, what
+    # The check can fail: a 0.1% error in one entry is far above its threshold.
+    wrong = analytic.copy()
+    wrong.flat[np.argmax(np.abs(analytic))] += 1e-3 * np.abs(analytic).max()
+    assert relative_error(wrong, numeric) > 1e-6, what
+
+
+# -- gradients and the reference -------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers, p, hidden, window", [
+    (1, 0.0, HIDDEN, SEQ), (1, 0.0, HIDDEN, 2), (2, 0.0, HIDDEN, SEQ), (2, 0.4, HIDDEN, SEQ),
+    (3, 0.3, 16, 4)])
+def test_gradients_match_central_differences(cell, layers, p, hidden, window):
+    spec, params, inputs, targets, state0 = make_case(cell, layers, hidden=hidden)
     inputs, targets = inputs[:, :window], targets[:, :window]
-    kernels = RNNKernels(VOCAB, hidden, BATCH, SEQ, np.float64)
+    kernels = Kernels(spec, BATCH, SEQ, np.float64, dropout=p)
     grads = params.zeros_like()
-    kernels.loss_and_grad(params, inputs, targets, h0, grads)
-    dh0 = kernels.dh0.copy()
+    kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=3, step=11)
+    dstate0 = kernels.dstate0.copy()
+    scratch = params.zeros_like()
 
     def loss_of():
-        return kernels.loss(params, inputs, targets, h0)
+        if p:   # the same masks: the same seed and step
+            return kernels.loss_and_grad(params, inputs, targets, state0, scratch, seed=3, step=11)
+        return kernels.loss(params, inputs, targets, state0)
 
-    for name in PARAM_NAMES:
-        numeric = numerical_gradient(loss_of, getattr(params, name))
-        analytic = getattr(grads, name)
-        assert np.abs(analytic).max() > 1e-4, name            # a gradient that is there
-        assert relative_error(analytic, numeric) < 1e-6, name
-        # The check can fail: a 0.1% error in one entry is far above its threshold.
-        wrong = analytic.copy()
-        wrong.flat[0] += 1e-3 * np.abs(analytic).max()
-        assert relative_error(wrong, numeric) > 1e-6, name
-    numeric_h0 = numerical_gradient(loss_of, h0)
-    assert relative_error(dh0, numeric_h0) < 1e-6
+    for name in params.names():
+        assert_gradient(grads[name], numerical_gradient(loss_of, params[name]), name)
+    numeric = numerical_gradient(loss_of, state0)
+    for kind in range(spec.state_kinds):                      # h, and c for lstm
+        assert_gradient(dstate0[:, :, kind], numeric[:, :, kind], f"state0 kind {kind}")
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-@pytest.mark.parametrize("window", [SEQ, 1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layers, p", [(1, 0.0), (2, 0.0), (3, 0.5)])
 @pytest.mark.parametrize("hidden", [HIDDEN, VECTOR_HIDDEN])
-def test_matches_numpy_reference(dtype, tol, threads, window, hidden):
-    params, inputs, targets, h0 = make_case(dtype, hidden=hidden)
-    inputs, targets = inputs[:, :window], targets[:, :window]
-    kernels = RNNKernels(VOCAB, hidden, BATCH, SEQ, dtype, threads=threads)
+def test_matches_numpy_reference(cell, dtype, threads, layers, p, hidden):
+    spec, params, inputs, targets, state0 = make_case(cell, layers, dtype, hidden=hidden)
+    kernels = Kernels(spec, BATCH, SEQ, dtype, threads=threads, dropout=p)
     grads = params.zeros_like()
     grads.flat[...] = 7.0                                      # overwritten, not accumulated
-    loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
-    ref_loss, ref_h_last, ref_grads, ref_dh0 = reference_result(params, inputs, targets, h0)
-    assert isinstance(loss, float)
-    assert loss == pytest.approx(ref_loss, rel=tol)
-    np.testing.assert_allclose(kernels.h_last, ref_h_last, rtol=0, atol=tol)
-    for name in PARAM_NAMES:
-        scale = np.abs(ref_grads[name]).max()
-        np.testing.assert_allclose(getattr(grads, name), ref_grads[name], rtol=0,
-                                   atol=tol * scale, err_msg=name)
-    np.testing.assert_allclose(kernels.dh0, ref_dh0, rtol=0, atol=tol * np.abs(ref_dh0).max())
-    assert kernels.dh0.dtype == dtype and kernels.h_last.dtype == dtype
+    loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=12, step=34)
+    ref = reference_result(spec, params, inputs, targets, state0, p, seed=12, step=34)
+    assert_matches_reference(kernels, loss, grads, ref, TOLERANCE[dtype])
+    assert kernels.dstate0.dtype == dtype and kernels.state_last.dtype == dtype
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-@pytest.mark.parametrize("batch", [8, 11, 19])
-def test_vector_kernel_row_blocks_and_tails(dtype, tol, batch):
-    """Full blocks of rows and leftover rows in the recurrent step's vector kernel."""
-    params, inputs, targets, h0 = make_case(dtype, hidden=64, batch=batch, seed=5)
-    kernels = RNNKernels(VOCAB, 64, batch, SEQ, dtype)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("window", [1, SEQ])
+def test_short_windows(cell, window):
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64)
+    inputs, targets = inputs[:, :window], targets[:, :window]
+    kernels = Kernels(spec, BATCH, SEQ, np.float64, threads=2, dropout=0.2)
     grads = params.zeros_like()
-    loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
-    ref_loss, ref_h_last, ref_grads, ref_dh0 = reference_result(params, inputs, targets, h0)
-    assert loss == pytest.approx(ref_loss, rel=tol)
-    np.testing.assert_allclose(kernels.h_last, ref_h_last, rtol=0, atol=tol)
-    for name in PARAM_NAMES:
-        np.testing.assert_allclose(getattr(grads, name), ref_grads[name], rtol=0,
-                                   atol=tol * np.abs(ref_grads[name]).max(), err_msg=name)
-    np.testing.assert_allclose(kernels.dh0, ref_dh0, rtol=0, atol=tol * np.abs(ref_dh0).max())
+    loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=1, step=2)
+    ref = reference_result(spec, params, inputs, targets, state0, 0.2, seed=1, step=2)
+    assert_matches_reference(kernels, loss, grads, ref, 1e-12)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_large_vocabulary_uses_several_logit_blocks(threads, monkeypatch):
-    """A vocabulary of thousands: the output layer runs in row blocks (made small here so that
-    there are several, the last partial); the result must not care."""
-    monkeypatch.setattr(kernels_module, "_LOGIT_BLOCK_ELEMENTS", 1 << 15)
-    vocab, hidden, batch, seq = 3000, 4, 5, 50
-    params, inputs, targets, h0 = make_case(np.float64, vocab, hidden, batch, seq, seed=3)
-    kernels = RNNKernels(vocab, hidden, batch, seq, np.float64, threads=threads)
-    assert kernels.rows_per_block < seq   # every chunk has several blocks, the last partial
-    grads = params.zeros_like()
-    loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
-    ref_loss, ref_h_last, ref_grads, ref_dh0 = reference_result(params, inputs, targets, h0)
-    assert loss == pytest.approx(ref_loss, rel=1e-12)
-    for name in PARAM_NAMES:
-        np.testing.assert_allclose(getattr(grads, name), ref_grads[name], rtol=0,
-                                   atol=1e-12 * np.abs(ref_grads[name]).max(), err_msg=name)
-    np.testing.assert_allclose(kernels.dh0, ref_dh0, rtol=0, atol=1e-12)
-    assert kernels.loss(params, inputs, targets, h0) == pytest.approx(ref_loss, rel=1e-12)
+# -- the recurrent step's product ------------------------------------------------------------------
+
+def _product_case(dtype, m, k, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype),
+            rng.standard_normal((m, n)).astype(dtype))
+
+
+@pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("m", [1, 8, 11, 16, 19])
+@pytest.mark.parametrize("shape", ["forward", "backward"])
+def test_avx512_step_product_matches_numpy(dtype, m, shape):
+    """The generated AVX-512 kernel (n a multiple of its block width): full blocks of 8 rows,
+    rows left over (one at a time, wide and narrow column blocks), accumulate or not; for the
+    forward shape (H, 4H) and the backward one (4H, H)."""
+    block = stepgemm.block_columns(np.dtype(dtype).itemsize)
+    assert stepgemm.AVX512
+    H = 5 * block                       # leaves narrow column blocks after the 8-vector ones
+    k, n = (H, 4 * H) if shape == "forward" else (4 * H, H)
+    a, w, c = _product_case(dtype, m, k, n)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for accumulate in (False, True):
+        out = c.copy()
+        stepgemm.step_product(a, w, out, accumulate)
+        expected = a.astype(np.float64) @ w.astype(np.float64) + (c if accumulate else 0)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=tol * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_loss_equals_loss_and_grad(dtype, threads):
-    params, inputs, targets, h0 = make_case(dtype)
-    kernels = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, dtype, threads=threads)
-    full = kernels.loss_and_grad(params, inputs, targets, h0, params.zeros_like())
-    h_last = kernels.h_last.copy()
-    kernels.h_last[...] = 0.0
-    assert kernels.loss(params, inputs, targets, h0) == full
-    np.testing.assert_array_equal(kernels.h_last, h_last)
+def test_step_product_through_openblas(dtype):
+    """n not a multiple of the vector block: OpenBLAS does the product (on any CPU)."""
+    a, w, c = _product_case(dtype, 11, 20, 5 * 4)
+    for accumulate in (False, True):
+        out = c.copy()
+        stepgemm.step_product(a, w, out, accumulate)
+        expected = a.astype(np.float64) @ w.astype(np.float64) + (c if accumulate else 0)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
 
 
+@pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch", [8, 11, 19])
+def test_avx512_kernel_row_blocks_and_tails(cell, dtype, batch):
+    """The whole kernels with the AVX-512 step product: full blocks of rows and leftover rows."""
+    spec, params, inputs, targets, state0 = make_case(cell, 2, dtype, hidden=64, batch=batch,
+                                                      seed=5)
+    kernels = Kernels(spec, batch, SEQ, dtype)
+    grads = params.zeros_like()
+    loss = kernels.loss_and_grad(params, inputs, targets, state0, grads)
+    ref = reference_result(spec, params, inputs, targets, state0)
+    assert_matches_reference(kernels, loss, grads, ref, TOLERANCE[dtype])
+
+
+# -- windows, threads, evaluation ------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_large_vocabulary_uses_several_logit_blocks(cell, threads, monkeypatch):
+    """A vocabulary of thousands: the output layer runs in row blocks (made small here so that
+    there are several, the last partial); the result must not care."""
+    monkeypatch.setattr(window_module, "LOGIT_BLOCK_ELEMENTS", 1 << 15)
+    vocab, hidden, batch, seq = 3000, 4, 5, 50
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64, vocab, hidden, batch,
+                                                      seq, seed=3)
+    kernels = Kernels(spec, batch, seq, np.float64, threads=threads)
+    assert kernels.rows_per_block < seq   # every chunk has several blocks, the last partial
+    grads = params.zeros_like()
+    loss = kernels.loss_and_grad(params, inputs, targets, state0, grads)
+    ref = reference_result(spec, params, inputs, targets, state0)
+    assert_matches_reference(kernels, loss, grads, ref, 1e-12)
+    assert kernels.loss(params, inputs, targets, state0) == pytest.approx(ref[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_carrying_h_last_back_as_h0(threads):
-    """Passing kernels.h_last itself as the next h0 gives the same as passing a copy of it, and
-    two windows carried equal one window of twice the length (forward)."""
-    params, inputs, targets, h0 = make_case(np.float64, seq=2 * SEQ)
+def test_loss_equals_loss_and_grad(cell, dtype, threads):
+    spec, params, inputs, targets, state0 = make_case(cell, 2, dtype)
+    kernels = Kernels(spec, BATCH, SEQ, dtype, threads=threads)
+    full = kernels.loss_and_grad(params, inputs, targets, state0, params.zeros_like())
+    state_last = kernels.state_last.copy()
+    kernels.state_last[...] = 0.0
+    assert kernels.loss(params, inputs, targets, state0) == full
+    np.testing.assert_array_equal(kernels.state_last, state_last)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_window_cut_in_two_equals_the_whole(cell, threads):
+    """Passing kernels.state_last itself as the next state0 gives the same as passing a copy of
+    it, and two windows carried equal one window of twice the length."""
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64, seq=2 * SEQ)
     first, second = slice(0, SEQ), slice(SEQ, 2 * SEQ)
-    carried = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float64, threads=threads)
-    copied = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float64, threads=threads)
+    carried = Kernels(spec, BATCH, SEQ, np.float64, threads=threads)
+    copied = Kernels(spec, BATCH, SEQ, np.float64, threads=threads)
     grads_carried, grads_copied = params.zeros_like(), params.zeros_like()
     for k, g in ((carried, grads_carried), (copied, grads_copied)):
-        k.loss_and_grad(params, inputs[:, first], targets[:, first], h0, g)
+        k.loss_and_grad(params, inputs[:, first], targets[:, first], state0, g)
     loss_carried = carried.loss_and_grad(params, inputs[:, second], targets[:, second],
-                                         carried.h_last, grads_carried)
+                                         carried.state_last, grads_carried)
     loss_copied = copied.loss_and_grad(params, inputs[:, second], targets[:, second],
-                                       copied.h_last.copy(), grads_copied)
+                                       copied.state_last.copy(), grads_copied)
     assert loss_carried == loss_copied
     np.testing.assert_array_equal(grads_carried.flat, grads_copied.flat)
-    np.testing.assert_array_equal(carried.dh0, copied.dh0)
-    np.testing.assert_array_equal(carried.h_last, copied.h_last)
+    np.testing.assert_array_equal(carried.dstate0, copied.dstate0)
+    np.testing.assert_array_equal(carried.state_last, copied.state_last)
 
-    ref_loss, ref_h_last, _, _ = reference_result(params, inputs, targets, h0)
-    forward = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float64, threads=threads)
-    total = forward.loss(params, inputs[:, first], targets[:, first], h0)
-    total += forward.loss(params, inputs[:, second], targets[:, second], forward.h_last)
+    ref_loss, ref_state, _, _ = reference_result(spec, params, inputs, targets, state0)
+    forward = Kernels(spec, BATCH, SEQ, np.float64, threads=threads)
+    total = forward.loss(params, inputs[:, first], targets[:, first], state0)
+    total += forward.loss(params, inputs[:, second], targets[:, second], forward.state_last)
     assert total / 2 == pytest.approx(ref_loss, rel=1e-12)
-    np.testing.assert_allclose(forward.h_last, ref_h_last, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(forward.state_last, ref_state, rtol=0, atol=1e-12)
 
 
-def test_validation_with_batch_one():
-    """The validation path: batch 1, a long text in windows, hidden state carried."""
-    params, inputs, targets, h0 = make_case(np.float64, batch=1, seq=25)
-    ref_loss, _, _, _ = reference_result(params, inputs, targets, h0)
-    kernels = RNNKernels(VOCAB, HIDDEN, 1, 10, np.float64, threads=2)
-    h, total = h0, 0.0
+@pytest.mark.parametrize("cell", CELLS)
+def test_validation_with_batch_one(cell):
+    """The validation path: batch 1, a long text in windows, the state carried."""
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64, batch=1, seq=25)
+    ref_loss = reference_result(spec, params, inputs, targets, state0)[0]
+    kernels = Kernels(spec, 1, 10, np.float64, threads=2)
+    state, total = state0, 0.0
     for start in range(0, 25, 10):
         window = slice(start, start + 10)
-        total += kernels.loss(params, inputs[:, window], targets[:, window], h) * inputs[:, window].size
-        h = kernels.h_last
+        total += kernels.loss(params, inputs[:, window], targets[:, window], state) * inputs[:, window].size
+        state = kernels.state_last
     assert total / 25 == pytest.approx(ref_loss, rel=1e-12)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_deterministic_for_a_thread_count(threads):
-    params, inputs, targets, h0 = make_case(np.float32, batch=8)
+def test_deterministic_for_a_thread_count(cell, threads):
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float32, batch=8)
     results = []
     for _ in range(2):
-        kernels = RNNKernels(VOCAB, HIDDEN, 8, SEQ, np.float32, threads=threads)
+        kernels = Kernels(spec, 8, SEQ, np.float32, threads=threads, dropout=0.25)
         grads = params.zeros_like()
-        loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
-        again = kernels.loss_and_grad(params, inputs, targets, h0, grads.zeros_like())
+        loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=4, step=9)
+        again = kernels.loss_and_grad(params, inputs, targets, state0, grads.zeros_like(),
+                                      seed=4, step=9)
         assert again == loss
-        results.append((loss, grads.flat.copy(), kernels.dh0.copy(), kernels.h_last.copy()))
+        results.append((loss, grads.flat.copy(), kernels.dstate0.copy(), kernels.state_last.copy()))
     assert results[0][0] == results[1][0]
     for a, b in zip(results[0][1:], results[1][1:]):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_threads_agree_to_rounding(cell, p):
+    """1 and 2 threads: the same results to float32 rounding, dropout masks included."""
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float32, batch=8)
+    out = {}
+    for threads in (1, 2):
+        kernels = Kernels(spec, 8, SEQ, np.float32, threads=threads, dropout=p)
+        grads = params.zeros_like()
+        loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=8, step=1)
+        out[threads] = loss, grads.flat, kernels.dstate0.copy()
+    assert out[1][0] == pytest.approx(out[2][0], rel=1e-6)
+    np.testing.assert_allclose(out[1][1], out[2][1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[1][2], out[2][2], rtol=0, atol=1e-6)
+
+
+# -- dropout ---------------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _kept_by_the_docstring(seed, step, layer, row, t, j, p):
+    key = _mix64(_mix64((seed & _MASK64) ^ _GOLDEN) + step)
+    row_key = _mix64(_mix64(_mix64(key + layer) + row) + t)
+    bits = _mix64(row_key + (j + 1) * _GOLDEN)
+    return (bits >> 40) >= round(p * (1 << 24))
+
+
+def test_dropout_hash_is_the_pinned_one():
+    """The masks follow charrnn/kernels/dropout.py's docstring, bit for bit (a change to the
+    hash changes every dropout run: it must be deliberate)."""
+    for seed, step, layer, p in ((0, 0, 0, 0.5), (12345, 678, 2, 0.3), (-1, 2**40, 1, 0.1),
+                                 (2**63 + 7, 5, 0, 0.9)):
+        rows = np.array([0, 1, 31, 1000])
+        mask = dropout_module.kept(seed, step, layer, rows, 3, 17, p)
+        expected = np.array([[[_kept_by_the_docstring(seed, step, layer, int(r), t, j, p)
+                               for j in range(17)] for t in range(3)] for r in rows])
+        np.testing.assert_array_equal(mask, expected)
+
+
+def test_dropout_keeps_the_right_fraction_and_varies():
+    rows = np.arange(64)
+    for p in (0.1, 0.5, 0.8):
+        mask = dropout_module.kept(1, 2, 0, rows, 64, 256, p)
+        assert abs(mask.mean() - (1 - p)) < 0.01
+    base = dropout_module.kept(1, 2, 0, rows, 8, 64, 0.5)
+    for other in (dropout_module.kept(2, 2, 0, rows, 8, 64, 0.5),     # seed
+                  dropout_module.kept(1, 3, 0, rows, 8, 64, 0.5),     # step
+                  dropout_module.kept(1, 2, 1, rows, 8, 64, 0.5),     # layer
+                  dropout_module.kept(1, 2, 0, rows + 1, 8, 64, 0.5)):  # row
+        assert 0.4 < (other == base).mean() < 0.6
+    assert 0.4 < (base[:, 1:] == base[:, :-1]).mean() < 0.6         # t
+    assert 0.4 < (base[:, :, 1:] == base[:, :, :-1]).mean() < 0.6   # unit
+    assert dropout_module.kept(1, 2, 0, rows, 8, 64, 0.0).all()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_dropout_only_in_loss_and_grad(cell):
+    """loss() never drops; loss_and_grad drops with masks from (seed, step), and with dropout 0
+    ignores them."""
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64)
+    plain = Kernels(spec, BATCH, SEQ, np.float64)
+    dropping = Kernels(spec, BATCH, SEQ, np.float64, dropout=0.5)
+    assert dropping.loss(params, inputs, targets, state0) == plain.loss(params, inputs, targets, state0)
+    grads = params.zeros_like()
+    base = plain.loss_and_grad(params, inputs, targets, state0, grads, seed=1, step=1)
+    assert plain.loss_and_grad(params, inputs, targets, state0, grads, seed=2, step=5) == base
+    a = dropping.loss_and_grad(params, inputs, targets, state0, grads, seed=1, step=1)
+    b = dropping.loss_and_grad(params, inputs, targets, state0, grads, seed=1, step=2)
+    c = dropping.loss_and_grad(params, inputs, targets, state0, grads, seed=1, step=1)
+    assert a != base and a != b and a == c
+    # The recurrent state is never dropped: layer 0's state_last (whose input is the character)
+    # is the undropped one; layer 1 reads layer 0's output after dropout.
+    np.testing.assert_array_equal(dropping.state_last[:, 0], plain.state_last[:, 0])
+    assert np.abs(dropping.state_last[:, 1] - plain.state_last[:, 1]).max() > 1e-3
+
+
+# -- fast math -------------------------------------------------------------------------------------
+
+def test_fast_float32_math_is_accurate():
+    x = np.linspace(-12.0, 12.0, 20001).astype(np.float32)
+    for value in x[::7]:
+        exact = np.float64(value)
+        assert abs(float(fast_tanh(value)) - np.tanh(exact)) < 3e-7, value
+        assert abs(float(fast_sigmoid(value)) - 1 / (1 + np.exp(-exact))) < 3e-7, value
+        assert isinstance(fast_tanh(value), np.float32)
+    for value in x[np.abs(x) < 0.5][::5]:
+        if value != 0:
+            assert abs(float(fast_tanh(value)) / np.tanh(np.float64(value)) - 1) < 2e-6, value
+    for value in np.linspace(-87.0, 88.0, 3001).astype(np.float32):
+        assert abs(float(fast_exp(value)) / np.exp(np.float64(value)) - 1) < 3e-7, value
+    assert fast_tanh(0.5) == pytest.approx(np.tanh(0.5), rel=1e-15)
+    assert fast_exp(np.float64(1.5)) == pytest.approx(np.exp(1.5), rel=1e-15)
+
+
+def test_fast_math_keeps_nan():
+    for f in (fast_exp, fast_tanh, fast_sigmoid):
+        assert np.isnan(f(np.float32(np.nan))) and np.isnan(f(np.float64(np.nan))), f.__name__
+
+
+def run_in_subprocess(env_changes, calls):
+    """Run test functions of this module in a fresh interpreter with some environment changed."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script = "\n".join(["import sys, numpy as np",
+                        f"sys.path[:0] = [{tests_dir!r}, {os.path.dirname(tests_dir)!r}]"] + calls)
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, **env_changes),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_fastmath_alone_and_without_the_jit():
+    """The sampler imports charrnn.kernels.fastmath alone (no BLAS binding) and runs it as plain
+    Python under NUMBA_DISABLE_JIT=1: the same approximation as compiled (to rounding)."""
+    values = "np.linspace(-30, 30, 2001).astype(np.float32)"
+    script = ["import charrnn.kernels.fastmath as fm",
+              "assert 'charrnn.kernels.blas' not in sys.modules, sorted(sys.modules)",
+              f"x = {values}",
+              "print(repr([[float(f(v)) for v in x] for f in (fm.fast_exp, fm.fast_tanh, fm.fast_sigmoid)]))"]
+    compiled = eval(run_in_subprocess({}, script))
+    python = eval(run_in_subprocess({"NUMBA_DISABLE_JIT": "1"}, script))
+    for a, b in zip(compiled, python):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=3e-7, atol=1e-37)
+
+
+# -- edges -----------------------------------------------------------------------------------------
+
 def test_chunk_threads_hand_errors_to_the_caller():
-    threads = _ChunkThreads(2, 3)
+    threads = ChunkThreads(2, 3)
 
     def task(w):
         if w == 1:
@@ -229,7 +461,7 @@ def test_chunk_threads_hand_errors_to_the_caller():
 
 def test_chunk_threads_wait_for_workers_when_interrupted():
     """Ctrl-C while the caller waits: run() raises only after the worker's chunk is done."""
-    threads = _ChunkThreads(2, 2)
+    threads = ChunkThreads(2, 2)
     worker_started = threading.Event()
     finished = []
 
@@ -251,109 +483,85 @@ def test_chunk_threads_wait_for_workers_when_interrupted():
     threads.close()
 
 
-def test_threads_agree_to_rounding():
-    params, inputs, targets, h0 = make_case(np.float32, batch=8)
-    out = {}
-    for threads in (1, 2):
-        kernels = RNNKernels(VOCAB, HIDDEN, 8, SEQ, np.float32, threads=threads)
-        grads = params.zeros_like()
-        out[threads] = kernels.loss_and_grad(params, inputs, targets, h0, grads), grads.flat
-    assert out[1][0] == pytest.approx(out[2][0], rel=1e-6)
-    np.testing.assert_allclose(out[1][1], out[2][1], rtol=0, atol=1e-6)
-
-
-def test_fast_float32_math_is_accurate():
-    x = np.linspace(-12.0, 12.0, 200001).astype(np.float32).reshape(1, -1)
-    y = x.copy()
-    _tanh_rows(y)
-    assert np.abs(y.astype(np.float64) - np.tanh(x.astype(np.float64))).max() < 3e-7
-    near_zero = x[np.abs(x) < 0.5]
-    t = near_zero.reshape(1, -1).copy()
-    _tanh_rows(t)
-    exact = np.tanh(near_zero.astype(np.float64))
-    nonzero = near_zero != 0
-    assert np.abs(t[0][nonzero] / exact[nonzero] - 1).max() < 2e-6
-    for v in np.linspace(-87.0, 88.0, 3001).astype(np.float32):
-        assert abs(float(_exp_f32(v)) / np.exp(np.float64(v)) - 1) < 3e-7, v
-
-
 def test_softmax_survives_large_logits():
-    params, inputs, targets, h0 = make_case(np.float32)
+    spec, params, inputs, targets, state0 = make_case("lstm", 1, np.float32)
     params.b_y[...] = np.float32(80.0) * np.arange(VOCAB, dtype=np.float32)
-    kernels = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float32)
+    kernels = Kernels(spec, BATCH, SEQ, np.float32)
     grads = params.zeros_like()
-    loss = kernels.loss_and_grad(params, inputs, targets, h0, grads)
-    ref_loss = reference_result(params, inputs, targets, h0)[0]
+    loss = kernels.loss_and_grad(params, inputs, targets, state0, grads)
+    ref_loss = reference_result(spec, params, inputs, targets, state0)[0]
     assert np.isfinite(loss) and loss == pytest.approx(ref_loss, rel=1e-5)
     assert np.all(np.isfinite(grads.flat))
 
 
-def test_nan_parameters_give_nan_loss():
-    params, inputs, targets, h0 = make_case(np.float32)
-    params.W[0, 0] = np.nan
-    kernels = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float32)
-    assert np.isnan(kernels.loss_and_grad(params, inputs, targets, h0, params.zeros_like()))
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("where", ["W.0", "b.1", "state0"])
+def test_nan_stays_visible(cell, where):
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float32, hidden=VECTOR_HIDDEN)
+    if where == "state0":
+        state0[0, 0, -1, 0] = np.nan
+    else:
+        params[where].flat[0] = np.nan
+    kernels = Kernels(spec, BATCH, SEQ, np.float32)
+    assert np.isnan(kernels.loss_and_grad(params, inputs, targets, state0, params.zeros_like()))
+    assert np.isnan(kernels.loss(params, inputs, targets, state0))
 
 
 def test_bad_arguments_raise_value_error():
-    params, inputs, targets, h0 = make_case(np.float32)
-    kernels = RNNKernels(VOCAB, HIDDEN, BATCH, SEQ, np.float32)
+    spec, params, inputs, targets, state0 = make_case("gru", 2, np.float32)
+    kernels = Kernels(spec, BATCH, SEQ, np.float32)
     grads = params.zeros_like()
+    other = ModelSpec("lstm", 2, HIDDEN, VOCAB)
     bad_calls = {
-        "float inputs": (params, inputs.astype(np.float32), targets, h0, grads),
-        "list inputs": (params, inputs.tolist(), targets, h0, grads),
-        "1-d inputs": (params, inputs[0], targets[0], h0, grads),
-        "wrong batch": (params, inputs[:2], targets[:2], h0, grads),
-        "too long": (params, np.zeros((BATCH, SEQ + 1), np.int32), np.zeros((BATCH, SEQ + 1), np.int32), h0, grads),
-        "empty window": (params, inputs[:, :0], targets[:, :0], h0, grads),
-        "shape mismatch": (params, inputs, targets[:, :2], h0, grads),
-        "id too large": (params, inputs + VOCAB, targets, h0, grads),
-        "negative id": (params, inputs, -targets, h0, grads),
-        "h0 dtype": (params, inputs, targets, h0.astype(np.float64), grads),
-        "h0 shape": (params, inputs, targets, h0[:, :2], grads),
-        "params dtype": (params.astype(np.float64), inputs, targets, h0, grads),
-        "grads dtype": (params, inputs, targets, h0, grads.astype(np.float64)),
-        "params size": (Params(VOCAB + 1, HIDDEN), inputs, targets, h0, grads),
-        "grads size": (params, inputs, targets, h0, Params(VOCAB, HIDDEN + 1)),
-        "grads is params": (params, inputs, targets, h0, params),
-        "not params": (params.arrays(), inputs, targets, h0, grads),
+        "float inputs": (params, inputs.astype(np.float32), targets, state0, grads),
+        "list inputs": (params, inputs.tolist(), targets, state0, grads),
+        "1-d inputs": (params, inputs[0], targets[0], state0, grads),
+        "wrong batch": (params, inputs[:2], targets[:2], state0, grads),
+        "too long": (params, np.zeros((BATCH, SEQ + 1), np.int32), np.zeros((BATCH, SEQ + 1), np.int32), state0, grads),
+        "empty window": (params, inputs[:, :0], targets[:, :0], state0, grads),
+        "shape mismatch": (params, inputs, targets[:, :2], state0, grads),
+        "id too large": (params, inputs + VOCAB, targets, state0, grads),
+        "negative id": (params, inputs, -targets, state0, grads),
+        "state0 dtype": (params, inputs, targets, state0.astype(np.float64), grads),
+        "state0 shape": (params, inputs, targets, state0[:, :1], grads),
+        "state0 of h only": (params, inputs, targets, state0[:, :, 0], grads),
+        "params dtype": (params.astype(np.float64), inputs, targets, state0, grads),
+        "grads dtype": (params, inputs, targets, state0, grads.astype(np.float64)),
+        "params of another cell": (Params(other), inputs, targets, state0, grads),
+        "params of another size": (Params(ModelSpec("gru", 2, HIDDEN, VOCAB + 1)), inputs, targets, state0, grads),
+        "grads of another model": (params, inputs, targets, state0, Params(ModelSpec("gru", 1, HIDDEN, VOCAB))),
+        "grads is params": (params, inputs, targets, state0, params),
+        "not params": (params.arrays(), inputs, targets, state0, grads),
     }
     for what, args in bad_calls.items():
         with pytest.raises(ValueError):
             kernels.loss_and_grad(*args)
             pytest.fail(what)
-        if what not in ("grads dtype", "grads size", "grads is params"):
+        if not what.startswith("grads"):
             with pytest.raises(ValueError):
                 kernels.loss(*args[:4])
-    for kwargs in ({"dtype": np.float16}, {"threads": 0}, {"hidden": 0}, {"batch_size": 2.0},
-                   {"seq_length": True}):
-        args = dict(vocab_size=VOCAB, hidden=HIDDEN, batch_size=BATCH, seq_length=SEQ)
+    for kwargs in ({"seed": 1.5}, {"step": -1}, {"step": "3"}):
+        with pytest.raises(ValueError):
+            kernels.loss_and_grad(params, inputs, targets, state0, grads, **kwargs)
+    for kwargs in ({"dtype": np.float16}, {"threads": 0}, {"batch_size": 2.0},
+                   {"seq_length": True}, {"dropout": 1.0}, {"dropout": -0.1}, {"spec": "lstm"}):
+        args = dict(spec=spec, batch_size=BATCH, seq_length=SEQ)
         args.update(kwargs)
         with pytest.raises(ValueError):
-            RNNKernels(**args)
-
-
-def run_in_subprocess(env_changes, calls):
-    """Run test functions of this module in a fresh interpreter with some environment changed."""
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    script = "\n".join(["import sys, numpy as np",
-                        f"sys.path[:0] = [{tests_dir!r}, {os.path.dirname(tests_dir)!r}]",
-                        "import test_kernels as t", "from charrnn import kernels"] + calls)
-    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, **env_changes),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+            Kernels(**args)
 
 
 @pytest.mark.slow
 def test_kernels_compiled_without_avx512():
     """Compiled for a CPU without AVX-512 (Haswell) the recurrent step goes through OpenBLAS."""
     run_in_subprocess({"NUMBA_CPU_NAME": "haswell"}, [
-        "assert not kernels._AVX512",
-        "for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):",
-        "    for batch in (8, 11):",
-        "        t.test_vector_kernel_row_blocks_and_tails(dtype, tol, batch)",
-        "t.test_matches_numpy_reference(np.float32, 2e-5, 2, t.SEQ, t.VECTOR_HIDDEN)",
-        "t.test_validation_with_batch_one()",
+        "import test_kernels as t",
+        "from charrnn.kernels import stepgemm",
+        "assert not stepgemm.AVX512",
+        "for cell in t.CELLS:",
+        "    t.test_matches_numpy_reference(cell, np.float32, 2, 2, 0.5, t.VECTOR_HIDDEN)",
+        "    t.test_matches_numpy_reference(cell, np.float64, 1, 2, 0.0, t.VECTOR_HIDDEN)",
+        "    t.test_validation_with_batch_one(cell)",
     ])
 
 
@@ -361,7 +569,9 @@ def test_fallback_blas_matches_reference():
     """Where numpy's BLAS is not an ILP64 OpenBLAS the kernels call a fallback under the same
     symbol; the cached kernels must give the same results through it."""
     run_in_subprocess({"CHARRNN_BLAS": "fallback"}, [
-        "assert kernels.BLAS_BACKEND.startswith('fallback'), kernels.BLAS_BACKEND",
-        "t.test_matches_numpy_reference(np.float64, 1e-12, 2, t.SEQ, t.HIDDEN)",
-        "t.test_matches_numpy_reference(np.float32, 2e-5, 1, 2, t.VECTOR_HIDDEN)",
+        "import test_kernels as t",
+        "from charrnn.kernels import blas",
+        "assert blas.BLAS_BACKEND.startswith('fallback'), blas.BLAS_BACKEND",
+        "t.test_matches_numpy_reference('lstm', np.float64, 2, 2, 0.5, t.HIDDEN)",
+        "t.test_matches_numpy_reference('gru', np.float32, 1, 1, 0.0, t.VECTOR_HIDDEN)",
     ])

@@ -1,0 +1,168 @@
+"""The recurrent step's product, c (rows, n) = a (rows, k) @ w (k, n), rows = a batch chunk.
+
+Forward it is h_{t-1} (rows, H) @ W (H, G*H), backward da (rows, G*H) @ W^T (G*H, H). On AVX-512 it
+is a register-blocked vector kernel generated as LLVM IR (below), which reads w in place: for these
+shapes OpenBLAS spends about a third of each call packing w. For the vanilla RNN, reading W in
+place ran at 105-115 GFLOP/s against OpenBLAS's 74-88 at H=256 and 512 on one Zen 4 core (same
+speed at H=128), and one row (batch 1, the validation pass) at 41 GFLOP/s against 30. Elsewhere
+(no AVX-512, or n not a multiple of the block width) the product goes through OpenBLAS.
+
+Blocks of 8 rows x 2 vectors of columns keep 16 accumulators in registers over the whole k loop.
+Column strips are the outer loop and row blocks the inner one, so a strip of w (k x 2 vectors:
+64 KB at k=512 in float32) is read from memory once per step and from L2 by the other row blocks:
+an LSTM's W at H=512 (4 MB) no longer fits in L2, and reading it once per row block doubled the
+traffic. Rows left over (and batch 1) go one at a time over wider column blocks.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.core import config as numba_config
+from numba.extending import intrinsic
+
+from charrnn.kernels.blas import GEMM_SYMBOL, NO_TRANS, gemm
+
+
+def _targets_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512: this host's, unless NUMBA_CPU_NAME names
+    another target (e.g. "generic" for portable caches)."""
+    if numba_config.CPU_NAME:
+        return "+avx512f" in (numba_config.CPU_FEATURES or "")
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+AVX512 = _targets_avx512()
+# Used with AVX-512 only. Compiled for AVX2 (NUMBA_CPU_NAME=haswell on the same Zen 4 core) the
+# same kernel with 4 rows x 2 ymm vectors ran at 62 GFLOP/s at 16x512 against OpenBLAS's 65, and
+# at half OpenBLAS's speed for one row: there OpenBLAS's tuned kernels do the whole job.
+VECTOR_BYTES = 64                           # one zmm register: 16 float32 or 8 float64
+BLOCK_ROWS = 8                              # 8 rows x 2 vectors: 16 of the 32 zmm accumulate
+BLOCK_VECTORS = 2
+# Rows left over (and batch 1, the validation pass) go one at a time, over wider column blocks:
+# enough independent accumulators to hide the FMA latency, and longer runs of each row of w.
+SINGLE_ROW_VECTORS = 8
+
+
+def block_columns(itemsize: int) -> int:
+    """n must be a multiple of this for the vector kernel: 32 float32 or 16 float64 columns."""
+    return VECTOR_BYTES // itemsize * BLOCK_VECTORS
+
+
+def _step_gemm_function(module, real, itemsize):
+    """void f(A*, B*, C*, m, n, k, accumulate): C (m, n) = A (m, k) @ B (k, n) [+ C], row-major,
+    contiguous, n a multiple of the block width. For each block of rows and of 2 vectors of
+    columns, the accumulators stay in registers over the whole k loop: per k, 2 vector loads of a
+    row of B, one broadcast of A per row, 2 FMAs per row."""
+    lanes = VECTOR_BYTES // itemsize
+    vec = ir.VectorType(real, lanes)
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    pointer = real.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, i64, i64, i64, ir.IntType(1)])
+    fn = cgutils.get_or_insert_function(
+        module, fnty, f"charrnn_step_gemm2_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}x{lanes}"
+                      f"_{SINGLE_ROW_VECTORS}")
+    if not fn.is_declaration:
+        return fn
+    fn.linkage = "internal"
+    A, B, C, m, n, k, accumulate = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]),
+                                         f"llvm.fma.v{lanes}f{itemsize * 8}")
+    const = lambda value: ir.Constant(i64, value)  # noqa: E731
+    zero = ir.Constant(vec, None)
+    undef = ir.Constant(vec, ir.Undefined)
+    splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    # Accumulators live in allocas of the entry block, which LLVM promotes to registers.
+    slots = {(rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)]
+                             for _ in range(rows)]
+             for rows, width in ((BLOCK_ROWS, BLOCK_VECTORS), (1, SINGLE_ROW_VECTORS),
+                                 (1, BLOCK_VECTORS))}
+
+    def vector_at(base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
+
+    def tile(i0, j0, rows, width):
+        """C[i0:i0+rows, j0:j0+width*lanes] over the whole k loop, in registers."""
+        acc = slots[(rows, width)]
+        c_ptrs = [[vector_at(C, builder.add(builder.mul(builder.add(i0, const(r)), n),
+                                            builder.add(j0, const(v * lanes))))
+                   for v in range(width)] for r in range(rows)]
+        for r in range(rows):
+            for v in range(width):
+                old = builder.load(c_ptrs[r][v], align=itemsize)
+                builder.store(builder.select(accumulate, old, zero), acc[r][v])
+        with cgutils.for_range(builder, k) as loop:
+            kk = loop.index
+            b_row = builder.add(builder.mul(kk, n), j0)
+            b_vecs = [builder.load(vector_at(B, builder.add(b_row, const(v * lanes))),
+                                   align=itemsize) for v in range(width)]
+            for r in range(rows):
+                a_value = builder.load(builder.gep(A, [builder.add(
+                    builder.mul(builder.add(i0, const(r)), k), kk)]))
+                a_vec = builder.shuffle_vector(
+                    builder.insert_element(undef, a_value, ir.Constant(i32, 0)), undef,
+                    splat_mask)
+                for v in range(width):
+                    builder.store(builder.call(fma, [a_vec, b_vecs[v], builder.load(acc[r][v])]),
+                                  acc[r][v])
+        for r in range(rows):
+            for v in range(width):
+                builder.store(builder.load(acc[r][v]), c_ptrs[r][v], align=itemsize)
+
+    # Full blocks of rows: column strips outside, row blocks inside (the strip stays in L2).
+    full_rows = builder.sub(m, builder.urem(m, const(BLOCK_ROWS)))
+    strip = const(BLOCK_VECTORS * lanes)
+    with cgutils.for_range_slice(builder, const(0), n, strip) as (j0, _):
+        with cgutils.for_range_slice(builder, const(0), full_rows, const(BLOCK_ROWS)) as (i0, _):
+            tile(i0, j0, BLOCK_ROWS, BLOCK_VECTORS)
+    # Rows left over, one at a time: wide column blocks, then the 2-vector blocks left.
+    wide_columns = builder.sub(n, builder.urem(n, const(SINGLE_ROW_VECTORS * lanes)))
+    with cgutils.for_range_slice(builder, full_rows, m, const(1)) as (i0, _):
+        with cgutils.for_range_slice(builder, const(0), wide_columns,
+                                     const(SINGLE_ROW_VECTORS * lanes)) as (j0, _):
+            tile(i0, j0, 1, SINGLE_ROW_VECTORS)
+        with cgutils.for_range_slice(builder, wide_columns, n, strip) as (j0, _):
+            tile(i0, j0, 1, BLOCK_VECTORS)
+    builder.ret_void()
+    return fn
+
+
+@intrinsic
+def _step_gemm(typingctx, a, b, c, accumulate):
+    """c = a @ b, or c += a @ b if accumulate; a (m, k), b (k, n), c (m, n) C-contiguous, n a
+    multiple of 2 vectors (see `step_product`). Shapes are taken from a and b, not checked."""
+    if not all(isinstance(x, types.Array) and x.layout == "C" for x in (a, b, c)):
+        return None
+    dtype = c.dtype
+    if a.dtype != dtype or b.dtype != dtype or str(dtype) not in GEMM_SYMBOL:
+        return None
+
+    def codegen(context, builder, sig, args):
+        real = context.get_value_type(dtype)
+        fn = _step_gemm_function(builder.module, real, context.get_abi_sizeof(real))
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3])]
+        m = builder.extract_value(arrays[0].shape, 0)
+        k = builder.extract_value(arrays[0].shape, 1)
+        n = builder.extract_value(arrays[1].shape, 1)
+        data = [builder.bitcast(x.data, real.as_pointer()) for x in arrays]
+        builder.call(fn, data + [m, n, k, args[3]])
+        return context.get_dummy_value()
+
+    return types.void(a, b, c, types.boolean), codegen
+
+
+@njit(cache=True, nogil=True)
+def step_product(a, w, c, accumulate):
+    """c = a @ w (+ c if accumulate): a (rows, k), w (k, n), c (rows, n), all C-contiguous. The
+    vector kernel on AVX-512 when n is a multiple of its block width (32 float32, 16 float64
+    columns), OpenBLAS otherwise."""
+    rows, k = a.shape
+    n = w.shape[1]
+    if AVX512 and n % (VECTOR_BYTES // a.itemsize * BLOCK_VECTORS) == 0:
+        _step_gemm(a, w, c, accumulate)
+    else:
+        beta = c.dtype.type(1.0) if accumulate else c.dtype.type(0.0)
+        gemm(NO_TRANS, NO_TRANS, rows, n, k, c.dtype.type(1.0), a, k, w, n, beta, c, n)
