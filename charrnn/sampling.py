@@ -26,6 +26,7 @@ from numba import njit
 
 from charrnn.checkpoint import MODEL_FILE, Model, load_model
 from charrnn.errors import InputError, ModelFormatError
+from charrnn.kernels.fastmath import fast_sigmoid, fast_tanh
 from charrnn.params import Params
 from charrnn.resources import DEFAULT_MODEL, bundled_model_dir, bundled_model_names
 from charrnn.spec import ModelSpec
@@ -47,26 +48,6 @@ MAX_CHUNK = 256
 # float64. A batch of n streams is stepped together, and every row's arithmetic is the same
 # whatever the other rows are (each loop over rows does the same per-row work in the same order),
 # so a stream's text never depends on which streams share its batch.
-
-@njit(cache=True, fastmath=FASTMATH)
-def _tanh(x):
-    """tanh of a float32 through one float64 exp: faster than libm's tanhf here, and within 3e-8
-    of the exact value (in float64, e - 1 keeps arguments down to 1e-4 accurate to 1e-12)."""
-    x64 = np.float64(x)
-    if abs(x64) < 1e-4:
-        return x                    # tanh(x) = x (1 - x^2/3 + ...): exact to float32 precision
-    # Beyond +-20 tanh is 1 to float64 precision; the clamp keeps exp finite.
-    x64 = min(max(x64, -20.0), 20.0)
-    e = np.exp(2.0 * x64)
-    return np.float32((e - 1.0) / (e + 1.0))
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _sigmoid(x):
-    """The logistic function of a float32 through one float64 exp (clamped so exp stays finite)."""
-    x64 = min(max(np.float64(x), -40.0), 40.0)
-    return np.float32(1.0 / (1.0 + np.exp(-x64)))
-
 
 # Columns of M per block in _add_rows_times: the block of every stream's output (16 streams x 256
 # float32 = 16 KB) stays in the L1 cache while M's rows stream past it.
@@ -124,28 +105,29 @@ def _add_rows_times(x, M, out):
 def _gates(cell, ax, ah, b_hn, h, c):
     """One layer's new state from its pre-activations, in place, rows (n,) of h (n, H) and c:
     rnn h = tanh(ax); lstm from ax's blocks [i, f, g, o]; gru from ax = x U + b and ah = h W,
-    blocks [r, z, n] (see charrnn.spec)."""
+    blocks [r, z, n] (see charrnn.spec). tanh and sigmoid are the training kernels' fast float32
+    approximations (charrnn.kernels.fastmath)."""
     n, hidden = h.shape
     for r in range(n):
         a = ax[r]
         if cell == 0:
             for j in range(hidden):
-                h[r, j] = _tanh(a[j])
+                h[r, j] = fast_tanh(a[j])
         elif cell == 2:
             for j in range(hidden):
-                i_gate = _sigmoid(a[j])
-                f_gate = _sigmoid(a[hidden + j])
-                g_gate = _tanh(a[2 * hidden + j])
-                o_gate = _sigmoid(a[3 * hidden + j])
+                i_gate = fast_sigmoid(a[j])
+                f_gate = fast_sigmoid(a[hidden + j])
+                g_gate = fast_tanh(a[2 * hidden + j])
+                o_gate = fast_sigmoid(a[3 * hidden + j])
                 c_new = f_gate * c[r, j] + i_gate * g_gate
                 c[r, j] = c_new
-                h[r, j] = o_gate * _tanh(c_new)
+                h[r, j] = o_gate * fast_tanh(c_new)
         else:
             a_h = ah[r]
             for j in range(hidden):
-                reset = _sigmoid(a[j] + a_h[j])
-                update = _sigmoid(a[hidden + j] + a_h[hidden + j])
-                new = _tanh(a[2 * hidden + j] + reset * (a_h[2 * hidden + j] + b_hn[j]))
+                reset = fast_sigmoid(a[j] + a_h[j])
+                update = fast_sigmoid(a[hidden + j] + a_h[hidden + j])
+                new = fast_tanh(a[2 * hidden + j] + reset * (a_h[2 * hidden + j] + b_hn[j]))
                 h[r, j] = (np.float32(1.0) - update) * new + update * h[r, j]
 
 
