@@ -48,11 +48,13 @@ Sink = Callable[[object], None]
 
 @dataclass
 class Job:
-    """One request: `num` samples of `length` characters after the prime ids, each drawn with its
-    row of `uniforms` (num, length) float64, with the same options. Made by `make_job`."""
+    """One request: `num` samples of `length` characters after the prime ids, with the same
+    options; sample i draws with row i of `np.random.default_rng(seed).random((num, length))`.
+    Made by `make_job`."""
     prime_ids: np.ndarray            # (m,) int64
     length: int
-    uniforms: np.ndarray             # (num, length) float64 (zeros when greedy)
+    num: int
+    seed: int | None
     inv_temperature: float
     top_k: int
     top_p: float
@@ -64,38 +66,43 @@ class Job:
     on_done: Callable[[], None] | None = None   # called once on the worker thread when it ends
     _left: int = 0                   # streams still running
 
-    @property
-    def num(self) -> int:
-        return self.uniforms.shape[0]
-
     def cancel(self) -> None:
         """Stop generating (the client went away); the worker drops its rows at the next tick and
         sends nothing more to the sink."""
         self.cancelled = True
 
+    def uniforms_of(self, index: int) -> np.random.Generator | None:
+        """A generator whose random() calls continue row `index` of
+        default_rng(seed).random((num, length)): default_rng is PCG64, each float64 takes one
+        64-bit output, so the row starts index * length outputs in. None when greedy."""
+        if self.greedy:
+            return None
+        bits = np.random.PCG64(self.seed)
+        if index:
+            bits.advance(index * self.length)
+        return np.random.Generator(bits)
+
 
 def make_job(prime_ids, length: int, num: int, *, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, greedy: bool = False, seed: int | None = None,
              sink: Sink) -> Job:
-    """A job whose sample i uses row i of `np.random.default_rng(seed).random((num, length))`, as
-    `charrnn sample --seed SEED --num NUM --length LENGTH` does (nothing is drawn when greedy).
-    Options must already be checked."""
-    if greedy:
-        uniforms = np.zeros((num, length), dtype=np.float64)
-    else:
-        uniforms = np.random.default_rng(seed).random((num, length))         # (num, length)
-    return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), uniforms,
+    """A job as `charrnn sample --seed SEED --num NUM --length LENGTH` would run it (no seed: a
+    fresh one). Options must already be checked."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), int(num), seed,
                1.0 / float(temperature), int(top_k), float(top_p), bool(greedy), sink)
 
 
 class _Stream:
     """One sample of a job: a row of the worker's arrays."""
-    __slots__ = ("job", "index", "done")
+    __slots__ = ("job", "index", "done", "rng")
 
     def __init__(self, job: Job, index: int):
         self.job = job
         self.index = index
         self.done = 0
+        self.rng = job.uniforms_of(index)
 
 
 class ModelWorker:
@@ -157,11 +164,18 @@ class ModelWorker:
                     break
                 joining = list(self._pending)
                 self._pending.clear()
-            for job in joining:
-                self._admit(job)
-            self._drop_cancelled()
-            if self._streams:
-                self._tick()
+            try:
+                for job in joining:
+                    self._admit(job)
+                self._drop_cancelled()
+                if self._streams:
+                    self._tick()
+            except Exception as error:   # noqa: BLE001 - a bug: end the jobs, never hang them
+                failed = CharRNNError(f"generation failed ({type(error).__name__}: {error})")
+                for job in [*{id(s.job): s.job for s in self._streams}.values(), *joining]:
+                    self._end(job, failed)
+                self._streams.clear()
+                self.active_rows = 0
         stopped = EngineClosed("the server is shutting down")
         for job in {id(s.job): s.job for s in self._streams}.values():
             self._end(job, stopped)
@@ -250,7 +264,8 @@ class ModelWorker:
         for row, stream in enumerate(self._streams):
             m = min(k, stream.job.length - stream.done)
             counts[row] = m
-            uniforms[row, :m] = stream.job.uniforms[stream.index, stream.done:stream.done + m]
+            if stream.rng is not None:
+                uniforms[row, :m] = stream.rng.random(m)
         out = np.empty((n, k), dtype=np.int64)                            # (n, k)
         started = time.perf_counter()
         self.sampler.draw(self._states[:n], uniforms, self._inv_t[:n], self._top_k[:n],
