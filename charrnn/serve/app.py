@@ -28,7 +28,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -43,7 +42,7 @@ DEFAULTS = {"prime": "", "length": 500, "temperature": 0.8, "top_k": 0, "top_p":
             "seed": None, "num": 1, "unknown": "error", "stream": False}
 FIELDS = ("model", *DEFAULTS)
 MAX_SEED = 2 ** 64 - 1
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
 SECURITY_HEADERS = {
     # Everything the page uses comes from this server; nothing is fetched from anywhere else.
@@ -318,6 +317,34 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port: "[::1]:8000" -> "::1", "a:80" -> "a"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """Refuses requests whose Host header is not one of `allowed` (JSON 400): a page elsewhere
+    that points its own name at 127.0.0.1 (DNS rebinding) cannot use a loopback server."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app = app
+        self.allowed = {_host_name(name) for name in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed:
+                response = _error(400, f"this server answers only to {', '.join(sorted(self.allowed))} "
+                                       f"(the request was for {host or 'no host'})")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _static_dir() -> Path:
     return Path(str(importlib_resources.files("charrnn.serve") / "static"))
 
@@ -370,7 +397,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
 
     middleware = []
     if allowed_hosts is not None:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+        middleware.append(Middleware(HostCheck, allowed=allowed_hosts))
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
