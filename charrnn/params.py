@@ -101,6 +101,22 @@ class Params:
         return cls.from_arrays(spec, {new: arrays[old] for old, new in FORMAT1_NAMES.items()}, dtype)
 
 
+def format1_flat_order(spec: ModelSpec) -> np.ndarray:
+    """Indices that put a format-1 flat buffer (a one-layer vanilla RNN's U, W, V, b_h, b_y, in
+    that order: charrnn 0.1's training states and optimizer moments) into this layout's order."""
+    V, H = spec.vocab_size, spec.hidden
+    starts, position = {}, 0
+    for name, size in (("U", V * H), ("W", H * H), ("V", H * V), ("b_h", H), ("b_y", V)):
+        starts[name] = position
+        position += size
+    offsets = spec.offsets()
+    order = np.empty(spec.n_params, dtype=np.int64)
+    for old, new in FORMAT1_NAMES.items():
+        start, stop = offsets[new]
+        order[start:stop] = np.arange(starts[old], starts[old] + stop - start)
+    return order
+
+
 def init_params(spec: ModelSpec, rng: np.random.Generator, dtype=np.float32,
                 input_scale: float = 0.5) -> Params:
     """Random initial weights.

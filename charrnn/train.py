@@ -23,7 +23,7 @@ from charrnn.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
 from charrnn.evaluate import eval_kernels, evaluate_bpc
 from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
-from charrnn.params import Params, init_params
+from charrnn.params import Params, format1_flat_order, init_params
 from charrnn.spec import CELLS, ModelSpec
 from charrnn.text import load_corpus
 
@@ -298,11 +298,11 @@ class _Run:
 
     def _restore(self, arrays: dict, info: dict) -> None:
         try:
+            if "hidden" in arrays:
+                arrays = self._from_format1(arrays)
             self.params.flat[...] = arrays["params"]
             self.optimizer.load_state_arrays(arrays, info["optimizer_steps"])
-            # A run saved before cells existed carried a (B, H) "hidden" array.
-            saved_state = arrays["state"] if "state" in arrays else arrays["hidden"]
-            self.state[...] = saved_state.reshape(self.state.shape)
+            self.state[...] = arrays["state"]
             self.rng.bit_generator.state = info["rng_state"]
             if "sample_rng_state" in info:
                 self.sample_rng.bit_generator.state = info["sample_rng_state"]
@@ -317,6 +317,17 @@ class _Run:
             pass
         checkpoint.truncate_metrics(self.out_dir, self.step)
         checkpoint.remove_stale_temporaries(self.out_dir)
+
+    def _from_format1(self, arrays: dict) -> dict:
+        """A training state saved by charrnn 0.1 (a vanilla RNN's flat U, W, V, b_h, b_y and a
+        (B, H) "hidden" array) in this layout."""
+        if self.spec.cell != "rnn" or self.spec.layers != 1:
+            raise ValueError("a format-1 training state holds a one-layer vanilla RNN")
+        order = format1_flat_order(self.spec)
+        converted = {name: (a[order] if name == "params" or name.startswith("opt_") else a)
+                     for name, a in arrays.items() if name != "hidden"}
+        converted["state"] = arrays["hidden"].reshape(self.state.shape)
+        return converted
 
     def _start_directory(self, force: bool) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

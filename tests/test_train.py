@@ -50,10 +50,9 @@ def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
     model = checkpoint.load_model(tmp_path)
     _, ids = load_corpus(text_file)
     _, val = split_train_val(ids, TINY.get("val_frac", 0.05))
-    names = {"U.0": "U", "W.0": "W", "b.0": "b_h", "V": "V", "b_y": "b_y"}   # a vanilla layer
-    p = {names[k]: v.astype(np.float64) for k, v in model.params.arrays().items()}
+    p = {k: v.astype(np.float64) for k, v in model.params.arrays().items()}
     inputs, targets = val[None, :-1].astype(np.int64), val[None, 1:].astype(np.int64)
-    nats, _ = forward(p, inputs, targets, np.zeros((1, 24)))
+    nats = forward("rnn", p, inputs, targets, np.zeros(model.spec.state_shape(1)))[0]
     assert model.meta["best_val_bpc"] == pytest.approx(nats / math.log(2), rel=1e-4)
 
 
