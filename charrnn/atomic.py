@@ -28,9 +28,8 @@ def _name_the_target(error: OSError, path: Path, temporary: str | None) -> None:
         error.filename2 = None
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
-    path = Path(path)
+def _write_temporary(path: Path, data: bytes) -> str:
+    """A flushed temporary file beside `path` holding `data`; its name. Removed again on failure."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
@@ -42,10 +41,38 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(error, OSError):
             _name_the_target(error, path, tmp)
         raise
+    return tmp
+
+
+def atomic_write_all(files: list[tuple[str | Path, bytes]]) -> None:
+    """Write several files that belong together: every one to its temporary first, and only once
+    all are on disk are they renamed into place, in order. A full disk or any other failure while
+    writing leaves every target as it was (a rename itself needs no space)."""
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            path = Path(path)
+            written.append((_write_temporary(path, data), path))
+        while written:
+            tmp, path = written[0]
+            try:
+                os.replace(tmp, path)
+            except OSError as error:
+                _name_the_target(error, path, tmp)
+                raise
+            written.pop(0)
+    finally:
+        for tmp, _ in written:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    atomic_write_all([(path, data)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import __version__
-from charrnn.atomic import atomic_write
-from charrnn.errors import ModelFormatError
+from charrnn.atomic import atomic_write, atomic_write_all
+from charrnn.errors import ModelFormatError, StorageError, describe_os_error
 from charrnn.params import Params
 from charrnn.spec import ModelSpec
 from charrnn.vocab import Vocab
@@ -60,6 +61,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             return {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise ModelFormatError(f"{path}: missing") from None
+    except (PermissionError, IsADirectoryError) as error:
+        raise StorageError(describe_os_error(error, path)) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise ModelFormatError(f"{path}: not a readable .npz file ({error})") from None
 
@@ -87,8 +90,10 @@ def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) 
     arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in params.arrays().items()}
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
                  **params.spec.to_meta(), **meta, "vocab": list(vocab.chars)}
-    atomic_write(directory / MODEL_FILE, _npz_bytes(arrays))
-    atomic_write(directory / META_FILE, _json_bytes(full_meta))
+    # Both written before either is renamed into place: a full disk never pairs a new model.npz
+    # with the old meta.json.
+    atomic_write_all([(directory / MODEL_FILE, _npz_bytes(arrays)),
+                      (directory / META_FILE, _json_bytes(full_meta))])
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -100,6 +105,8 @@ def read_meta(directory: str | Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelFormatError(f"{directory}: not a model directory (no {META_FILE})") from None
+    except (PermissionError, IsADirectoryError) as error:
+        raise StorageError(describe_os_error(error, path)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFormatError(f"{path}: corrupt ({error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -163,7 +170,36 @@ def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], d
         info = json.loads(arrays.pop("info_json").tobytes().decode("utf-8"))
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFormatError(f"{path}: corrupt training record ({error})") from None
+    _check_training_state(path, arrays, info)
     return arrays, info
+
+
+# What the training record holds, and the type of each entry (None: any JSON value).
+_RECORD = {"step": int, "elapsed": (int, float), "optimizer_steps": int, "rng_state": dict,
+           "config": dict, "corpus": dict, "vocab": list, "budget": dict}
+
+
+def _check_training_state(path: Path, arrays: dict, info) -> None:
+    """ModelFormatError (one line) for a record or arrays that no run could resume from. Shapes
+    are checked against the model when the run is rebuilt."""
+    if not isinstance(info, dict):
+        raise ModelFormatError(f"{path}: corrupt training record (not a JSON object)")
+    for key, kind in _RECORD.items():
+        if key not in info:
+            raise ModelFormatError(f"{path}: corrupt training record (no {key!r})")
+        if isinstance(info[key], bool) or not isinstance(info[key], kind):
+            raise ModelFormatError(f"{path}: corrupt training record ({key!r} is "
+                                   f"{type(info[key]).__name__})")
+    corpus = info["corpus"]
+    if not all(isinstance(corpus.get(k), str) for k in ("path", "sha256")):
+        raise ModelFormatError(f"{path}: corrupt training record (corpus path or sha256 missing)")
+    if not set(info["budget"]) <= {"steps", "epochs", "minutes"}:
+        raise ModelFormatError(f"{path}: corrupt training record (budget)")
+    missing = [n for n in ("params", "opt_v") if n not in arrays]
+    if "state" not in arrays and "hidden" not in arrays:
+        missing.append("state")
+    if missing:
+        raise ModelFormatError(f"{path}: corrupt training state (no {', '.join(missing)} array)")
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
@@ -181,8 +217,21 @@ def read_metrics(directory: str | Path) -> list[dict]:
 
 
 def append_metrics(directory: str | Path, record: dict) -> None:
-    with open(Path(directory) / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """Add a line to the log. A line left cut short by a full disk or a kill is ended first, so
+    that it costs only itself (read_metrics skips it), not the record written after it."""
+    path = Path(directory) / METRICS_FILE
+    try:
+        with open(path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            ends_cleanly = f.tell() == 0
+            if not ends_cleanly:
+                f.seek(-1, os.SEEK_END)
+                ends_cleanly = f.read(1) == b"\n"
+            f.write((("" if ends_cleanly else "\n") + json.dumps(record) + "\n").encode("utf-8"))
+    except OSError as error:
+        if error.filename is None:      # a failed write() names no file
+            error.filename = str(path)
+        raise
 
 
 def truncate_metrics(directory: str | Path, last_step: int) -> None:

@@ -195,7 +195,11 @@ def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
     if saved is None:
         config = TrainConfig.for_cell(**overrides)
     else:
-        base = TrainConfig(**saved)
+        try:
+            base = TrainConfig(**saved)
+        except TypeError as error:
+            raise ModelFormatError(f"{checkpoint.STATE_FILE}: corrupt training record (config: "
+                                   f"{error})") from None
         changed = [k for k, v in overrides.items() if getattr(base, k) != v]
         if changed:
             shown = ", ".join(f"--{k.replace('_', '-')} {getattr(base, k)}" for k in changed)

@@ -151,12 +151,62 @@ def test_pickled_arrays_are_never_loaded(model_dir, tmp_path_factory):
     assert not marker.exists()
 
 
+RECORD = {"step": 3, "elapsed": 1.5, "optimizer_steps": 3, "rng_state": {"state": 1}, "config": {},
+          "corpus": {"path": "a.txt", "sha256": "00"}, "vocab": ["a"], "budget": {"steps": 9}}
+
+
 def test_training_state_is_one_file_with_its_record(tmp_path):
-    checkpoint.save_training_state(tmp_path, {"params": np.arange(4.0)}, {"step": 3, "rng": [1, 2]})
-    arrays, info = checkpoint.load_training_state(tmp_path)
-    np.testing.assert_array_equal(arrays["params"], np.arange(4.0))
-    assert info == {"step": 3, "rng": [1, 2]}
+    arrays = {"params": np.arange(4.0), "opt_v": np.zeros(4), "state": np.zeros((1, 1, 1, 2))}
+    checkpoint.save_training_state(tmp_path, arrays, RECORD)
+    loaded, info = checkpoint.load_training_state(tmp_path)
+    np.testing.assert_array_equal(loaded["params"], np.arange(4.0))
+    assert info == RECORD
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.STATE_FILE]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda a, r: r.pop("step"), "no 'step'"),
+    (lambda a, r: r.update(elapsed="soon"), "'elapsed' is str"),
+    (lambda a, r: r.update(corpus={"path": "a.txt"}), "sha256"),
+    (lambda a, r: r.update(budget={"hours": 1}), "budget"),
+    (lambda a, r: a.pop("opt_v"), "no opt_v array"),
+    (lambda a, r: a.pop("state"), "no state array"),
+])
+def test_a_training_state_without_what_resuming_needs_is_refused(tmp_path, damage, message):
+    arrays = {"params": np.arange(4.0), "opt_v": np.zeros(4), "state": np.zeros((1, 1, 1, 2))}
+    record = json.loads(json.dumps(RECORD))
+    damage(arrays, record)
+    checkpoint.save_training_state(tmp_path, arrays, record)
+    with pytest.raises(ModelFormatError, match=message):
+        checkpoint.load_training_state(tmp_path)
+
+
+def test_save_model_writes_both_files_or_neither(model_dir, monkeypatch):
+    """A full disk while meta.json is written leaves the old model.npz too: the pair stays whole."""
+    path, params, vocab = model_dir
+    before = {name: (path / name).read_bytes() for name in ("model.npz", "meta.json")}
+    real_fsync = os.fsync
+    calls = []
+
+    def fsync_fails_second(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_fails_second)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save_model(path, params.copy(), vocab, {"step": 8})
+    assert {name: (path / name).read_bytes() for name in before} == before
+    assert not list(path.glob(".*.tmp"))
+
+
+def test_a_metrics_line_cut_short_costs_only_itself(tmp_path):
+    checkpoint.append_metrics(tmp_path, {"step": 1})
+    with open(tmp_path / checkpoint.METRICS_FILE, "a") as f:
+        f.write('{"step": 2, "val')                           # a disk that filled mid-line
+    checkpoint.append_metrics(tmp_path, {"step": 3})
+    assert [r["step"] for r in checkpoint.read_metrics(tmp_path)] == [1, 3]
 
 
 def test_metrics_skip_a_torn_line_and_truncate_for_resume(tmp_path):

@@ -256,10 +256,6 @@ def test_resuming_from_a_broken_training_state_is_a_one_line_error(saved_run, tm
     _assert_each_refused(saved_run, tmp_path, _broken_files)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "core: train.py indexes the record and the arrays of training_state.npz unchecked (KeyError, "
-    "TypeError, a broadcast ValueError); checkpoint.load_training_state should check them and raise "
-    "ModelFormatError naming training_state.npz"))
 def test_resuming_from_a_training_state_with_wrong_contents_is_a_one_line_error(saved_run, tmp_path):
     _assert_each_refused(saved_run, tmp_path, _wrong_contents)
 
