@@ -115,7 +115,7 @@ def _explicit(ctx: click.Context, names) -> dict:
 
 
 @click.command("train")
-@click.argument("text_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("text_file", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Model directory (created if missing).  [default: models/<TEXT_FILE's name "
                    "without its suffix>]")
@@ -201,6 +201,8 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
     if text_file is not None and not text_file.exists():
         raise InputError(f"{text_file}: no such file; `charrnn download NAME` fetches a text "
                          "(`charrnn corpora` lists them)")
+    if text_file is not None and text_file.is_dir():
+        raise InputError(f"{text_file} is a folder; give the text file to train on")
     if out_dir is None:
         out_dir = Path("models") / text_file.stem
     if resume and not (out_dir / checkpoint.STATE_FILE).exists():
