@@ -189,13 +189,13 @@ class ModelWorker:
         if job.finished:
             return
         job.finished = True
-        if not job.cancelled:
-            _deliver(job, outcome)
-        if job.on_done is not None:
+        if job.on_done is not None:     # first, so the slots are free when the client hears
             try:
                 job.on_done()
             except Exception:   # noqa: BLE001 - never let a callback stop the worker
                 pass
+        if not job.cancelled:
+            _deliver(job, outcome)
 
     def _grow(self, needed: int) -> None:
         if needed <= self._capacity:
