@@ -159,7 +159,9 @@ def _explicit(ctx: click.Context, names) -> dict:
               help="Fraction of the text, taken from its end, held out for validation; "
                    "in (0, 0.5].")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
-              help="Random seed: the same seed and thread count give the same model, bit for bit.")
+              help="Random seed: under a --steps or --epochs budget, the same seed and thread "
+                   "count give the same model, bit for bit (under --minutes the learning-rate "
+                   "schedule follows the clock).")
 @click.option("--threads", type=int, default=None,
               help="Worker threads, 1 or more.  "
                    f"[default: the cores available, here {default_threads()}]")
