@@ -10,7 +10,8 @@ import click
 from charrnn.errors import InputError
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED
 from charrnn.sweep.run import (DEFAULT_EVAL_EVERY, DEFAULT_TRIAL_MINUTES, DEFAULT_TRIALS,
-                               SweepEvent, SweepSettings, require_ray, run_sweep)
+                               INSTALL_HINT, RayMissing, SweepEvent, SweepSettings, ray_installed,
+                               run_sweep)
 from charrnn.sweep.space import SWEEPABLE, option_name
 
 SPACE_HELP = {
@@ -171,7 +172,8 @@ def sweep_command(ctx, text_file, out_dir, address, resume, force, **options):
         charrnn sweep --out sweeps/tiny-shakespeare --resume
         charrnn sweep corpora/tiny-shakespeare.txt --address auto    # on a Ray cluster
     """
-    require_ray()  # without Ray, say what to install before anything else
+    if not ray_installed():  # without Ray, say what to install before anything else
+        raise RayMissing(INSTALL_HINT)
     if resume and force:
         raise click.UsageError("--resume continues the sweep in --out and --force replaces it: "
                                "give one of them")

@@ -195,6 +195,15 @@ def _plain(settings: dict) -> dict:
     return out
 
 
+def ray_installed() -> bool:
+    """Whether Ray can be imported, without importing it (it reads settings when imported)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require_ray():
     """Imports Ray Tune, or RayMissing saying what to install."""
     try:
@@ -229,11 +238,23 @@ def resolve_address(address: str | None) -> str | None:
     return address
 
 
-def _quiet_ray_environment() -> None:
+def _is_loopback(address: str | None) -> bool:
+    if address is None:
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _prepare_ray_environment(address: str | None) -> None:
+    """Settings Ray reads from the environment, some when it is imported: so before that.
+    A local Ray (or a cluster on this machine's loopback) keeps every address on 127.0.0.1
+    instead of the machine's network address."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")      # no prompt, no reporting home
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our results.jsonl instead
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")    # no C++ warnings on the terminal
+    if address != "auto" and _is_loopback(address):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def _start_ray(ray, address: str | None, cpus: int) -> str:
@@ -248,7 +269,11 @@ def _start_ray(ray, address: str | None, cpus: int) -> str:
     except (ConnectionError, RuntimeError, ValueError) as error:
         ray.shutdown()
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SweepError(f"Ray could not start or connect: {first}") from None
+        hint = ""
+        if address is not None and not os.environ.get("RAY_AUTH_MODE"):
+            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (the "
+                    "token: RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+        raise SweepError(f"Ray could not start or connect: {first}{hint}") from None
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     where = "a local Ray" if address is None else f"the Ray cluster at {address}"
@@ -302,6 +327,7 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
                          f"from the one recorded in {out_dir / layout.SETTINGS_FILE})")
     load_corpus(text_path, settings.encoding)  # decodes: an unreadable text fails here, once
     address = resolve_address(address)
+    _prepare_ray_environment(address)
     ray = require_ray()
 
     if not resume:
@@ -324,7 +350,6 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
         + (f", {settings.concurrent} at once" if settings.concurrent else "")
         + ("; ASHA early stopping" if settings.early_stop else ""))))
 
-    _quiet_ray_environment()
     cpus = max(default_threads(), (settings.concurrent or 1) * settings.threads)
     from charrnn.sweep import ray_parts  # imports ray.tune
     ray_logger = logging.getLogger("ray")
@@ -407,8 +432,11 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(
         metric=METRIC, mode="min", num_samples=settings.trials, scheduler=scheduler,
-        search_alg=BasicVariantGenerator(random_state=settings.seed),
-        max_concurrent_trials=settings.concurrent, trial_name_creator=ray_parts.trial_name,
+        # Random search; the generator itself limits the trials at once (Tune ignores
+        # max_concurrent_trials when given a BasicVariantGenerator).
+        search_alg=BasicVariantGenerator(random_state=settings.seed,
+                                         max_concurrent=settings.concurrent or 0),
+        trial_name_creator=ray_parts.trial_name,
         trial_dirname_creator=ray_parts.trial_name)
     run_config = tune.RunConfig(
         name=layout.EXPERIMENT_NAME, storage_path=str(experiment.parent), verbose=0,
