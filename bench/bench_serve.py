@@ -6,7 +6,8 @@ On a random one-layer vanilla RNN with H=512 and 65 characters (the issue's sett
 another size), measures:
   1. the engine alone (charrnn.serve.engine, no HTTP): aggregate characters per second of 1, 4, 16
      and 32 streams generating at once, each with its own seed; the 16/1 ratio is the issue's
-     target (>= 5x);
+     target (>= 5x); and BatchSampler.draw alone over 1 and 16 rows, the ceiling the engine
+     works under;
   2. the tick size k (characters per BatchSampler.draw call) for 16 streams: fixed k of 1, 4, 16,
      64, 256, and the adaptive k the server uses: chars/s, and how long a tick lasts (the most a
      new request waits to join, or a cancelled one keeps generating);
@@ -70,6 +71,21 @@ def engine_rate(sampler, streams: int, seconds: float, tick_chars=None) -> tuple
     engine.close()
     ticks = max(1, ticks1 - ticks0)
     return (chars1 - chars0) / (t1 - t0), (t1 - t0) / ticks
+
+
+def kernel_rate(sampler, streams: int, k: int, seconds: float) -> float:
+    """chars/s of BatchSampler.draw alone over `streams` rows, k characters a call: what the
+    engine's figures are to be compared with (the engine's own cost is the difference)."""
+    states = sampler.new_states(streams)
+    options = (np.ones(streams), np.zeros(streams, dtype=np.int64), np.ones(streams),
+               np.zeros(streams, dtype=np.bool_))
+    uniforms = np.random.default_rng(0).random((streams, k))
+    out = np.empty((streams, k), dtype=np.int64)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sampler.draw(states, uniforms, *options, out)
+        calls += 1
+    return calls * streams * k / (time.perf_counter() - start)
 
 
 def http_rate(directory: Path, clients: int, length: int) -> float:
@@ -153,6 +169,10 @@ def main() -> None:
             one = one or rate
             rows.append((streams, rate))
             print(f"| {streams} | {rate:,.0f} | {rate / one:.1f}x | {tick * 1000:.1f} |", flush=True)
+
+        print("\nThe kernel alone (BatchSampler.draw, 64 characters a call, no engine): "
+              + ", ".join(f"{n} rows {statistics.median(kernel_rate(sampler, n, 64, args.seconds / 2) for _ in range(args.repeats)):,.0f} chars/s"
+                          for n in (1, 16)) + ".", flush=True)
 
         print("\n## 2. Tick size, 16 streams\n")
         print("| k (chars per tick) | chars/s | tick (ms) |")
