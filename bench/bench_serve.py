@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import platform
-import queue
 import statistics
 import sys
 import tempfile

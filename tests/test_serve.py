@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from test_serve_support import (ROOT, TINY_MODELS, live_server, make_tiny_models, parse_events,
+from test_serve_support import (ROOT, TINY_MODELS, live_server, make_tiny_models,
                                 texts_of, wait_until)
 
 LIMITS = dict(max_length=3000, max_num=4, max_prime=300, max_body=4096, max_streams=40)
