@@ -1,11 +1,12 @@
 """The PyTorch peer of bench_train.py, run in its own process (so its thread pools and BLAS never
 share a process with ours). Prints one JSON object.
 
-    python bench/_torch_peer.py --hidden 512 --batch 32 --seq 64 --vocab 65 --threads 2 \
-        --windows 3 --window-seconds 5 --mode train|infer
+    python bench/_torch_peer.py --cell rnn|gru|lstm --layers 1 --hidden 512 --batch 32 --seq 64 \
+        --vocab 65 --threads 2 --windows 3 --window-seconds 5 --mode train|infer
 
 The model is the usual PyTorch char-RNN script: nn.Embedding (the one-hot input), nn.RNN(tanh),
-nn.Linear output, cross-entropy, Adam, clip_grad_norm_, hidden state carried (detached).
+nn.GRU or nn.LSTM with `--layers` layers, nn.Linear output, cross-entropy, Adam, clip_grad_norm_,
+state carried (detached).
 """
 
 import argparse
@@ -19,10 +20,13 @@ from _timing import windows_rate  # bench/ is on sys.path when run as a script
 
 
 class CharRNN(nn.Module):
-    def __init__(self, vocab, hidden):
+    def __init__(self, cell, layers, vocab, hidden):
         super().__init__()
         self.embed = nn.Embedding(vocab, hidden)
-        self.rnn = nn.RNN(hidden, hidden, nonlinearity="tanh", batch_first=True)
+        if cell == "rnn":
+            self.rnn = nn.RNN(hidden, hidden, layers, nonlinearity="tanh", batch_first=True)
+        else:
+            self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell](hidden, hidden, layers, batch_first=True)
         self.out = nn.Linear(hidden, vocab)
 
     def forward(self, x, h):
@@ -32,6 +36,8 @@ class CharRNN(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--cell", choices=("rnn", "gru", "lstm"), default="rnn")
+    ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--hidden", type=int, required=True)
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--seq", type=int, required=True)
@@ -48,10 +54,11 @@ def main():
     B, T, V, H = args.batch, args.seq, args.vocab, args.hidden
     batches = [(torch.from_numpy(rng.integers(0, V, (B, T))), torch.from_numpy(rng.integers(0, V, (B, T))))
                for _ in range(8)]
-    model = CharRNN(V, H)
+    model = CharRNN(args.cell, args.layers, V, H)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     loss_fn = nn.CrossEntropyLoss()
-    state = {"h": torch.zeros(1, B, H), "i": 0}
+    h0 = torch.zeros(args.layers, B, H)
+    state = {"h": (h0, h0.clone()) if args.cell == "lstm" else h0, "i": 0}
 
     def train_step():
         x, y = batches[state["i"] % len(batches)]
@@ -62,7 +69,7 @@ def main():
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
-        state["h"] = h.detach()
+        state["h"] = tuple(x.detach() for x in h) if args.cell == "lstm" else h.detach()
 
     def infer_step():
         x, y = batches[state["i"] % len(batches)]

@@ -6,14 +6,20 @@ Run by hand from the repository root (never a test):
                                                      # quiet machine; waits for idle cores)
     python bench/bench_train.py --quick              # a rough look in about a minute
     python bench/bench_train.py --sizes 512 --loads 0 --no-torch
+    python bench/bench_train.py --cell rnn,lstm,gru --sizes 128,256,512 --loads 0 --no-infer
+    python bench/bench_train.py --cell lstm --layers 2 --quick
 
-For each shape (V=65, float32; H=128/256/512 at B=32 T=64, and H=512 at B=64 T=128):
+For each cell (`--cell`, a comma-separated list; rnn, gru, lstm), `--layers` layers and shape
+(V=65, float32; H=128/256/512 at B=32 T=64, and H=512 at B=64 T=128):
 training chars/s (loss_and_grad + gradient-norm clip + Adam step, hidden state carried) as the
 median of timed windows after compilation; PyTorch's figure for the same shape when torch is
 installed (bench/_torch_peer.py, in its own process) and the ratio; numpy's float32 matmul rate
-(512x512 and the recurrent step's own shape) and our figure as a fraction of what it allows
-(about 6H^2 + 6HV flops per character); inference (forward only) both ways; the first training
-step in a fresh process with a cold and a warm Numba cache. `--loads 0,1` repeats the training
+(512x512 and the recurrent step's own shape) and our figure as a fraction of what it allows;
+our GFLOP/s, counting 6H(GH + V) flops per character for one layer of G gate blocks (rnn 1, gru 3,
+lstm 4) plus 12H*GH for each further layer (its recurrent and its input product), and each cell's
+GFLOP/s as a fraction of the vanilla RNN's at the same shape when both are in the run; inference
+(forward only) both ways; the first training step in a fresh process with a cold and a warm Numba
+cache. The PyTorch peer is nn.RNN / nn.GRU / nn.LSTM with the same layers. `--loads 0,1` repeats the training
 figures with one busy process running beside them (multi-threaded code can collapse then).
 """
 
@@ -37,14 +43,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _timing import windows_rate  # noqa: E402  (bench/ is on sys.path)
-from charrnn.kernels import BLAS_BACKEND, RNNKernels  # noqa: E402
+from charrnn.kernels.blas import BLAS_BACKEND  # noqa: E402
+from charrnn.kernels.window import Kernels  # noqa: E402
 from charrnn.optim import Optimizer, clip_grad_norm  # noqa: E402
 from charrnn.params import init_params  # noqa: E402
+from charrnn.spec import CELLS, GATES, ModelSpec  # noqa: E402
 
 VOCAB = 65
 SHAPES = {"128": (128, 32, 64), "256": (256, 32, 64), "512": (512, 32, 64),
           "512x64x128": (512, 64, 128)}
-TARGETS = {"128": 4.0, "256": 2.2, "512": 1.9, "512x64x128": 1.8}   # issue 5, vs PyTorch
+# Training speed against PyTorch's, per cell and shape (the vanilla RNN's from issue 5).
+TARGETS = {"rnn": {"128": 4.0, "256": 2.2, "512": 1.9, "512x64x128": 1.8},
+           "lstm": {"128": 1.3, "256": 1.2, "512": 1.1, "512x64x128": 1.1},
+           "gru": {"128": 2.0, "256": 2.0, "512": 2.0, "512x64x128": 2.0}}
 
 
 # -- machine ------------------------------------------------------------------------------------
@@ -146,34 +157,39 @@ def matmul_rate(m, k, n, seconds=1.0):
     return max(best)
 
 
-def flops_per_char(hidden, vocab=VOCAB):
-    return 6 * hidden * hidden + 6 * hidden * vocab
+def flops_per_char(hidden, cell="rnn", layers=1, vocab=VOCAB):
+    """Forward and backward products per character: 6H(GH + V) for one layer and the output layer
+    (layer 0's input product is a gather), 12H*GH for each further layer (recurrent and input)."""
+    gh = GATES[cell] * hidden
+    return 6 * hidden * (gh + vocab) + 12 * hidden * gh * (layers - 1)
 
 
 # -- ours ---------------------------------------------------------------------------------------
 
-def ours_rates(hidden, batch, seq, threads, windows, window_seconds, infer=True):
+def ours_rates(cell, layers, hidden, batch, seq, threads, windows, window_seconds, infer=True,
+               dropout=0.0):
     rng = np.random.default_rng(0)
-    params = init_params(VOCAB, hidden, rng, np.float32)
+    spec = ModelSpec(cell, layers, hidden, VOCAB)
+    params = init_params(spec, rng, np.float32)
     grads = params.zeros_like()
-    kernels = RNNKernels(VOCAB, hidden, batch, seq, np.float32, threads=threads)
+    kernels = Kernels(spec, batch, seq, np.float32, threads=threads, dropout=dropout)
     opt = Optimizer("adam", params.flat.size, np.float32)
     batches = [(rng.integers(0, VOCAB, (batch, seq)).astype(np.int32),
                 rng.integers(0, VOCAB, (batch, seq)).astype(np.int32)) for _ in range(8)]
     state = {"i": 0}
-    kernels.h_last[...] = 0.0
+    kernels.state_last[...] = 0.0
 
     def train_step():
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
-        kernels.loss_and_grad(params, x, y, kernels.h_last, grads)
+        kernels.loss_and_grad(params, x, y, kernels.state_last, grads, seed=0, step=state["i"])
         clip_grad_norm(grads.flat, 5.0)
         opt.step(params.flat, grads.flat, 2e-3)
 
     def infer_step():
         x, y = batches[state["i"] % len(batches)]
         state["i"] += 1
-        kernels.loss(params, x, y, kernels.h_last)
+        kernels.loss(params, x, y, kernels.state_last)
 
     for _ in range(3):
         train_step()
@@ -187,8 +203,9 @@ def ours_rates(hidden, batch, seq, threads, windows, window_seconds, infer=True)
     return result
 
 
-def torch_rate(hidden, batch, seq, threads, windows, window_seconds, mode):
-    cmd = [sys.executable, str(ROOT / "bench" / "_torch_peer.py"), "--hidden", str(hidden),
+def torch_rate(cell, layers, hidden, batch, seq, threads, windows, window_seconds, mode):
+    cmd = [sys.executable, str(ROOT / "bench" / "_torch_peer.py"), "--cell", cell, "--layers",
+           str(layers), "--hidden", str(hidden),
            "--batch", str(batch), "--seq", str(seq), "--vocab", str(VOCAB), "--threads",
            str(threads), "--windows", str(windows), "--window-seconds", str(window_seconds),
            "--mode", mode]
@@ -209,34 +226,37 @@ import json, sys, time
 start = time.perf_counter()
 sys.path.insert(0, {root!r})
 import numpy as np
-from charrnn.kernels import RNNKernels
+from charrnn.kernels.window import Kernels
 from charrnn.params import init_params
 from charrnn.optim import Optimizer, clip_grad_norm
+from charrnn.spec import ModelSpec
 imported = time.perf_counter()
 rng = np.random.default_rng(0)
-p = init_params(65, 128, rng)
+spec = ModelSpec({cell!r}, {layers}, 128, 65)
+p = init_params(spec, rng)
 g = p.zeros_like()
-k = RNNKernels(65, 128, 32, 64, np.float32, threads={threads})
+k = Kernels(spec, 32, 64, np.float32, threads={threads})
 opt = Optimizer("adam", p.flat.size)
 x = rng.integers(0, 65, (32, 64)).astype(np.int32)
-k.loss_and_grad(p, x, x, k.h_last, g)
+k.loss_and_grad(p, x, x, k.state_last, g)
 clip_grad_norm(g.flat, 5.0)
 opt.step(p.flat, g.flat, 2e-3)
 stepped = time.perf_counter()
-kv = RNNKernels(65, 128, 1, 64, np.float32)
-kv.loss(p, x[:1], x[:1], kv.h_last)
+kv = Kernels(spec, 1, 64, np.float32)
+kv.loss(p, x[:1], x[:1], kv.state_last)
 validated = time.perf_counter()
 print(json.dumps({{"import": imported - start, "first_step": stepped - imported,
                   "first_validation": validated - stepped, "total": validated - start}}))
 """
 
 
-def first_step_times(threads):
+def first_step_times(threads, cell="rnn", layers=1):
     """Seconds to import and run the first training step in a fresh process, cold and warm."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="charrnn-numba-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        script = FIRST_STEP_SCRIPT.format(root=str(ROOT), threads=threads)
+        script = FIRST_STEP_SCRIPT.format(root=str(ROOT), threads=threads, cell=cell,
+                                          layers=layers)
         for which in ("cold", "warm"):
             done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                                   text=True)
@@ -244,6 +264,46 @@ def first_step_times(threads):
                 raise RuntimeError(done.stderr[-2000:])
             out[which] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
+
+
+def measure(args, cell, s, load, rates, torch_version):
+    """Ours (and PyTorch's) figures for one cell and shape, printed as a line as they come."""
+    h, b, t = SHAPES[s]
+    if args.wait_quiet and load == 0:
+        wait_quiet(args.wait_quiet)
+    with LoadMeter() as meter:
+        r = ours_rates(cell, args.layers, h, b, t, args.threads, args.windows, args.window_seconds,
+                       infer=(load == 0 and not args.no_infer), dropout=args.dropout)
+    r["other_load_ours"] = meter.other_load
+    if torch_version:
+        if args.wait_quiet and load == 0:
+            wait_quiet(args.wait_quiet)
+        with LoadMeter() as meter:
+            r["torch_train"] = torch_rate(cell, args.layers, h, b, t, args.threads, args.windows,
+                                          args.window_seconds, "train")["chars_per_s"]
+            if load == 0 and not args.no_infer:
+                r["torch_infer"] = torch_rate(cell, args.layers, h, b, t, args.threads,
+                                              args.windows, args.window_seconds,
+                                              "infer")["chars_per_s"]
+        r["other_load_torch"] = meter.other_load
+    fpc = flops_per_char(h, cell, args.layers)
+    r["gflops"] = r["train"] * fpc / 1e9
+    r["frac_512"] = r["train"] * fpc / (rates["512x512x512"] * 1e9)
+    r["frac_step"] = r["train"] * fpc / (rates[f"{b}x{h}x{h}"] * 1e9)
+    line = (f"{cell} x{args.layers} load={load} H={h} B={b} T={t}: ours {fmt_rate(r['train'])} "
+            f"chars/s, {r['gflops']:.0f} GFLOP/s "
+            f"(windows {', '.join(fmt_rate(x) for x in r['train_windows'])})")
+    if "torch_train" in r:
+        line += f", torch {fmt_rate(r['torch_train'])}, ratio {r['train'] / r['torch_train']:.2f}"
+    if "infer" in r:
+        line += f"; inference ours {fmt_rate(r['infer'])}"
+        if "torch_infer" in r:
+            line += f", torch {fmt_rate(r['torch_infer'])}"
+    line += f" [other load: ours {r['other_load_ours']:.0%}"
+    if "other_load_torch" in r:
+        line += f", torch {r['other_load_torch']:.0%}"
+    print(line + "]", flush=True)
+    return r
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -258,6 +318,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=",".join(SHAPES),
                     help=f"comma-separated shapes among {', '.join(SHAPES)} (default: all)")
+    ap.add_argument("--cell", default="rnn",
+                    help=f"comma-separated cells among {', '.join(CELLS)} (default: rnn)")
+    ap.add_argument("--layers", type=int, default=1, help="layers of every model (default 1)")
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="dropout of our kernels (PyTorch's peer runs without; default 0)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
     ap.add_argument("--windows", type=int, default=3, help="timed windows per figure (median)")
     ap.add_argument("--window-seconds", type=float, default=5.0, help="length of a timed window")
@@ -281,6 +346,12 @@ def main():
         if s not in SHAPES:
             ap.error(f"unknown size {s!r}; choose among {', '.join(SHAPES)}")
     loads = [int(x) for x in args.loads.split(",")]
+    cells = [c.strip() for c in args.cell.split(",") if c.strip()]
+    for c in cells:
+        if c not in CELLS:
+            ap.error(f"unknown cell {c!r}; choose among {', '.join(CELLS)}")
+    if args.layers < 1:
+        ap.error("--layers must be at least 1")
 
     import numba
     torch_version = None if args.no_torch else torch_available()
@@ -288,11 +359,13 @@ def main():
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version,
-        "blas": BLAS_BACKEND, "threads": args.threads,
+        "blas": BLAS_BACKEND, "threads": args.threads, "cells": cells, "layers": args.layers,
+        "dropout": args.dropout,
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
     }
     print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, "
-          f"numba {info['numba']}, torch {torch_version or 'not installed'}; threads={args.threads}",
+          f"numba {info['numba']}, torch {torch_version or 'not installed'}; threads={args.threads}; "
+          f"cells {','.join(cells)}, {args.layers} layer(s), dropout {args.dropout}",
           flush=True)
     info["busy_at_start"] = busy_fraction(1.0)
     print(f"# other load at start: {info['busy_at_start']:.0%} of the cores busy", flush=True)
@@ -311,43 +384,13 @@ def main():
     results = {}
     for load in loads:
         with BusyProcesses(load):
-            for s in sizes:
-                h, b, t = SHAPES[s]
-                key = f"{s}/load{load}"
-                if args.wait_quiet and load == 0:
-                    wait_quiet(args.wait_quiet)
-                with LoadMeter() as meter:
-                    r = ours_rates(h, b, t, args.threads, args.windows, args.window_seconds,
-                                   infer=(load == 0 and not args.no_infer))
-                r["other_load_ours"] = meter.other_load
-                if torch_version:
-                    if args.wait_quiet and load == 0:
-                        wait_quiet(args.wait_quiet)
-                    with LoadMeter() as meter:
-                        r["torch_train"] = torch_rate(h, b, t, args.threads, args.windows,
-                                                      args.window_seconds, "train")["chars_per_s"]
-                        if load == 0 and not args.no_infer:
-                            r["torch_infer"] = torch_rate(h, b, t, args.threads, args.windows,
-                                                          args.window_seconds, "infer")["chars_per_s"]
-                    r["other_load_torch"] = meter.other_load
-                fpc = flops_per_char(h)
-                r["frac_512"] = r["train"] * fpc / (rates["512x512x512"] * 1e9)
-                r["frac_step"] = r["train"] * fpc / (rates[f"{b}x{h}x{h}"] * 1e9)
-                results[key] = r
-                line = (f"load={load} H={h} B={b} T={t}: ours {fmt_rate(r['train'])} chars/s "
-                        f"(windows {', '.join(fmt_rate(x) for x in r['train_windows'])})")
-                if "torch_train" in r:
-                    line += f", torch {fmt_rate(r['torch_train'])}, ratio {r['train'] / r['torch_train']:.2f}"
-                if "infer" in r:
-                    line += f"; inference ours {fmt_rate(r['infer'])}"
-                    if "torch_infer" in r:
-                        line += f", torch {fmt_rate(r['torch_infer'])}"
-                line += f" [other load: ours {r['other_load_ours']:.0%}"
-                if "other_load_torch" in r:
-                    line += f", torch {r['other_load_torch']:.0%}"
-                print(line + "]", flush=True)
+            for cell in cells:
+                for s in sizes:
+                    results[f"{cell}/{s}/load{load}"] = measure(args, cell, s, load, rates,
+                                                                torch_version)
 
-    first = None if args.no_first_step else first_step_times(args.threads)
+    first = (None if args.no_first_step
+             else first_step_times(args.threads, cells[0], args.layers))
     info["first_step"] = first
 
     # The markdown table.
@@ -358,27 +401,34 @@ def main():
           f"other load at start {info['busy_at_start']:.0%}.  ")
     print("numpy float32 matmul: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
     print()
-    print("| shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
-          "| of 512² rate | of step rate | ours infer | PyTorch infer | ratio | other load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| cell, layers | shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
+          "| GFLOP/s | of rnn's | of 512² rate | of step rate | ours infer | PyTorch infer | ratio "
+          "| other load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
-        s, load = key.split("/load")
+        cell, s, load = key.split("/")
+        load = load[len("load"):]
         h, b, t = SHAPES[s]
-        ratio = f"{r['train'] / r['torch_train']:.2f}x ({TARGETS[s]}x)" if "torch_train" in r else "-"
+        target = TARGETS[cell][s]
+        ratio = f"{r['train'] / r['torch_train']:.2f}x ({target}x)" if "torch_train" in r else "-"
         iratio = (f"{r['infer'] / r['torch_infer']:.2f}x" if "torch_infer" in r else "-")
+        rnn_key = f"rnn/{s}/load{load}"
+        of_rnn = (f"{r['gflops'] / results[rnn_key]['gflops']:.0%}"
+                  if rnn_key in results and args.layers == 1 else "-")
         other = f"{r['other_load_ours']:.0%}"
         if "other_load_torch" in r:
             other += f" / {r['other_load_torch']:.0%}"
-        print(f"| H={h} B={b} T={t} | {load} | {fmt_rate(r['train'])} | {fmt_rate(r.get('torch_train'))} "
-              f"| {ratio} | {r['frac_512']:.0%} | {r['frac_step']:.0%} | {fmt_rate(r.get('infer'))} "
+        print(f"| {cell}, {args.layers} | H={h} B={b} T={t} | {load} | {fmt_rate(r['train'])} "
+              f"| {fmt_rate(r.get('torch_train'))} | {ratio} | {r['gflops']:.0f} | {of_rnn} "
+              f"| {r['frac_512']:.0%} | {r['frac_step']:.0%} | {fmt_rate(r.get('infer'))} "
               f"| {fmt_rate(r.get('torch_infer'))} | {iratio} | {other} |")
     print()
     print("other load: share of the cores used by other processes while ours / PyTorch ran "
           "(includes the busy processes we start).")
     if first:
         print()
-        print("First training step in a fresh process (H=128; import + first step + first "
-              "validation call):")
+        print(f"First training step in a fresh process ({cells[0]}, {args.layers} layer(s), H=128; "
+              "import + first step + first validation call):")
         for which in ("cold", "warm"):
             f = first[which]
             print(f"- {which} Numba cache: import {f['import']:.2f} s, first step "

@@ -163,10 +163,24 @@ def test_short_windows(cell, window):
 
 # -- the recurrent step's product ------------------------------------------------------------------
 
-def _product_case(dtype, m, k, n, seed=0):
+def _product_case(dtype, m, k, n, width, seed=0):
+    """a (m, k), w (k, n), c (m, n), and w as the step product's operand in strips of `width`."""
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype),
-            rng.standard_normal((m, n)).astype(dtype))
+    a, w, c = (rng.standard_normal(shape).astype(dtype) for shape in ((m, k), (k, n), (m, n)))
+    operand = np.zeros((n // width, k, width), dtype)
+    stepgemm.pack(w, operand)
+    transposed = np.zeros_like(operand)
+    stepgemm.pack_transposed(np.ascontiguousarray(w.T), transposed)
+    np.testing.assert_array_equal(transposed, operand)
+    return a, operand, c, w
+
+
+def _check_product(a, operand, c, w, tol):
+    for accumulate in (False, True):
+        out = c.copy()
+        stepgemm.step_product(a, operand, out, accumulate)
+        expected = a.astype(np.float64) @ w.astype(np.float64) + (c if accumulate else 0)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=tol * np.abs(expected).max())
 
 
 @pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)
@@ -174,31 +188,23 @@ def _product_case(dtype, m, k, n, seed=0):
 @pytest.mark.parametrize("m", [1, 8, 11, 16, 19])
 @pytest.mark.parametrize("shape", ["forward", "backward"])
 def test_avx512_step_product_matches_numpy(dtype, m, shape):
-    """The generated AVX-512 kernel (n a multiple of its block width): full blocks of 8 rows,
-    rows left over (one at a time, wide and narrow column blocks), accumulate or not; for the
-    forward shape (H, 4H) and the backward one (4H, H)."""
-    block = stepgemm.block_columns(np.dtype(dtype).itemsize)
-    assert stepgemm.AVX512
-    H = 5 * block                       # leaves narrow column blocks after the 8-vector ones
+    """The generated AVX-512 kernel on packed operands (n a multiple of its strip width): full
+    blocks of 8 rows, rows left over (one at a time, wide and narrow column blocks), accumulate or
+    not; for the forward shape (H, 4H) and the backward one (4H, H)."""
+    strip = stepgemm.block_columns(np.dtype(dtype).itemsize)
+    assert stepgemm.operand_width(4 * strip, np.dtype(dtype).itemsize) == strip
+    H = 5 * strip                       # leaves narrow column blocks after the 8-vector ones
     k, n = (H, 4 * H) if shape == "forward" else (4 * H, H)
-    a, w, c = _product_case(dtype, m, k, n)
-    tol = 1e-12 if dtype == np.float64 else 2e-5
-    for accumulate in (False, True):
-        out = c.copy()
-        stepgemm.step_product(a, w, out, accumulate)
-        expected = a.astype(np.float64) @ w.astype(np.float64) + (c if accumulate else 0)
-        np.testing.assert_allclose(out, expected, rtol=0, atol=tol * np.abs(expected).max())
+    _check_product(*_product_case(dtype, m, k, n, strip), TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_step_product_through_openblas(dtype):
-    """n not a multiple of the vector block: OpenBLAS does the product (on any CPU)."""
-    a, w, c = _product_case(dtype, 11, 20, 5 * 4)
-    for accumulate in (False, True):
-        out = c.copy()
-        stepgemm.step_product(a, w, out, accumulate)
-        expected = a.astype(np.float64) @ w.astype(np.float64) + (c if accumulate else 0)
-        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    """n not a multiple of the vector kernel's strip: the operand is the plain matrix and OpenBLAS
+    does the product (on any CPU)."""
+    n = 20
+    assert stepgemm.operand_width(n, np.dtype(dtype).itemsize) == n
+    _check_product(*_product_case(dtype, 11, 12, n, n), TOLERANCE[dtype])
 
 
 @pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)

@@ -8,10 +8,17 @@ speed at H=128), and one row (batch 1, the validation pass) at 41 GFLOP/s agains
 (no AVX-512, or n not a multiple of the block width) the product goes through OpenBLAS.
 
 Blocks of 8 rows x 2 vectors of columns keep 16 accumulators in registers over the whole k loop.
-Column strips are the outer loop and row blocks the inner one, so a strip of w (k x 2 vectors:
-64 KB at k=512 in float32) is read from memory once per step and from L2 by the other row blocks:
-an LSTM's W at H=512 (4 MB) no longer fits in L2, and reading it once per row block doubled the
-traffic. Rows left over (and batch 1) go one at a time over wider column blocks.
+w is read in strips of 2 vectors of columns (32 float32), packed beforehand (`pack`,
+`pack_transposed`: once per window, w being constant over it) so that each strip is contiguous:
+an LSTM's W at H=512 (4 MB) does not fit in L2, and reading a strip of the row-major matrix, 128
+bytes from every row 8 KB apart, defeated the hardware prefetcher (16x512 @ 512x2048 ran at 59
+GFLOP/s from the row-major W, 1xx packed). Column strips are the outer loop and row blocks the inner
+one, so a strip is read from memory once per step and from L2 by the other row blocks. Rows left
+over (and batch 1) go one at a time over wider column blocks.
+
+The operand of `step_product` is always a 3-D array (strips, k, width) holding w (k, n) with
+w[kk, s * width + l] at [s, kk, l]: packed when width is the strip width, or w itself (one strip
+of width n) where OpenBLAS does the product (`operand_width` chooses).
 """
 
 from __future__ import annotations
@@ -47,22 +54,56 @@ SINGLE_ROW_VECTORS = 8
 
 
 def block_columns(itemsize: int) -> int:
-    """n must be a multiple of this for the vector kernel: 32 float32 or 16 float64 columns."""
+    """The vector kernel's strip width: 32 float32 or 16 float64 columns (n must be a multiple)."""
     return VECTOR_BYTES // itemsize * BLOCK_VECTORS
 
 
+def operand_width(n: int, itemsize: int) -> int:
+    """The width of the operand's strips for a product with n columns: the vector kernel's strip
+    where it runs, else n (the plain matrix, for OpenBLAS)."""
+    strip = block_columns(itemsize)
+    return strip if AVX512 and n % strip == 0 else n
+
+
+@njit(cache=True, nogil=True)
+def pack(w, out):
+    """out (n // width, k, width) = w (k, n) in strips of `width` columns."""
+    strips, k, width = out.shape
+    for kk in range(k):
+        row = w[kk]
+        for s in range(strips):
+            dst = out[s, kk]
+            for l in range(width):
+                dst[l] = row[s * width + l]
+
+
+@njit(cache=True, nogil=True)
+def pack_transposed(w, out):
+    """out (n // width, k, width) = w.T in strips, w (n, k): the backward step's operand W^T
+    packed straight from W. Blocks of 16 rows of w are read while their strip is written."""
+    strips, k, width = out.shape
+    for s in range(strips):
+        strip = out[s]
+        for k0 in range(0, k, 16):
+            k1 = min(k, k0 + 16)
+            for l in range(width):
+                row = w[s * width + l]
+                for kk in range(k0, k1):
+                    strip[kk, l] = row[kk]
+
+
 def _step_gemm_function(module, real, itemsize):
-    """void f(A*, B*, C*, m, n, k, accumulate): C (m, n) = A (m, k) @ B (k, n) [+ C], row-major,
-    contiguous, n a multiple of the block width. For each block of rows and of 2 vectors of
-    columns, the accumulators stay in registers over the whole k loop: per k, 2 vector loads of a
-    row of B, one broadcast of A per row, 2 FMAs per row."""
+    """void f(A*, B*, C*, m, n, k, accumulate): C (m, n) = A (m, k) @ B (k, n) [+ C]; A and C
+    row-major, B packed in strips of 2 vectors of columns (see `pack`), n a multiple of the strip
+    width. For each block of rows and strip, the accumulators stay in registers over the whole k
+    loop: per k, 2 vector loads of the strip, one broadcast of A per row, 2 FMAs per row."""
     lanes = VECTOR_BYTES // itemsize
     vec = ir.VectorType(real, lanes)
     i64, i32 = ir.IntType(64), ir.IntType(32)
     pointer = real.as_pointer()
     fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, i64, i64, i64, ir.IntType(1)])
     fn = cgutils.get_or_insert_function(
-        module, fnty, f"charrnn_step_gemm2_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}x{lanes}"
+        module, fnty, f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}x{lanes}"
                       f"_{SINGLE_ROW_VECTORS}")
     if not fn.is_declaration:
         return fn
@@ -84,9 +125,16 @@ def _step_gemm_function(module, real, itemsize):
     def vector_at(base, offset):
         return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
 
+    strip_width = BLOCK_VECTORS * lanes
+    strip_size = builder.mul(k, const(strip_width))
+
     def tile(i0, j0, rows, width):
         """C[i0:i0+rows, j0:j0+width*lanes] over the whole k loop, in registers."""
         acc = slots[(rows, width)]
+        strip0 = builder.udiv(j0, const(strip_width))
+        b_bases = [builder.add(builder.mul(builder.add(strip0, const(v * lanes // strip_width)),
+                                           strip_size), const(v * lanes % strip_width))
+                   for v in range(width)]
         c_ptrs = [[vector_at(C, builder.add(builder.mul(builder.add(i0, const(r)), n),
                                             builder.add(j0, const(v * lanes))))
                    for v in range(width)] for r in range(rows)]
@@ -96,9 +144,9 @@ def _step_gemm_function(module, real, itemsize):
                 builder.store(builder.select(accumulate, old, zero), acc[r][v])
         with cgutils.for_range(builder, k) as loop:
             kk = loop.index
-            b_row = builder.add(builder.mul(kk, n), j0)
-            b_vecs = [builder.load(vector_at(B, builder.add(b_row, const(v * lanes))),
-                                   align=itemsize) for v in range(width)]
+            b_row = builder.mul(kk, const(strip_width))
+            b_vecs = [builder.load(vector_at(B, builder.add(b_bases[v], b_row)), align=itemsize)
+                      for v in range(width)]
             for r in range(rows):
                 a_value = builder.load(builder.gep(A, [builder.add(
                     builder.mul(builder.add(i0, const(r)), k), kk)]))
@@ -132,8 +180,8 @@ def _step_gemm_function(module, real, itemsize):
 
 @intrinsic
 def _step_gemm(typingctx, a, b, c, accumulate):
-    """c = a @ b, or c += a @ b if accumulate; a (m, k), b (k, n), c (m, n) C-contiguous, n a
-    multiple of 2 vectors (see `step_product`). Shapes are taken from a and b, not checked."""
+    """c = a @ b, or c += a @ b if accumulate; a (m, k), c (m, n) C-contiguous, b packed
+    (n // strip, k, strip). Shapes are taken from a and c, not checked."""
     if not all(isinstance(x, types.Array) and x.layout == "C" for x in (a, b, c)):
         return None
     dtype = c.dtype
@@ -146,7 +194,7 @@ def _step_gemm(typingctx, a, b, c, accumulate):
         arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3])]
         m = builder.extract_value(arrays[0].shape, 0)
         k = builder.extract_value(arrays[0].shape, 1)
-        n = builder.extract_value(arrays[1].shape, 1)
+        n = builder.extract_value(arrays[2].shape, 1)
         data = [builder.bitcast(x.data, real.as_pointer()) for x in arrays]
         builder.call(fn, data + [m, n, k, args[3]])
         return context.get_dummy_value()
@@ -156,13 +204,13 @@ def _step_gemm(typingctx, a, b, c, accumulate):
 
 @njit(cache=True, nogil=True)
 def step_product(a, w, c, accumulate):
-    """c = a @ w (+ c if accumulate): a (rows, k), w (k, n), c (rows, n), all C-contiguous. The
-    vector kernel on AVX-512 when n is a multiple of its block width (32 float32, 16 float64
-    columns), OpenBLAS otherwise."""
+    """c = a @ w (+ c if accumulate): a (rows, k), c (rows, n), w the operand (strips, k, width)
+    (see the module's docstring). The vector kernel on AVX-512 when w is packed in its strips,
+    OpenBLAS on the plain matrix otherwise."""
     rows, k = a.shape
-    n = w.shape[1]
-    if AVX512 and n % (VECTOR_BYTES // a.itemsize * BLOCK_VECTORS) == 0:
+    n = c.shape[1]
+    if AVX512 and w.shape[2] == VECTOR_BYTES // a.itemsize * BLOCK_VECTORS:
         _step_gemm(a, w, c, accumulate)
     else:
         beta = c.dtype.type(1.0) if accumulate else c.dtype.type(0.0)
-        gemm(NO_TRANS, NO_TRANS, rows, n, k, c.dtype.type(1.0), a, k, w, n, beta, c, n)
+        gemm(NO_TRANS, NO_TRANS, rows, n, k, c.dtype.type(1.0), a, k, w[0], n, beta, c, n)

@@ -5,8 +5,8 @@ How the work is laid out (each choice measured; see bench/bench_train.py):
 - Layer 0's input product x_t U.0 is a gather of rows of U.0, never a one-hot product.
 - Only the recurrence runs step by step: per layer and step one fused (rows, H) @ (H, G*H)
   product forward (charrnn.kernels.stepgemm) and one fused elementwise kernel for the gates
-  (charrnn.kernels.cells), and backward one kernel and one (rows, G*H) @ (G*H, H) product with a
-  contiguous copy of W transposed.
+  (charrnn.kernels.cells), and backward one kernel and one (rows, G*H) @ (G*H, H) product with W
+  transposed. Both products read their W (or W^T) packed in strips once per window.
 - Everything that does not depend on time is one large product over the window through numpy's
   OpenBLAS (charrnn.kernels.blas): the input products of layers >= 1 and their gradients, dW,
   and the output layer (its logits and their gradients in row blocks, so that a vocabulary of
@@ -33,7 +33,7 @@ from charrnn.kernels.cells import (gru_backward, gru_forward, lstm_backward, lst
                                    rnn_backward, rnn_forward)
 from charrnn.kernels.dropout import apply_mask, stream_key, threshold
 from charrnn.kernels.fastmath import FAST, fast_exp
-from charrnn.kernels.stepgemm import step_product
+from charrnn.kernels.stepgemm import operand_width, pack, pack_transposed, step_product
 from charrnn.kernels.threads import ChunkThreads, chunk_bounds
 from charrnn.params import Params
 from charrnn.spec import ModelSpec
@@ -112,18 +112,6 @@ def _add_column_sums(a, out):
         row = a[i]
         for j in range(out.size):
             out[j] += row[j]
-
-
-@njit(cache=True, nogil=True)
-def _transpose_into(src, dst):
-    """dst (n, m) = src (m, n).T: strips of 16 columns of src, so that each row of dst being
-    written stays in cache while the strip is read (measured 1.5x faster than square tiles)."""
-    m, n = src.shape
-    for j0 in range(0, n, 16):
-        j1 = min(n, j0 + 16)
-        for i in range(m):
-            for j in range(j0, j1):
-                dst[j, i] = src[i, j]
 
 
 @njit(cache=True, nogil=True)
@@ -214,7 +202,8 @@ def _output_layer(x, V, b_y, targets, b0, chunk, logits_buf, rows_per_block, sca
 
 @njit(cache=True, nogil=True)
 def _layer_forward(cell, layer, U, W, b, b_hn, inputs, b0, hs, cs, gates, ahn, ah):
-    """The recurrence of one layer over the window: hs (T+1, rows, H) with hs[0] the initial h
+    """The recurrence of one layer over the window, W its step operand (see stepgemm): hs
+    (T+1, rows, H) with hs[0] the initial h
     (and cs for lstm likewise); gates (T, rows, G*H) hold the input product for layers >= 1 (for
     rnn that is hs[1:]) and the gate values after; ahn (T, rows, H) gru's a_h[n] + b_hn; ah
     (rows, G*H) gru's scratch for h_{t-1} W."""
@@ -241,9 +230,10 @@ def _layer_forward(cell, layer, U, W, b, b_hn, inputs, b0, hs, cs, gates, ahn, a
 
 
 @njit(cache=True, nogil=True)
-def _forward(flat, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last, hs_buf,
+def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last, hs_buf,
              cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale):
-    """All layers forward for batch rows b0:b1; writes state_last[b0:b1]. With dropout (drop_buf
+    """All layers forward for batch rows b0:b1, W_op[l] layer l's W as step operand; writes
+    state_last[b0:b1]. With dropout (drop_buf
     of width H), drop_buf[l] holds layer l's output after dropout. Returns the last layer's
     output as (T * rows, H), what the output layer reads."""
     T = inputs.shape[1]
@@ -270,7 +260,7 @@ def _forward(flat, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_la
             else:
                 pre = gates_buf[layer, :T * rows * gh].reshape((T * rows, gh))
             _input_product(x, U, b, pre)
-        _layer_forward(cell, layer, U, W, b, b_hn, inputs, b0, hs, cs, gates, ahn, ah)
+        _layer_forward(cell, layer, U, W_op[layer], b, b_hn, inputs, b0, hs, cs, gates, ahn, ah)
         state_last[b0:b1, layer, 0] = hs[T]
         if cell == LSTM:
             state_last[b0:b1, layer, 1] = cs[T]
@@ -284,14 +274,14 @@ def _forward(flat, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_la
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss(flat, cell, layers, vocab, hidden, inputs, targets, b0, b1, state0, state_last,
+def _chunk_loss(flat, W_op, cell, layers, vocab, hidden, inputs, targets, b0, b1, state0, state_last,
                 hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, logits_buf, rows_per_block):
     """Summed cross-entropy of batch rows b0:b1 over the window (no dropout: drop_buf has width
     0); writes state_last[b0:b1]."""
     rows = b1 - b0
     V, b_y = _output_views(flat, vocab, hidden)
-    x = _forward(flat, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last, hs_buf,
-                 cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, np.uint64(0), np.uint64(0),
+    x = _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last,
+                 hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, np.uint64(0), np.uint64(0),
                  flat.dtype.type(1.0))
     return _output_layer(x, V, b_y, targets, b0, rows, logits_buf, rows_per_block,
                          flat.dtype.type(1.0), False, V, b_y, x)
@@ -336,14 +326,14 @@ def _scatter_input_rows(dU, db, da, inputs, b0):
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss_and_grad(flat, W_T, grad_flat, cell, layers, vocab, hidden, inputs, targets, b0,
+def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden, inputs, targets, b0,
                          b1, state0, state_last, dstate0, hs_buf, cs_buf, gates_buf, ahn_buf,
                          ah_buf, drop_buf, dh_buf, da_buf, dah_buf, dh_next, dc_next, logits_buf,
                          rows_per_block, scale, key, limit, keep_scale):
     """Summed cross-entropy of batch rows b0:b1 over the window, and into `grad_flat` the gradient
     of (that sum * scale) for this chunk alone; writes state_last[b0:b1] and dstate0[b0:b1].
-    W_T (layers, G*H, H) holds each W transposed, contiguous: the step product reads its right
-    operand row by row (and OpenBLAS too ran 1.4x slower with the transpose flag)."""
+    W_op[l] and W_T[l] are layer l's W and W^T as step operands (see stepgemm): packed, or plain
+    and contiguous (OpenBLAS too ran 1.4x slower with the transpose flag)."""
     T = inputs.shape[1]
     rows = b1 - b0
     n = T * rows
@@ -356,8 +346,8 @@ def _chunk_loss_and_grad(flat, W_T, grad_flat, cell, layers, vocab, hidden, inpu
     V, b_y = _output_views(flat, vocab, hidden)
     dV, db_y = _output_views(grad_flat, vocab, hidden)
 
-    x = _forward(flat, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last, hs_buf,
-                 cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale)
+    x = _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last,
+                 hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale)
     dx = dh_buf[:n * hidden].reshape((n, hidden))
     total = _output_layer(x, V, b_y, targets, b0, rows, logits_buf, rows_per_block, scale, True,
                           dV, db_y, dx)
@@ -492,7 +482,10 @@ class Kernels:
         self._dc_next = per_chunk(widest, H)
         self._logits = per_chunk(self.rows_per_block * V)
         self._private_grads = np.zeros((n_chunks - 1, spec.n_params), self.dtype)
-        self._W_T = np.zeros((L, GH, H), self.dtype)
+        # The step products' operands, packed once per call (see stepgemm): W.l, and W.l^T.
+        wf, wb = operand_width(GH, self.dtype.itemsize), operand_width(H, self.dtype.itemsize)
+        self._W_op = np.zeros((L, GH // wf, H, wf), self.dtype)
+        self._W_T = np.zeros((L, H // wb, GH, wb), self.dtype)
         self.state_last = np.zeros(spec.state_shape(self.batch_size), self.dtype)
         self.dstate0 = np.zeros(spec.state_shape(self.batch_size), self.dtype)
         self._keep_scale = self.dtype.type(1.0 / (1.0 - self.dropout))
@@ -548,6 +541,14 @@ class Kernels:
                 return run_chunk(0)
             return self._threads.run(run_chunk)
 
+    def _pack(self, params, transposed: bool) -> None:
+        """Each W.l as the step product's operand (and W.l^T for the backward pass)."""
+        for layer in range(self.spec.layers):
+            W = params[f"W.{layer}"]
+            pack(W, self._W_op[layer])
+            if transposed:
+                pack_transposed(W, self._W_T[layer])
+
     # -- kernels ------------------------------------------------------------------------------
 
     def loss_and_grad(self, params: Params, inputs, targets, state0, grads: Params, seed: int = 0,
@@ -566,14 +567,13 @@ class Kernels:
         n_chars = inputs.size
         scale = self.dtype.type(1.0 / n_chars)
         spec = self.spec
-        for layer in range(spec.layers):
-            _transpose_into(params[f"W.{layer}"], self._W_T[layer])
+        self._pack(params, transposed=True)
         drop = self._drop if self.dropout > 0 else self._no_drop
 
         def run_chunk(w):
             target = grads.flat if w == 0 else self._private_grads[w - 1]
             return _chunk_loss_and_grad(
-                params.flat, self._W_T, target, spec.cell_code, spec.layers, spec.vocab_size,
+                params.flat, self._W_op, self._W_T, target, spec.cell_code, spec.layers, spec.vocab_size,
                 spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1], state0,
                 self.state_last, self.dstate0, self._hs[w], self._cs[w], self._gates[w],
                 self._ahn[w], self._ah[w], drop[w], self._dh[w], self._da[w], self._dah[w],
@@ -590,9 +590,10 @@ class Kernels:
         dropout (evaluation); sets `state_last`."""
         inputs, targets, state0 = self._check_window(params, inputs, targets, state0)
         spec = self.spec
+        self._pack(params, transposed=False)
 
         def run_chunk(w):
-            return _chunk_loss(params.flat, spec.cell_code, spec.layers, spec.vocab_size,
+            return _chunk_loss(params.flat, self._W_op, spec.cell_code, spec.layers, spec.vocab_size,
                                spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1],
                                state0, self.state_last, self._hs[w], self._cs[w], self._gates[w],
                                self._ahn[w], self._ah[w], self._no_drop[w], self._logits[w],
