@@ -75,7 +75,8 @@ def _row_key(key, layer, row, t):
 @njit(cache=True, nogil=True, error_model="numpy")
 def apply_mask(src, dst, key, layer, row0, limit, scale):
     """dst[t, i, j] = src[t, i, j] * scale if unit (layer, row0 + i, t, j) is kept, else 0;
-    src, dst (T, rows, H), possibly the same array. `limit` is `threshold(p)`, `scale` 1/(1-p)."""
+    src, dst (T, rows, H), not overlapping (see `apply_mask_in_place`). `limit` is
+    `threshold(p)`, `scale` 1/(1-p)."""
     T, rows, hidden = src.shape
     zero = dst.dtype.type(0.0)
     for t in range(T):
@@ -86,6 +87,22 @@ def apply_mask(src, dst, key, layer, row0, limit, scale):
             for j in range(hidden):
                 bits = mix64(k + np.uint64(j + 1) * GOLDEN)
                 d[j] = s[j] * scale if (bits >> _S40) >= limit else zero
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def apply_mask_in_place(a, key, layer, row0, limit, scale):
+    """`apply_mask(a, a, ...)`, as its own loop: LLVM vectorises the two-array loop behind a
+    run-time overlap check, and with the same array twice that check sent every call down the
+    scalar path, branches and all (3x slower with p = 0.3)."""
+    T, rows, hidden = a.shape
+    zero = a.dtype.type(0.0)
+    for t in range(T):
+        for i in range(rows):
+            k = _row_key(key, layer, row0 + i, t)
+            d = a[t, i]
+            for j in range(hidden):
+                bits = mix64(k + np.uint64(j + 1) * GOLDEN)
+                d[j] = d[j] * scale if (bits >> _S40) >= limit else zero
 
 
 @njit(cache=True)

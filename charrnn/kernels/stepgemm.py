@@ -12,7 +12,7 @@ w is read in strips of 2 vectors of columns (32 float32), packed beforehand (`pa
 `pack_transposed`: once per window, w being constant over it) so that each strip is contiguous:
 an LSTM's W at H=512 (4 MB) does not fit in L2, and reading a strip of the row-major matrix, 128
 bytes from every row 8 KB apart, defeated the hardware prefetcher (16x512 @ 512x2048 ran at 59
-GFLOP/s from the row-major W, 1xx packed). Column strips are the outer loop and row blocks the inner
+GFLOP/s from the row-major W, 111 packed). Column strips are the outer loop and row blocks the inner
 one, so a strip is read from memory once per step and from L2 by the other row blocks. Rows left
 over (and batch 1) go one at a time over wider column blocks.
 

@@ -31,7 +31,7 @@ from numba import njit
 from charrnn.kernels.blas import BLAS_BACKEND, NO_TRANS, TRANS, OneBlasThread, gemm
 from charrnn.kernels.cells import (gru_backward, gru_forward, lstm_backward, lstm_forward,
                                    rnn_backward, rnn_forward)
-from charrnn.kernels.dropout import apply_mask, stream_key, threshold
+from charrnn.kernels.dropout import apply_mask, apply_mask_in_place, stream_key, threshold
 from charrnn.kernels.fastmath import FAST, fast_exp
 from charrnn.kernels.stepgemm import operand_width, pack, pack_transposed, step_product
 from charrnn.kernels.threads import ChunkThreads, chunk_bounds
@@ -353,7 +353,7 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
                           dV, db_y, dx)
     dh_up = _window(dh_buf, T, rows, hidden)
     if dropping:
-        apply_mask(dh_up, dh_up, key, layers - 1, b0, limit, keep_scale)
+        apply_mask_in_place(dh_up, key, layers - 1, b0, limit, keep_scale)
 
     da = _window(da_buf, T, rows, gh)
     dah = _window(dah_buf, T, rows, n_width * 3)
@@ -396,7 +396,7 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
             _add_column_sums(da_rows, db)
             gemm(NO_TRANS, TRANS, n, hidden, gh, one, da_rows, gh, U, gh, zero, dx, hidden)
             if dropping:
-                apply_mask(dh_up, dh_up, key, layer - 1, b0, limit, keep_scale)
+                apply_mask_in_place(dh_up, key, layer - 1, b0, limit, keep_scale)
     return total
 
 
