@@ -352,3 +352,14 @@ def test_help_works_without_ray():
             "from charrnn.cli import main; main()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--trial-minutes" in result.stdout
+
+
+@pytest.mark.parametrize("data, words", [(b"", "empty"), (b"  \n", "holds no text"),
+                                         (b"caf\xe9 au lait", "not utf-8 text")])
+def test_a_text_no_trial_could_read_fails_before_ray(tmp_path, data, words):
+    from charrnn.sweep import run_sweep
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=words):
+        run_sweep(path, tmp_path / "sw", SweepSettings(space={"hidden": "16"}))
+    assert not (tmp_path / "sw" / "sweep.json").exists()

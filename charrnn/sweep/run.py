@@ -7,6 +7,7 @@ The library never prints: progress goes to `on_event` as SweepEvents.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -22,8 +23,7 @@ from charrnn.sweep import layout
 from charrnn.sweep.layout import (COMPLETE, FAILED, FINISHED, PENDING, RUNNING, STOPPED, UNFINISHED,
                                   TrialRecord)
 from charrnn.sweep.space import Dimension, describe_space, option_name, parse_space
-from charrnn.text import load_corpus
-from charrnn.train import TrainConfig, default_threads, file_sha256
+from charrnn.train import TrainConfig, default_threads
 
 INSTALL_HINT = 'charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"'
 DEFAULT_TRIALS = 8
@@ -252,7 +252,6 @@ def _prepare_ray_environment(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")      # no prompt, no reporting home
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our results.jsonl instead
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")    # no C++ warnings on the terminal
     if address != "auto" and _is_loopback(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -321,11 +320,12 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
     if not text_path.is_file():
         raise InputError(f"{text_path}: no such file; `charrnn download NAME` fetches a text "
                          "(`charrnn corpora` lists them)")
-    sha256 = file_sha256(text_path)
+    data = text_path.read_bytes()  # sent to the trials through Ray's object store
+    sha256 = hashlib.sha256(data).hexdigest()
     if resume and sha256 != corpus["sha256"]:
         raise InputError(f"{text_path} is not the text this sweep ran on (its sha256 differs "
                          f"from the one recorded in {out_dir / layout.SETTINGS_FILE})")
-    load_corpus(text_path, settings.encoding)  # decodes: an unreadable text fails here, once
+    _check_text(text_path, data, settings.encoding)
     address = resolve_address(address)
     _prepare_ray_environment(address)
     ray = require_ray()
@@ -363,7 +363,8 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
         emit(SweepEvent("ray", book.progress(), text=where))
         sink = _start_sink(ray, ray_parts, out_dir, text_path)
         book.error_of = lambda name: ray.get(sink.error.remote(name))
-        tuner = _make_tuner(ray_parts, settings, space, budget, text_path, sink, out_dir, resume)
+        tuner = _make_tuner(ray_parts, settings, space, budget, text_path, data, sink, out_dir,
+                            resume)
         ray_parts.ACTIVE = book
         result_grid = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: the state is saved
@@ -382,6 +383,17 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
     varied = tuple(name for name, dim in space.items() if not dim.is_fixed)
     emit(SweepEvent("done", book.progress()))
     return SweepResult(out_dir, ranked, best, interrupted, varied)
+
+
+def _check_text(path: Path, data: bytes, encoding: str) -> None:
+    """What every trial would fail on, said once: a text that does not decode, or is empty."""
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not {encoding} text (byte {error.start}); give its --encoding, "
+                         "e.g. latin-1 or cp1252") from None
+    if not text.strip():
+        raise InputError(f"{path}: the file is empty" if not data else f"{path}: the file holds no text")
 
 
 def _budget_text(budget: dict) -> str:
@@ -404,7 +416,7 @@ def _start_sink(ray, ray_parts, out_dir: Path, text_path: Path):
 
 
 def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, text_path: Path,
-                sink, out_dir: Path, resume: bool):
+                data: bytes, sink, out_dir: Path, resume: bool):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -412,7 +424,7 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
     job = {"corpus_name": text_path.name, "encoding": settings.encoding, "fixed": settings.fixed(),
            "budget": budget, "threads": settings.threads}
     trainable = tune.with_resources(
-        tune.with_parameters(ray_parts.run_trial, corpus=text_path.read_bytes(), job=job, sink=sink),
+        tune.with_parameters(ray_parts.run_trial, corpus=data, job=job, sink=sink),
         {"cpu": settings.threads})
     experiment = layout.tune_experiment_dir(out_dir)
     if resume:
@@ -436,7 +448,8 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
         # max_concurrent_trials when given a BasicVariantGenerator).
         search_alg=BasicVariantGenerator(random_state=settings.seed,
                                          max_concurrent=settings.concurrent or 0),
-        trial_name_creator=ray_parts.trial_name,
+        # A finished or stopped trial's actor takes the next trial: no new process, no imports.
+        reuse_actors=True, trial_name_creator=ray_parts.trial_name,
         trial_dirname_creator=ray_parts.trial_name)
     run_config = tune.RunConfig(
         name=layout.EXPERIMENT_NAME, storage_path=str(experiment.parent), verbose=0,
