@@ -413,8 +413,7 @@ def main():
         ratio = f"{r['train'] / r['torch_train']:.2f}x ({target}x)" if "torch_train" in r else "-"
         iratio = (f"{r['infer'] / r['torch_infer']:.2f}x" if "torch_infer" in r else "-")
         rnn_key = f"rnn/{s}/load{load}"
-        of_rnn = (f"{r['gflops'] / results[rnn_key]['gflops']:.0%}"
-                  if rnn_key in results and args.layers == 1 else "-")
+        of_rnn = f"{r['gflops'] / results[rnn_key]['gflops']:.0%}" if rnn_key in results else "-"
         other = f"{r['other_load_ours']:.0%}"
         if "other_load_torch" in r:
             other += f" / {r['other_load_torch']:.0%}"
