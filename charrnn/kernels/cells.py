@@ -128,28 +128,24 @@ def gru_forward(gates, ah, b_hn, h_prev, h, ahn):
 
 
 @njit(cache=True, nogil=True, **FAST)
-def gru_backward(dh_above, dh_next, gates, ahn, h_prev, dax, dah):
-    """From dh = dh_above + dh_next: dax (rows, 3H), the gradient of a_x = x U + b, and dah
-    (rows, 3H), that of a_h = h_prev W (they differ in the n block: dah[n] = dax[n] * r, which is
-    also db_hn's share). Overwrites dh_next with dh * z, the direct part of dL/dh_{t-1} (dah @ W^T
-    is added to it)."""
-    one = dax.dtype.type(1.0)
+def gru_backward(dh_above, dh_next, gates, ahn, h_prev, dah, dxn):
+    """From dh = dh_above + dh_next: dah (rows, 3H), the gradient of a_h = h_prev W, and dxn
+    (rows, H), the n block of the gradient of a_x = x U + b (its r and z blocks are dah's; its n
+    block is dah's divided by r: dah[n] = dxn * r, which is also db_hn's share). Overwrites
+    dh_next with dh * z, the direct part of dL/dh_{t-1} (dah @ W^T is added to it). Writing the
+    two gradients whole (6H per row instead of 4H) cost the backward cell a third more time."""
+    one = dah.dtype.type(1.0)
     rows, hidden = h_prev.shape
     for i in range(rows):
         g_r, g_z, g_n = _blocks3(gates[i], hidden)
-        x_r, x_z, x_n = _blocks3(dax[i], hidden)
         w_r, w_z, w_n = _blocks3(dah[i], hidden)
-        up, nx, an, hp = dh_above[i], dh_next[i], ahn[i], h_prev[i]
+        up, nx, an, hp, x_n = dh_above[i], dh_next[i], ahn[i], h_prev[i], dxn[i]
         for j in range(hidden):
             r, z, n = g_r[j], g_z[j], g_n[j]
             dh = up[j] + nx[j]
             dn = dh * (one - z) * (one - n * n)
-            dr = dn * an[j] * r * (one - r)
-            dz = dh * (hp[j] - n) * z * (one - z)
-            x_r[j] = dr
-            x_z[j] = dz
-            x_n[j] = dn
-            w_r[j] = dr
-            w_z[j] = dz
+            w_r[j] = dn * an[j] * r * (one - r)
+            w_z[j] = dh * (hp[j] - n) * z * (one - z)
             w_n[j] = dn * r
+            x_n[j] = dn
             nx[j] = dh * z

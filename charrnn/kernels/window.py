@@ -288,10 +288,11 @@ def _chunk_loss(flat, W_op, cell, layers, vocab, hidden, inputs, targets, b0, b1
 
 
 @njit(cache=True, nogil=True)
-def _layer_backward(cell, W_T, dh_up, hs, cs, gates, ahn, da, dah, dh_next, dc_next):
+def _layer_backward(cell, W_T, dh_up, hs, cs, gates, ahn, da, dxn, dh_next, dc_next):
     """Backward through one layer's recurrence: from dh_up (T, rows, H), dL/dh_t from above,
-    writes da (T, rows, G*H), the gradient of the pre-activations (for gru that of a_x; dah that
-    of a_h). Leaves dL/dh_0 in dh_next and, for lstm, dL/dc_0 in dc_next (rows, H)."""
+    writes da (T, rows, G*H), the gradient of the pre-activations (for gru that of a_h = h W, and
+    dxn (T, rows, H) the n block of a_x's; see cells.gru_backward). Leaves dL/dh_0 in dh_next
+    and, for lstm, dL/dc_0 in dc_next (rows, H)."""
     T = dh_up.shape[0]
     zero = dh_next.dtype.type(0.0)
     dh_next[:] = zero
@@ -304,14 +305,15 @@ def _layer_backward(cell, W_T, dh_up, hs, cs, gates, ahn, da, dah, dh_next, dc_n
             lstm_backward(dh_up[t], dh_next, dc_next, gates[t], cs[t], cs[t + 1], da[t])
             step_product(da[t], W_T, dh_next, False)
         else:
-            gru_backward(dh_up[t], dh_next, gates[t], ahn[t], hs[t], da[t], dah[t])
-            step_product(dah[t], W_T, dh_next, True)          # dh_{t-1} = dh_t z + dah_t W^T
+            gru_backward(dh_up[t], dh_next, gates[t], ahn[t], hs[t], da[t], dxn[t])
+            step_product(da[t], W_T, dh_next, True)           # dh_{t-1} = dh_t z + dah_t W^T
 
 
 @njit(cache=True, nogil=True)
-def _scatter_input_rows(dU, db, da, inputs, b0):
-    """dU[inputs[b0 + i, t]] += da[t, i] and db = sum of da: layer 0's input gradients
-    (dU, db zeroed here); da (T, rows, G*H)."""
+def _scatter_input_rows(dU, db, da, dxn, split, inputs, b0):
+    """dU[inputs[b0 + i, t]] += dx[t, i] and db = the sum of dx: layer 0's input gradients (dU, db
+    zeroed here), dx (T, rows, G*H) the gradient of x U + b: da's columns below `split`, and
+    dxn's (T, rows, G*H - split) above (gru's n block; split = G*H for the other cells)."""
     zero = dU.dtype.type(0.0)
     dU[:] = zero
     db[:] = zero
@@ -320,15 +322,43 @@ def _scatter_input_rows(dU, db, da, inputs, b0):
         for i in range(rows):
             dU_row = dU[inputs[b0 + i, t]]
             da_row = da[t, i]
-            for j in range(gh):
+            for j in range(split):
                 db[j] += da_row[j]
                 dU_row[j] += da_row[j]
+            if split < gh:
+                dU_rest = dU_row[split:]
+                db_rest = db[split:]
+                xn = dxn[t, i]
+                for j in range(gh - split):
+                    db_rest[j] += xn[j]
+                    dU_rest[j] += xn[j]
+
+
+@njit(cache=True, nogil=True)
+def _input_grads(x, U, dU, db, da_rows, dxn_rows, split, dx):
+    """A layer >= 1's input gradients: dU = x^T dax, db = the sum of dax, dx = dax U^T, where dax
+    (n, G*H), the gradient of x U + b, is da_rows's columns below `split` and dxn_rows's above
+    (see `_scatter_input_rows`); x (n, H)."""
+    n, hidden = x.shape
+    gh = U.shape[1]
+    one, zero = U.dtype.type(1.0), U.dtype.type(0.0)
+    gemm(TRANS, NO_TRANS, hidden, split, n, one, x, hidden, da_rows, gh, zero, dU, gh)
+    db[:] = zero
+    _add_column_sums(da_rows[:, :split], db[:split])
+    gemm(NO_TRANS, TRANS, n, hidden, split, one, da_rows, gh, U, gh, zero, dx, hidden)
+    if split < gh:
+        rest = gh - split
+        gemm(TRANS, NO_TRANS, hidden, rest, n, one, x, hidden, dxn_rows, rest, zero,
+             dU[:, split:], gh)
+        _add_column_sums(dxn_rows, db[split:])
+        gemm(NO_TRANS, TRANS, n, hidden, rest, one, dxn_rows, rest, U[:, split:], gh, one, dx,
+             hidden)
 
 
 @njit(cache=True, nogil=True)
 def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden, inputs, targets, b0,
                          b1, state0, state_last, dstate0, hs_buf, cs_buf, gates_buf, ahn_buf,
-                         ah_buf, drop_buf, dh_buf, da_buf, dah_buf, dh_next, dc_next, logits_buf,
+                         ah_buf, drop_buf, dh_buf, da_buf, dxn_buf, dh_next, dc_next, logits_buf,
                          rows_per_block, scale, key, limit, keep_scale):
     """Summed cross-entropy of batch rows b0:b1 over the window, and into `grad_flat` the gradient
     of (that sum * scale) for this chunk alone; writes state_last[b0:b1] and dstate0[b0:b1].
@@ -356,9 +386,10 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
         apply_mask_in_place(dh_up, key, layers - 1, b0, limit, keep_scale)
 
     da = _window(da_buf, T, rows, gh)
-    dah = _window(dah_buf, T, rows, n_width * 3)
+    dxn = _window(dxn_buf, T, rows, n_width)
     da_rows = da_buf[:n * gh].reshape((n, gh))
-    dah_rows = dah_buf[:n * gh].reshape((n, gh)) if cell == GRU else da_rows
+    dxn_rows = dxn_buf[:n * n_width].reshape((n, n_width))
+    split = gh - n_width                        # gru: a_x's n block is in dxn
     dh_rows = dh_next[:rows]
     dc_rows = dc_next[:rows]
     for layer in range(layers - 1, -1, -1):
@@ -368,22 +399,19 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
         cs = _window(cs_buf[layer], T + 1, rows, c_width)
         gates = _window(gates_buf[layer], T, rows, g_width)
         ahn = _window(ahn_buf[layer], T, rows, n_width)
-        _layer_backward(cell, W_T[layer], dh_up, hs, cs, gates, ahn, da, dah, dh_rows, dc_rows)
+        _layer_backward(cell, W_T[layer], dh_up, hs, cs, gates, ahn, da, dxn, dh_rows, dc_rows)
         dstate0[b0:b1, layer, 0] = dh_rows
         if cell == LSTM:
             dstate0[b0:b1, layer, 1] = dc_rows
 
-        # dW = sum_t h_{t-1}^T da_h(t) as one product; b_hn's gradient is the sum of dah[n].
+        # dW = sum_t h_{t-1}^T da(t) as one product; b_hn's gradient is the sum of gru's da[n].
         h_prev = hs_buf[layer, :n * hidden].reshape((n, hidden))     # h_0 .. h_{T-1}
-        gemm(TRANS, NO_TRANS, hidden, gh, n, one, h_prev, hidden, dah_rows, gh, zero, dW, gh)
+        gemm(TRANS, NO_TRANS, hidden, gh, n, one, h_prev, hidden, da_rows, gh, zero, dW, gh)
         if cell == GRU:
             db_hn[:] = zero
-            for i in range(n):
-                row = dah_rows[i]
-                for j in range(hidden):
-                    db_hn[j] += row[j + 2 * hidden]
+            _add_column_sums(da_rows[:, split:], db_hn)
         if layer == 0:
-            _scatter_input_rows(dU, db, da, inputs, b0)
+            _scatter_input_rows(dU, db, da, dxn, split, inputs, b0)
         else:
             # This layer's input is the one below's output (after dropout): dU, db, and dL/dx,
             # which becomes dh_up of the layer below.
@@ -391,10 +419,7 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
                 x = drop_buf[layer - 1, :n * hidden].reshape((n, hidden))
             else:
                 x = hs_buf[layer - 1, rows * hidden:(T + 1) * rows * hidden].reshape((n, hidden))
-            gemm(TRANS, NO_TRANS, hidden, gh, n, one, x, hidden, da_rows, gh, zero, dU, gh)
-            db[:] = zero
-            _add_column_sums(da_rows, db)
-            gemm(NO_TRANS, TRANS, n, hidden, gh, one, da_rows, gh, U, gh, zero, dx, hidden)
+            _input_grads(x, U, dU, db, da_rows, dxn_rows, split, dx)
             if dropping:
                 apply_mask_in_place(dh_up, key, layer - 1, b0, limit, keep_scale)
     return total
@@ -476,8 +501,8 @@ class Kernels:
         self._drop = per_chunk(L, rows * H if self.dropout > 0 else 0)           # outputs dropped
         self._no_drop = per_chunk(L, 0)
         self._dh = per_chunk(rows * H)                                           # dL/dh from above
-        self._da = per_chunk(rows * GH)                                          # dL/d(pre-act.)
-        self._dah = per_chunk(rows * GH if cell == "gru" else 0)                 # gru: dL/d(a_h)
+        self._da = per_chunk(rows * GH)                               # dL/d(pre-act.; gru: a_h)
+        self._dxn = per_chunk(rows * H if cell == "gru" else 0)                  # gru: dL/d(a_x[n])
         self._dh_next = per_chunk(widest, H)
         self._dc_next = per_chunk(widest, H)
         self._logits = per_chunk(self.rows_per_block * V)
@@ -576,7 +601,7 @@ class Kernels:
                 params.flat, self._W_op, self._W_T, target, spec.cell_code, spec.layers, spec.vocab_size,
                 spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1], state0,
                 self.state_last, self.dstate0, self._hs[w], self._cs[w], self._gates[w],
-                self._ahn[w], self._ah[w], drop[w], self._dh[w], self._da[w], self._dah[w],
+                self._ahn[w], self._ah[w], drop[w], self._dh[w], self._da[w], self._dxn[w],
                 self._dh_next[w], self._dc_next[w], self._logits[w], self.rows_per_block, scale,
                 key, self._limit, self._keep_scale)
 
