@@ -108,8 +108,8 @@ def _step_gemm_function(module, real, itemsize):
     pointer = real.as_pointer()
     fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, i64, i64, i64, ir.IntType(1)])
     fn = cgutils.get_or_insert_function(
-        module, fnty, f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}x{lanes}"
-                      f"_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}")
+        module, fnty, f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}"
+                      f"x{lanes}_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}")
     if not fn.is_declaration:
         return fn
     fn.linkage = "internal"
@@ -157,7 +157,8 @@ def _step_gemm_function(module, real, itemsize):
                       for v in range(width)]
             if width == BLOCK_VECTORS:
                 for v in range(width):
-                    ahead = builder.add(builder.add(b_bases[v], b_row), const(PREFETCH_BYTES // itemsize))
+                    ahead = builder.add(builder.add(b_bases[v], b_row),
+                                        const(PREFETCH_BYTES // itemsize))
                     address = builder.bitcast(builder.gep(B, [ahead]), ir.IntType(8).as_pointer())
                     builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3),
                                             ir.Constant(i32, 1)])
@@ -205,7 +206,8 @@ def _step_gemm(typingctx, a, b, c, accumulate):
     def codegen(context, builder, sig, args):
         real = context.get_value_type(dtype)
         fn = _step_gemm_function(builder.module, real, context.get_abi_sizeof(real))
-        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3])]
+        arrays = [context.make_array(t)(context, builder, v)
+                  for t, v in zip(sig.args[:3], args[:3])]
         m = builder.extract_value(arrays[0].shape, 0)
         k = builder.extract_value(arrays[0].shape, 1)
         n = builder.extract_value(arrays[2].shape, 1)

@@ -274,8 +274,9 @@ def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, st
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss(flat, W_op, cell, layers, vocab, hidden, inputs, targets, b0, b1, state0, state_last,
-                hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, logits_buf, rows_per_block):
+def _chunk_loss(flat, W_op, cell, layers, vocab, hidden, inputs, targets, b0, b1, state0,
+                state_last, hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, logits_buf,
+                rows_per_block):
     """Summed cross-entropy of batch rows b0:b1 over the window (no dropout: drop_buf has width
     0); writes state_last[b0:b1]."""
     rows = b1 - b0
@@ -356,10 +357,10 @@ def _input_grads(x, U, dU, db, da_rows, dxn_rows, split, dx):
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden, inputs, targets, b0,
-                         b1, state0, state_last, dstate0, hs_buf, cs_buf, gates_buf, ahn_buf,
-                         ah_buf, drop_buf, dh_buf, da_buf, dxn_buf, dh_next, dc_next, logits_buf,
-                         rows_per_block, scale, key, limit, keep_scale):
+def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden, inputs,
+                         targets, b0, b1, state0, state_last, dstate0, hs_buf, cs_buf, gates_buf,
+                         ahn_buf, ah_buf, drop_buf, dh_buf, da_buf, dxn_buf, dh_next, dc_next,
+                         logits_buf, rows_per_block, scale, key, limit, keep_scale):
     """Summed cross-entropy of batch rows b0:b1 over the window, and into `grad_flat` the gradient
     of (that sum * scale) for this chunk alone; writes state_last[b0:b1] and dstate0[b0:b1].
     W_op[l] and W_T[l] are layer l's W and W^T as step operands (see stepgemm): packed, or plain
@@ -539,7 +540,8 @@ class Kernels:
     def _check_ids(self, ids, what: str) -> np.ndarray:
         if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu":
             raise ValueError(f"{what} must be an integer numpy array")
-        if ids.ndim != 2 or ids.shape[0] != self.batch_size or not 1 <= ids.shape[1] <= self.seq_length:
+        if (ids.ndim != 2 or ids.shape[0] != self.batch_size
+                or not 1 <= ids.shape[1] <= self.seq_length):
             raise ValueError(f"{what} has shape {ids.shape}; expected ({self.batch_size}, T) with "
                              f"1 <= T <= {self.seq_length}")
         if ids.min() < 0 or ids.max() >= self.spec.vocab_size:
@@ -598,8 +600,8 @@ class Kernels:
         def run_chunk(w):
             target = grads.flat if w == 0 else self._private_grads[w - 1]
             return _chunk_loss_and_grad(
-                params.flat, self._W_op, self._W_T, target, spec.cell_code, spec.layers, spec.vocab_size,
-                spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1], state0,
+                params.flat, self._W_op, self._W_T, target, spec.cell_code, spec.layers,
+                spec.vocab_size, spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1], state0,
                 self.state_last, self.dstate0, self._hs[w], self._cs[w], self._gates[w],
                 self._ahn[w], self._ah[w], drop[w], self._dh[w], self._da[w], self._dxn[w],
                 self._dh_next[w], self._dc_next[w], self._logits[w], self.rows_per_block, scale,
@@ -618,8 +620,8 @@ class Kernels:
         self._pack(params, transposed=False)
 
         def run_chunk(w):
-            return _chunk_loss(params.flat, self._W_op, spec.cell_code, spec.layers, spec.vocab_size,
-                               spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1],
+            return _chunk_loss(params.flat, self._W_op, spec.cell_code, spec.layers,
+                               spec.vocab_size, spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1],
                                state0, self.state_last, self._hs[w], self._cs[w], self._gates[w],
                                self._ahn[w], self._ah[w], self._no_drop[w], self._logits[w],
                                self.rows_per_block)
