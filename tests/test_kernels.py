@@ -207,6 +207,21 @@ def test_step_product_through_openblas(dtype):
     _check_product(*_product_case(dtype, 11, 12, n, n), TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype, hidden", [(np.float32, 8), (np.float64, 4)])
+def test_forward_and_backward_products_on_different_paths(dtype, hidden):
+    """An LSTM whose 4H columns fill the vector kernel's strips but whose H does not: with
+    AVX-512 the forward step product takes the vector kernel and the backward one OpenBLAS."""
+    spec, params, inputs, targets, state0 = make_case("lstm", 2, dtype, hidden=hidden, batch=9)
+    itemsize = np.dtype(dtype).itemsize
+    if stepgemm.AVX512:
+        assert stepgemm.operand_width(4 * hidden, itemsize) != stepgemm.operand_width(hidden, itemsize)
+    kernels = Kernels(spec, 9, SEQ, dtype, threads=2, dropout=0.3)
+    grads = params.zeros_like()
+    loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=2, step=7)
+    ref = reference_result(spec, params, inputs, targets, state0, 0.3, seed=2, step=7)
+    assert_matches_reference(kernels, loss, grads, ref, TOLERANCE[dtype])
+
+
 @pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
