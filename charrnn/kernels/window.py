@@ -233,9 +233,9 @@ def _layer_forward(cell, layer, U, W, b, b_hn, inputs, b0, hs, cs, gates, ahn, a
 def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last, hs_buf,
              cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale):
     """All layers forward for batch rows b0:b1, W_op[l] layer l's W as step operand; writes
-    state_last[b0:b1]. With dropout (drop_buf
-    of width H), drop_buf[l] holds layer l's output after dropout. Returns the last layer's
-    output as (T * rows, H), what the output layer reads."""
+    state_last[b0:b1] (after reading state0[b0:b1, l] for layer l: they may be the same array).
+    With dropout (drop_buf of width H), drop_buf[l] holds layer l's output after dropout. Returns
+    the last layer's output as (T * rows, H), what the output layer reads."""
     T = inputs.shape[1]
     rows = b1 - b0
     gh = _gate_count(cell) * hidden
