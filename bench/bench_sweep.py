@@ -4,6 +4,7 @@ by `charrnn train` alone, same settings, same text, same threads.
 Run by hand from the repository root (never a test):
 
     python bench/bench_sweep.py                      # 2 pairs of 1-minute runs, about 5 minutes
+    python bench/bench_sweep.py --trials 4 --pairs 1 # 4 trials in one sweep against 4 trainings
     python bench/bench_sweep.py --pairs 3 --hidden 512 --text corpora/tiny-shakespeare.txt
 
 Each pair runs, in turn,
@@ -12,12 +13,17 @@ Each pair runs, in turn,
     charrnn sweep TEXT --out B --trials 1 --trial-minutes M --hidden H --eval-every E \
         --threads N --concurrent 1 --no-early-stop
 
-in fresh processes (the Numba cache warm for both: a first, untimed `charrnn train` fills it),
+(with --trials N: N such trainings one after the other against one sweep of N trials, one at a
+time, which pays Ray's start-up once and reuses the trial's actor) in fresh processes (the Numba
+cache warm for both: a first, untimed `charrnn train` fills it),
 and reports for each: the wall time of the whole command, the characters trained (steps x batch x
 sequence, from the model directory's metrics.jsonl), the end-to-end throughput (characters per
 wall-clock second, everything included: imports, Ray's start-up, the trial's start, reporting,
 shutdown) and the training throughput as train() counts it (characters per second of training).
-Ray's share is 1 - sweep's end-to-end throughput / train's: the target is at most 10%.
+Ray's share is 1 - sweep's end-to-end throughput / train's: the target is at most 10%. As
+training speed on a busy machine swings by more than that from one minute to the next, it also
+shows the share of wall time alone: 1 - (seconds trained / wall seconds) of the sweep over the same
+ratio of train, which leaves the training speed out.
 For the sweep it also shows when each phase began (Ray up, trial started, trial ended), from the
 command's own output.
 
@@ -102,6 +108,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=1,
+                        help="Trials in the sweep, against as many `charrnn train` runs.")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
@@ -128,48 +136,63 @@ def main() -> None:
 
         rows = []
         for pair in range(args.pairs):
-            a, b = work / f"train{pair}", work / f"sweep{pair}"
-            wall_a, _, code_a = run_timed([*charrnn, "train", str(text), "--out", str(a),
+            walls_a, steps_a, trained_a = 0.0, 0, 0.0
+            for trial in range(args.trials):
+                a = work / f"train{pair}-{trial}"
+                wall, _, code = run_timed([*charrnn, "train", str(text), "--out", str(a),
                                            "--minutes", str(args.minutes), *common], env)
+                if code:
+                    raise SystemExit(f"charrnn train failed ({code})")
+                config = json.loads((a / "meta.json").read_text())["config"]
+                chars_per_step = config["batch_size"] * config["seq_length"]
+                metrics = last_metrics(a)
+                walls_a, steps_a, trained_a = (walls_a + wall, steps_a + metrics["step"],
+                                               trained_a + metrics["elapsed"])
+                shutil.rmtree(a, ignore_errors=True)
+            b = work / f"sweep{pair}"
             wall_b, lines_b, code_b = run_timed(
-                [*charrnn, "sweep", str(text), "--out", str(b), "--trials", "1",
+                [*charrnn, "sweep", str(text), "--out", str(b), "--trials", str(args.trials),
                  "--trial-minutes", str(args.minutes), "--concurrent", "1", "--no-early-stop",
                  *common], env)
-            if code_a or code_b:
+            if code_b:
                 print("\n".join(line for _, line in lines_b))
-                raise SystemExit(f"a run failed (train {code_a}, sweep {code_b})")
-            meta = json.loads((a / "meta.json").read_text())["config"]
-            chars_per_step = meta["batch_size"] * meta["seq_length"]
-            ma, mb = last_metrics(a), last_metrics(b / "best")
+                raise SystemExit(f"charrnn sweep failed ({code_b})")
+            results = [json.loads(line) for line in (b / "results.jsonl").read_text().splitlines()]
+            steps_b = sum(r["steps"] for r in results)
+            trained_b = sum(r["seconds"] for r in results)
             row = {"pair": pair, "load": loadavg()}
-            for side, wall, metrics in (("train", wall_a, ma), ("sweep", wall_b, mb)):
-                chars = metrics["step"] * chars_per_step
-                row[side] = {"wall": wall, "steps": metrics["step"], "trained_s": metrics["elapsed"],
-                             "e2e": chars / wall, "training": chars / metrics["elapsed"]}
+            for side, wall, steps, trained in (("train", walls_a, steps_a, trained_a),
+                                               ("sweep", wall_b, steps_b, trained_b)):
+                chars = steps * chars_per_step
+                row[side] = {"wall": wall, "steps": steps, "trained_s": trained,
+                             "e2e": chars / wall, "training": chars / trained}
             phases = {}
             for seconds, line in lines_b:
-                for key, marker in (("ray up", "Ray: "), ("trial started", "started:"),
-                                    ("trial ended", "finished:"), ("table", "rank  trial")):
-                    if marker in line and key not in phases:
+                for key, marker in (("ray up", "Ray: "), ("first trial started", "started:"),
+                                    ("last trial ended", "finished:"), ("table", "rank  trial")):
+                    if marker in line and (key not in phases or key == "last trial ended"):
                         phases[key] = seconds
             row["phases"] = phases
             row["share"] = 1 - row["sweep"]["e2e"] / row["train"]["e2e"]
+            # The same, had the sweep trained as fast as train() alone did (Ray's fixed costs only):
+            row["fixed_share"] = 1 - (trained_b / wall_b) / (trained_a / walls_a)
             rows.append(row)
             t, s = row["train"], row["sweep"]
-            print(f"pair {pair}: train {t['wall']:.1f} s wall, {t['steps']:,} steps, "
+            print(f"pair {pair}: train x{args.trials} {t['wall']:.1f} s wall, {t['steps']:,} steps, "
                   f"{t['e2e']:,.0f} chars/s end to end, {t['training']:,.0f} training | "
                   f"sweep {s['wall']:.1f} s wall, {s['steps']:,} steps, {s['e2e']:,.0f} end to end, "
-                  f"{s['training']:,.0f} training | Ray's share {row['share']:.1%} "
-                  f"(+{s['wall'] - t['wall']:.1f} s) | sweep phases "
+                  f"{s['training']:,.0f} training | Ray's share {row['share']:.1%}, of wall time "
+                  f"{row['fixed_share']:.1%} (+{s['wall'] - t['wall']:.1f} s; training "
+                  f"{t['trained_s']:.1f} s alone, {s['trained_s']:.1f} s in the sweep) | sweep phases "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
                   + f" | load {row['load']}")
-            shutil.rmtree(a, ignore_errors=True)
             shutil.rmtree(b, ignore_errors=True)
         share = statistics.median(r["share"] for r in rows)
+        fixed = statistics.median(r["fixed_share"] for r in rows)
         training = statistics.median(r["sweep"]["training"] / r["train"]["training"] for r in rows)
         print(f"median Ray's share of end-to-end throughput: {share:.1%} (target: at most 10%); "
-              f"training throughput inside the trial / alone: {training:.3f}; "
-              f"load average now {loadavg()}")
+              f"of wall time alone: {fixed:.1%}; training throughput inside the trial / alone: "
+              f"{training:.3f}; load average now {loadavg()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)

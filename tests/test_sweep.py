@@ -200,6 +200,20 @@ def test_settings_round_trip_through_json():
     assert SweepSettings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
 
 
+def test_trial_file_names_are_the_checkpoint_modules():
+    from charrnn import checkpoint
+    assert set(layout.TRIAL_FILES) == {checkpoint.MODEL_FILE, checkpoint.META_FILE,
+                                       checkpoint.METRICS_FILE, checkpoint.STATE_FILE}
+    assert layout.STATE_FILE == checkpoint.STATE_FILE  # copied last: it points past the model
+
+
+def test_the_sink_imports_neither_ray_nor_the_trainer():
+    code = ("import sys, charrnn.sweep.sink; "
+            "print(sorted(m for m in ('ray', 'numba', 'charrnn.train') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_results_are_ranked_and_round_trip(tmp_path):
     records = [TrialRecord("trial_00000", "finished", {"hidden": 16}, 2.5, 2.6, 100, 1.0),
                TrialRecord("trial_00001", "stopped early", {"hidden": 32}, 3.0, 3.0, 20, 0.2),
@@ -238,8 +252,8 @@ def test_clear_sweep_leaves_other_files(tmp_path):
 
 
 def test_sink_writes_trial_files_atomically_and_names_the_drivers_corpus(tmp_path):
-    ray_parts = pytest.importorskip("charrnn.sweep.ray_parts")
-    sink = ray_parts.TrialSink(str(tmp_path / "trials"), "/data/corpus.txt")
+    from charrnn.sweep.sink import TrialSink
+    sink = TrialSink(str(tmp_path / "trials"), "/data/corpus.txt")
     meta = {"format": "charrnn-model", "corpus": {"name": "corpus", "path": "/tmp/x/corpus.txt"}}
     sink.save("trial_00002", {"meta.json": json.dumps(meta).encode(), "model.npz": b"npz",
                               "other.bin": b"ignored"})

@@ -23,8 +23,8 @@ SPACE_HELP = {
     "seq-length": "Characters per stream per step: a comma list or a range.",
     "batch-size": "Streams per step: a comma list or a range.",
 }
-_SETTINGS_OPTIONS = ("trials", "trial_minutes", "trial_steps", "concurrent", "threads", "eval_every",
-                     "val_frac", "seed", "encoding", "early_stop", *SWEEPABLE)
+_SETTINGS_OPTIONS = ("trials", "trial_minutes", "trial_steps", "concurrent", "threads",
+                     "eval_every", "val_frac", "seed", "encoding", "early_stop", *SWEEPABLE)
 
 
 def _fmt(name: str, value) -> str:
@@ -35,12 +35,15 @@ def _fmt(name: str, value) -> str:
 
 def _settings_text(settings: dict, names=None) -> str:
     names = names if names is not None else list(settings)
-    return ", ".join(f"{n.replace('_', '-')} {_fmt(n, settings[n])}" for n in names if n in settings)
+    return ", ".join(f"{n.replace('_', '-')} {_fmt(n, settings[n])}"
+                     for n in names if n in settings)
 
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -76,7 +79,7 @@ class _Display:
 
     def __call__(self, event: SweepEvent) -> None:
         record = event.record
-        if event.kind in ("start", "ray"):
+        if event.kind in ("start", "ray", "note"):
             self.line(event.text)
         elif event.kind == "trial_start":
             self.line(f"{record.trial} started: {_settings_text(record.settings)}")
@@ -85,7 +88,8 @@ class _Display:
                 self.line(f"{record.trial} failed: {record.error}")
             else:
                 how = "stopped early" if record.status == STOPPED else "finished"
-                bpc = f"{record.best_val_bpc:.4f} bpc" if record.best_val_bpc is not None else "no bpc"
+                bpc = ("no bpc" if record.best_val_bpc is None
+                       else f"{record.best_val_bpc:.4f} bpc")
                 self.line(f"{record.trial} {how}: {bpc} at step {record.steps:,}, "
                           f"{_duration(record.seconds)} of training")
             if not self.interactive:
@@ -97,7 +101,8 @@ class _Display:
 
 def _table(result) -> str:
     varied = list(result.varied)
-    header = ["rank", "trial", "best bpc", "steps", "time", "status", *[n.replace("_", "-") for n in varied]]
+    header = ["rank", "trial", "best bpc", "steps", "time", "status",
+              *[n.replace("_", "-") for n in varied]]
     rows = []
     for rank, record in enumerate(result.records, 1):
         bpc = f"{record.best_val_bpc:.4f}" if record.best_val_bpc is not None else "-"
@@ -110,7 +115,8 @@ def _table(result) -> str:
 
 
 def _space_option(name: str):
-    return click.option(option_name(name), name, metavar="SPACE", help=SPACE_HELP[name.replace("_", "-")])
+    return click.option(option_name(name), name, metavar="SPACE",
+                        help=SPACE_HELP[name.replace("_", "-")])
 
 
 def _space_options(function):

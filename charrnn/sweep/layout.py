@@ -18,7 +18,6 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from charrnn import checkpoint
 from charrnn.atomic import atomic_write
 from charrnn.errors import InputError
 
@@ -30,10 +29,12 @@ TUNE_DIR = "tune"
 EXPERIMENT_NAME = "sweep"
 FORMAT = "charrnn-sweep"
 FORMAT_VERSION = 1
-# Files a trial directory may hold, in the order they are copied to the driver: the model before
-# the state that points past it, as train() itself writes them.
-TRIAL_FILES = (checkpoint.MODEL_FILE, checkpoint.META_FILE, checkpoint.METRICS_FILE,
-               checkpoint.STATE_FILE)
+# Files a trial directory may hold (charrnn.checkpoint's names, not imported: it loads Numba, and
+# the sink's process needs none of it), in the order they are copied to the driver: the model
+# before the state that points past it, as train() itself writes them.
+MODEL_FILE, META_FILE, METRICS_FILE, STATE_FILE = (
+    "model.npz", "meta.json", "metrics.jsonl", "training_state.npz")
+TRIAL_FILES = (MODEL_FILE, META_FILE, METRICS_FILE, STATE_FILE)
 
 FINISHED, STOPPED, FAILED, RUNNING, PENDING, UNFINISHED = (
     "finished", "stopped early", "failed", "running", "pending", "unfinished")
@@ -146,7 +147,8 @@ def link_best(out_dir: Path, name: str | None) -> None:
 
 
 def holds_sweep(out_dir: Path) -> bool:
-    return any((out_dir / name).exists() for name in (SETTINGS_FILE, RESULTS_FILE, TRIALS_DIR, TUNE_DIR))
+    names = (SETTINGS_FILE, RESULTS_FILE, TRIALS_DIR, TUNE_DIR)
+    return any((out_dir / name).exists() for name in names)
 
 
 def clear_sweep(out_dir: Path) -> None:

@@ -1,16 +1,15 @@
-"""The parts of a sweep that live inside Ray: the trial function, the sink that brings trial
-directories back to the driver, and the Tune callback that reports progress.
+"""The parts of a sweep that live inside Ray Tune: the trial function and the callback that
+reports progress to the driver.
 
 Imported only once Ray is known to be installed. Workers run `run_trial`; they need charrnn and
 Ray installed but neither the corpus file nor a filesystem shared with the driver: the text
 arrives as bytes in Ray's object store, and each trial's model directory is copied to the
-driver's DIR/trials/<trial>/ at every evaluation by the sink, an actor pinned to the driver's node.
+driver's DIR/trials/<trial>/ at every evaluation through the sink (sink.py), an actor pinned to
+the driver's node.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,11 +18,8 @@ import ray
 from ray import tune
 
 from charrnn import checkpoint
-from charrnn.atomic import atomic_write
 from charrnn.errors import CharRNNError
-from charrnn.sweep.layout import TRIAL_FILES, FINISHED, STOPPED, FAILED
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+from charrnn.sweep.layout import FAILED, FINISHED, STOPPED, TRIAL_FILES
 
 # The driver's bookkeeper while a sweep runs (see run.py). The callback Tune pickles into its
 # experiment state holds nothing, so a restored sweep reports to the bookkeeper of the new run.
@@ -33,49 +29,6 @@ ACTIVE = None
 def trial_name(trial) -> str:
     """trial_00003: Tune's per-experiment counter, stable across restores."""
     return "trial_" + str(trial.trial_id).rsplit("_", 1)[-1]
-
-
-class TrialSink:
-    """An actor on the driver's node: writes trial directories into DIR/trials, reads them back
-    for resuming trials, and keeps each failed trial's one-line error."""
-
-    def __init__(self, trials_dir: str, corpus_path: str):
-        self.trials_dir = Path(trials_dir)
-        self.corpus_path = corpus_path
-        self.errors: dict[str, str] = {}
-
-    def _dir(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise ValueError(f"bad trial name {name!r}")
-        return self.trials_dir / name
-
-    def save(self, name: str, files: dict) -> None:
-        directory = self._dir(name)
-        directory.mkdir(parents=True, exist_ok=True)
-        for file_name in TRIAL_FILES:
-            data = files.get(file_name)
-            if data is None:
-                continue
-            if file_name == checkpoint.META_FILE:
-                data = self._local_corpus(data)
-            atomic_write(directory / file_name, data)
-
-    def _local_corpus(self, meta_bytes: bytes) -> bytes:
-        """meta.json names the corpus by the driver's path, not the worker's temporary copy."""
-        meta = json.loads(meta_bytes)
-        if isinstance(meta.get("corpus"), dict):
-            meta["corpus"]["path"] = self.corpus_path
-        return (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
-
-    def load(self, name: str) -> dict:
-        directory = self._dir(name)
-        return {f: (directory / f).read_bytes() for f in TRIAL_FILES if (directory / f).is_file()}
-
-    def record_error(self, name: str, message: str) -> None:
-        self.errors[name] = message
-
-    def error(self, name: str):
-        return self.errors.get(name)
 
 
 class _Mirror:

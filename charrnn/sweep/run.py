@@ -20,9 +20,10 @@ from typing import Callable
 from charrnn import __version__
 from charrnn.errors import CharRNNError, InputError
 from charrnn.sweep import layout
-from charrnn.sweep.layout import (COMPLETE, FAILED, FINISHED, PENDING, RUNNING, STOPPED, UNFINISHED,
+from charrnn.sweep.layout import (COMPLETE, FAILED, FINISHED, PENDING, RUNNING, STOPPED,
+                                  UNFINISHED,
                                   TrialRecord)
-from charrnn.sweep.space import Dimension, describe_space, option_name, parse_space
+from charrnn.sweep.space import Dimension, describe_space, parse_space
 from charrnn.train import TrainConfig, default_threads
 
 INSTALL_HINT = 'charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"'
@@ -73,7 +74,8 @@ class SweepSettings:
         """InputError (one line) for settings no sweep could use; the parsed space otherwise."""
         if not isinstance(self.trials, int) or self.trials < 1:
             raise InputError(f"--trials must be 1 or more, got {self.trials}")
-        if self.trial_minutes is not None and not (self.trial_minutes > 0 and math.isfinite(self.trial_minutes)):
+        minutes = self.trial_minutes
+        if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
             raise InputError(f"--trial-minutes must be positive, got {self.trial_minutes}")
         if self.trial_steps is not None and self.trial_steps < 1:
             raise InputError(f"--trial-steps must be 1 or more, got {self.trial_steps}")
@@ -114,8 +116,8 @@ class SweepProgress:
 
 @dataclass(frozen=True)
 class SweepEvent:
-    """kind: "start" | "ray" | "trial_start" | "trial_end" | "progress" | "done"; every event
-    carries the progress so far; "trial_*" events the trial's record."""
+    """kind: "start" | "ray" | "note" | "trial_start" | "trial_end" | "progress" | "done";
+    every event carries the progress so far, "trial_*" events the trial's record."""
     kind: str
     progress: SweepProgress
     record: TrialRecord | None = None
@@ -280,8 +282,8 @@ def _start_ray(ray, address: str | None, cpus: int) -> str:
             f"{resources.get('CPU', 0):g} CPUs")
 
 
-def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: SweepSettings | None = None,
-              *, resume: bool = False, force: bool = False, address: str | None = None,
+def run_sweep(text_path: str | Path | None, out_dir: str | Path,
+              settings: SweepSettings | None = None, *, resume: bool = False, force: bool = False, address: str | None = None,
               on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
     """Run (or, with resume, continue) a sweep whose directory is `out_dir`.
 
@@ -361,6 +363,11 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
         # Trials' tracebacks go to Tune's error files; the one-line reason comes through the sink.
         ray_logger.setLevel(logging.CRITICAL)
         emit(SweepEvent("ray", book.progress(), text=where))
+        cluster_cpus = ray.cluster_resources().get("CPU", 0)
+        if address is not None and cluster_cpus < settings.threads:
+            emit(SweepEvent("note", book.progress(), text=(
+                f"note: each trial asks for {settings.threads} CPUs (--threads) and the cluster "
+                f"has {cluster_cpus:g} now; trials wait until a node with that many joins")))
         sink = _start_sink(ray, ray_parts, out_dir, text_path)
         book.error_of = lambda name: ray.get(sink.error.remote(name))
         tuner = _make_tuner(ray_parts, settings, space, budget, text_path, data, sink, out_dir,
@@ -374,7 +381,7 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path, settings: Sweep
         ray_logger.setLevel(previous_level)
         ray.shutdown()
 
-    interrupted = _reconcile(records, result_grid, settings.trials)
+    interrupted = _reconcile(records, settings.trials)
     ranked = layout.rank(records.values())
     best = next((r for r in ranked if r.best_val_bpc is not None and math.isfinite(r.best_val_bpc)
                  and (layout.trial_dir(out_dir, r.trial) / "model.npz").is_file()), None)
@@ -393,7 +400,8 @@ def _check_text(path: Path, data: bytes, encoding: str) -> None:
         raise InputError(f"{path}: not {encoding} text (byte {error.start}); give its --encoding, "
                          "e.g. latin-1 or cp1252") from None
     if not text.strip():
-        raise InputError(f"{path}: the file is empty" if not data else f"{path}: the file holds no text")
+        raise InputError(f"{path}: the file is empty" if not data
+                         else f"{path}: the file holds no text")
 
 
 def _budget_text(budget: dict) -> str:
@@ -409,7 +417,8 @@ def _start_sink(ray, ray_parts, out_dir: Path, text_path: Path):
     """The sink actor, on this (the driver's) node, so trial directories land in out_dir."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     node = ray.get_runtime_context().get_node_id()
-    sink = ray.remote(ray_parts.TrialSink).options(
+    from charrnn.sweep.sink import TrialSink
+    sink = ray.remote(TrialSink).options(
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
         str((out_dir / layout.TRIALS_DIR).resolve()), str(text_path.resolve()))
     return sink
@@ -459,7 +468,7 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
                       run_config=run_config)
 
 
-def _reconcile(records: dict, result_grid, total: int) -> bool:
+def _reconcile(records: dict, total: int) -> bool:
     """Marks trials that never ended as unfinished; True when the sweep did not complete."""
     for record in records.values():
         if record.status in (RUNNING, PENDING):

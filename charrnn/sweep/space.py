@@ -73,7 +73,7 @@ class Dimension:
         if not self.is_range:
             return tune.choice(list(self.values))
         if SWEEPABLE[self.name] is int:
-            return tune.randint(int(self.low), int(self.high) + 1)  # randint's upper end is excluded
+            return tune.randint(int(self.low), int(self.high) + 1)  # its upper end is excluded
         if self.log:
             return tune.loguniform(float(self.low), float(self.high))
         return tune.uniform(float(self.low), float(self.high))
@@ -150,7 +150,8 @@ def parse_dimension(name: str, text: str, fields: frozenset[str] | None = None) 
     return Dimension(name, values=tuple(values))
 
 
-def parse_space(texts: dict[str, str], fields: frozenset[str] | None = None) -> dict[str, Dimension]:
+def parse_space(texts: dict[str, str],
+                fields: frozenset[str] | None = None) -> dict[str, Dimension]:
     """Dimensions in SWEEPABLE's order from {setting: text}; the default space when `texts` is empty
     (its settings the installed trainer lacks are left out)."""
     fields = fields if fields is not None else trainer_fields()
