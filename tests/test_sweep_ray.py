@@ -1,5 +1,5 @@
 """charrnn sweep on a real Ray: a local sweep (layout, results, ASHA stopping a trial built to be
-clearly worse), --resume after a Ctrl-C, and a sweep against a one-machine cluster started with
+clearly worse), --resume after a Ctrl-C and after a killed driver, and a sweep against a one-machine cluster started with
 `ray start --head` on 127.0.0.1. Each test gives Ray a private RAY_TMPDIR and checks that no
 process started under it is left running (and ends any that is, by pid, also on failure)."""
 
@@ -11,12 +11,14 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_text
-from tests.test_sweep import (cleanup_ray_tmp, new_ray_tmp, processes_of, ray_env, run_sweep_cli,
-                              sweep_cmd)
+from tests.test_sweep import (cleanup_ray_tmp, end_processes, new_ray_tmp, processes_of, ray_env,
+                              run_sweep_cli, sweep_cmd, wait_gone)
 
 pytest.importorskip("ray.tune")
 pytestmark = pytest.mark.slow
@@ -138,6 +140,13 @@ def test_resume_after_ctrl_c_keeps_finished_trials(tmp_path, corpus, ray_tmp):
     assert after["trial_00001"]["best_val_bpc"] == after["trial_00000"]["best_val_bpc"]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return f"pid {pid} (gone)"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,3 +195,38 @@ def test_sweep_on_a_cluster_with_address(tmp_path, corpus, ray_tmp):
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, corpus, ray_tmp):
+    """SIGKILL to the driver, then --resume: the trial that was training continues from its last
+    checkpoint (exactly: it ends where its twin ended)."""
+    out = tmp_path / "sw"
+    args = [corpus, "--out", out, "--trials", 2, "--trial-steps", 3000, "--eval-every", 200,
+            "--hidden", 16, "--lr", "4e-3", "--concurrent", 1, "--threads", 1, "--no-early-stop"]
+    env = ray_env(ray_tmp)
+    process = subprocess.Popen(sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        state = out / "trials" / "trial_00001" / "training_state.npz"
+        deadline = time.monotonic() + 300
+        while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.exists(), "the second trial never saved a checkpoint"
+    finally:
+        process.kill()
+        process.wait()
+    # Ray's processes share the fate of the driver that started them, but its agents
+    # (ray::DashboardAgent, ray::RuntimeEnvAgent) sometimes outlive a SIGKILL: they are ended
+    # here (by pid), and named.
+    left = wait_gone(ray_tmp, timeout=20)
+    if left:
+        names = [_cmdline(pid).strip() for pid in left]
+        end_processes(left)
+        warnings.warn(f"after SIGKILL to the driver these outlived it by 20 s: {names}")
+    result = run_sweep_cli(["--out", out, "--resume"], env, tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {r["trial"]: r for r in _results(out)}
+    assert {r["status"] for r in after.values()} == {"finished"}
+    steps = _metric_steps(out / "trials" / "trial_00001")
+    assert steps == sorted(set(steps)) and steps[-1] == 3000
+    assert after["trial_00001"]["best_val_bpc"] == after["trial_00000"]["best_val_bpc"]
