@@ -27,13 +27,11 @@ from charrnn.sweep.layout import TrialRecord
 from charrnn.sweep.run import SweepError, resolve_address
 from charrnn.sweep.space import DEFAULT_SPACE, trainer_fields
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def ray_env(ray_tmp: Path, **extra) -> dict:
     env = dict(os.environ)
-    env.update({"RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
-                "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba-cache-tests"))})
+    env.update({"RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"})
     env.pop("RAY_ADDRESS", None)
     env.update(extra)
     return env
