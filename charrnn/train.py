@@ -238,7 +238,7 @@ class _Run:
     of training it (open, one step, a checkpoint, the finish)."""
 
     def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
-                 force: bool, encoding: str, threads: int, emit):
+                 force: bool, encoding: str, threads: int, emit, corpus_path=None):
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
         state_arrays, info = self._previous(text_path, resume, force)
         if info is not None:
@@ -249,7 +249,7 @@ class _Run:
         self.budget, self.encoding = budget, encoding
         self.saved_threads = info.get("threads") if info else None
         self.config = config = _resolve_config(overrides, info["config"] if info else None)
-        self._read_text(Path(text_path), info)
+        self._read_text(Path(text_path), info, corpus_path)
         self.spec = config.spec(len(self.vocab))
         self.rng = np.random.default_rng(config.seed)
         self.params = init_params(self.spec, self.rng, np.float32, config.input_scale)
@@ -287,7 +287,7 @@ class _Run:
             raise InputError(f"{self.out_dir} exists and is not a directory")
         return None, None
 
-    def _read_text(self, text_path: Path, info: dict | None) -> None:
+    def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
         sha256 = file_sha256(text_path)
         if info is not None and info["corpus"]["sha256"] != sha256:
@@ -297,7 +297,8 @@ class _Run:
             raise InputError(f"{text_path}: its vocabulary differs from the saved run's")
         self.train_ids, self.val_ids = split_train_val(ids, self.config.val_frac)
         self.streams = BatchStreams(self.train_ids, self.config.batch_size, self.config.seq_length)
-        self.corpus = {"name": text_path.stem, "path": str(text_path.resolve()),
+        recorded = Path(corpus_path) if corpus_path is not None else text_path
+        self.corpus = {"name": recorded.stem, "path": str(recorded.resolve()),
                        "bytes": text_path.stat().st_size, "sha256": sha256}
 
     def _restore(self, arrays: dict, info: dict) -> None:
@@ -470,16 +471,20 @@ class _Progress:
 def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict | None = None,
           budget: Budget = Budget(), resume: bool = False, force: bool = False,
           encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
-          sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+          sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None,
+          corpus_path: str | Path | None = None) -> TrainResult:
     """Train (or resume training) a model on a text file; the model directory is `out_dir`.
 
     `overrides` are TrainConfig fields: for a new run, the rest come from the cell's defaults
-    (CELL_DEFAULTS); on resume they must agree with the saved run.
+    (CELL_DEFAULTS); on resume they must agree with the saved run. `corpus_path`, for a run on
+    a copy of the text (a sweep's trial on another machine), is the path the model records as
+    its corpus, so that `--resume` finds the original.
     """
     emit = on_event or (lambda event: None)
     overrides = dict(overrides or {})
     threads = _check_arguments(overrides, budget, threads)
-    run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit)
+    run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit,
+               corpus_path)
     from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
 
     config = run.config

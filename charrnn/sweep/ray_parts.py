@@ -86,7 +86,8 @@ def run_trial(config: dict, *, corpus: bytes, job: dict, sink) -> None:
 
         result = train(text_path, model_dir, overrides={**job["fixed"], **config},
                        budget=Budget(**job["budget"]), resume=resume, force=not resume,
-                       encoding=job["encoding"], threads=job["threads"], on_event=on_event)
+                       encoding=job["encoding"], threads=job["threads"], on_event=on_event,
+                       corpus_path=job.get("corpus_path"))
         mirror.push()
         tune.report({"step": result.step, "val_bpc": result.last_val_bpc or result.best_val_bpc,
                      "best_val_bpc": result.best_val_bpc, "elapsed": result.elapsed,

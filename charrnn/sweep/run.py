@@ -430,7 +430,8 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    job = {"corpus_name": text_path.name, "encoding": settings.encoding, "fixed": settings.fixed(),
+    job = {"corpus_name": text_path.name, "corpus_path": str(text_path.resolve()),
+           "encoding": settings.encoding, "fixed": settings.fixed(),
            "budget": budget, "threads": settings.threads}
     trainable = tune.with_resources(
         tune.with_parameters(ray_parts.run_trial, corpus=data, job=job, sink=sink),
