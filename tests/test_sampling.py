@@ -154,8 +154,7 @@ def test_read_matches_reference_forward(cell, layers, hidden):
 @pytest.mark.parametrize("cell, layers", CELL_CASES)
 @pytest.mark.parametrize("n, hidden", [(5, 12), (9, 13)])
 def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
-    """A stream's characters and state do not depend on the other streams of its batch (rows go
-    four at a time through the recurrent products where they can, one at a time otherwise)."""
+    """A stream's characters and state do not depend on the other streams of its batch."""
     params = make_params(hidden, cell=cell, layers=layers)
     sampler = BatchSampler(params, Vocab(CHARS))
     rng = np.random.default_rng(2)
