@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from numba.core import config as numba_config
 
 from charrnn.checkpoint import MODEL_FILE, Model, load_model
 from charrnn.errors import InputError, ModelFormatError
 from charrnn.kernels.fastmath import fast_sigmoid, fast_tanh
+from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
 from charrnn.params import Params
 from charrnn.resources import DEFAULT_MODEL, bundled_model_dir, bundled_model_names
 from charrnn.spec import ModelSpec
@@ -127,11 +129,20 @@ def _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _step_rows(flat, offsets, cell, vocab_size, states, ids, ax, ah):
+def _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, ids, ax, ah,
+               rows_in, rows_h):
     """Feed character ids (n,) to the n streams of `states` (n, L, K, H), in place. ax, ah
-    (n, G*H) are scratch."""
+    (n, G*H), rows_in, rows_h (n, H) are scratch. With `packed`, the recurrent products go
+    through the training kernels' register-blocked product over W and U packed in strips
+    (W_packed, U_packed (L, strips, H, strip)); every output element is then one chain of
+    multiply-adds in k order, whichever block its row falls in, so a stream's sums still do not
+    depend on the others."""
     n, layers, kinds, hidden = states.shape
     gates = ax.shape[1] // hidden
+    if packed:
+        _step_rows_packed(flat, offsets, cell, vocab_size, W_packed, U_packed, states, ids, ax,
+                          ah, rows_in, rows_h)
+        return
     for layer in range(layers):
         U, W, b, b_hn = _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates)
         h = states[:, layer, 0, :]                                     # (n, H), rows strided
@@ -155,16 +166,48 @@ def _step_rows(flat, offsets, cell, vocab_size, states, ids, ax, ah):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def read_kernel(flat, offsets, cell, vocab_size, states, row, ids):
+def _step_rows_packed(flat, offsets, cell, vocab_size, W_packed, U_packed, states, ids, ax, ah,
+                      rows_in, rows_h):
+    """_step_rows through the packed product (see there)."""
+    n, layers, kinds, hidden = states.shape
+    gates = ax.shape[1] // hidden
+    for layer in range(layers):
+        U, W, b, b_hn = _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates)
+        for r in range(n):
+            if layer == 0:
+                source = U[ids[r]]
+                for j in range(ax.shape[1]):
+                    ax[r, j] = source[j] + b[j]
+            else:
+                for j in range(ax.shape[1]):
+                    ax[r, j] = b[j]
+            rows_h[r] = states[r, layer, 0]                           # contiguous copies
+            if layer > 0:
+                rows_in[r] = states[r, layer - 1, 0]
+        if layer > 0:
+            step_product(rows_in, U_packed[layer], ax, True)          # + x U, x the layer below
+        if cell == 1:
+            step_product(rows_h, W_packed[layer], ah, False)          # a_h = h W, kept apart
+        else:
+            step_product(rows_h, W_packed[layer], ax, True)           # a += h W
+        _gates(cell, ax, ah, b_hn, states[:, layer, 0, :], states[:, layer, kinds - 1, :])
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def read_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, row, ids):
     """Run the characters `ids` (m,) through stream `row` of `states` (n, L, K, H), in place."""
     one = states[row:row + 1]                                         # (1, L, K, H)
-    width = _width(flat, offsets, vocab_size, states.shape[3])
+    hidden = states.shape[3]
+    width = _width(flat, offsets, vocab_size, hidden)
     ax = np.empty((1, width), dtype=np.float32)                      # (1, G*H)
     ah = np.empty((1, width), dtype=np.float32)
+    rows_in = np.empty((1, hidden), dtype=np.float32)                # (1, H)
+    rows_h = np.empty((1, hidden), dtype=np.float32)
     step_id = np.empty(1, dtype=np.int64)
     for t in range(ids.shape[0]):
         step_id[0] = ids[t]
-        _step_rows(flat, offsets, cell, vocab_size, one, step_id, ax, ah)
+        _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, one, step_id, ax,
+                   ah, rows_in, rows_h)
 
 
 @njit(cache=True, nogil=True)
@@ -188,8 +231,8 @@ def _logits_rows(V_t, b_y, states, logits):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def draw_kernel(flat, offsets, cell, vocab_size, V_t, b_y, states, uniforms, inv_temperature,
-                top_k, top_p, greedy, out_ids):
+def draw_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, V_t, b_y, states,
+                uniforms, inv_temperature, top_k, top_p, greedy, out_ids):
     """For every stream (row) of `states` (n, L, K, H), k times: its logits, one id drawn with its
     next uniform (uniforms (n, k)) and its own options ((n,) arrays), then its state stepped with
     that id. out_ids (n, k). Leaves each state after its last id, so the next call continues."""
@@ -197,6 +240,8 @@ def draw_kernel(flat, offsets, cell, vocab_size, V_t, b_y, states, uniforms, inv
     width = _width(flat, offsets, vocab_size, states.shape[3])
     ax = np.empty((n, width), dtype=np.float32)                       # (n, G*H)
     ah = np.empty((n, width), dtype=np.float32)
+    rows_in = np.empty((n, states.shape[3]), dtype=np.float32)        # (n, H)
+    rows_h = np.empty((n, states.shape[3]), dtype=np.float32)
     logits = np.empty((n, b_y.shape[0]), dtype=np.float32)            # (n, V)
     weights = np.empty(b_y.shape[0], dtype=np.float64)                # (V,)
     ids = np.empty(n, dtype=np.int64)                                 # (n,)
@@ -206,7 +251,8 @@ def draw_kernel(flat, offsets, cell, vocab_size, V_t, b_y, states, uniforms, inv
             ids[r] = _draw(logits[r], uniforms[r, s], inv_temperature[r], top_k[r], top_p[r],
                            greedy[r], weights)
             out_ids[r, s] = ids[r]
-        _step_rows(flat, offsets, cell, vocab_size, states, ids, ax, ah)
+        _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, ids, ax,
+                   ah, rows_in, rows_h)
 
 
 @njit(cache=True)
@@ -357,10 +403,35 @@ class BatchSampler:
                                    else -1 for name in ("U", "W", "b", "b_hn")]
                                   for layer in range(self.spec.layers)], dtype=np.int64)  # (L, 4)
         self._cell = np.int64(self.spec.cell_code)
+        self._pack(params)
         self._V_t = np.ascontiguousarray(params.V.T, dtype=np.float32)          # (vocab, H)
         self._b_y = np.ascontiguousarray(params.b_y, dtype=np.float32)          # (vocab,)
         # Decoding is one gather and one bytes -> str conversion rather than a join of chars.
         self._code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)  # (vocab,)
+
+    def _pack(self, params: Params) -> None:
+        """W.l and U.l (l >= 1) packed in the register-blocked product's strips, where it runs
+        (AVX-512, G*H a multiple of its strip, compiled code)."""
+        spec = self.spec
+        width = spec.gates * spec.hidden
+        strip = block_columns(4)
+        self._packed = bool(operand_width(width, 4) == strip and not numba_config.DISABLE_JIT)
+        shape = (spec.layers, width // strip, spec.hidden, strip) if self._packed else (1, 1, 1, 1)
+        self._W_packed = np.zeros(shape, dtype=np.float32)                    # (L, strips, H, 32)
+        self._U_packed = np.zeros(shape, dtype=np.float32)
+        if self._packed:
+            for layer in range(spec.layers):
+                pack(np.ascontiguousarray(params[f"W.{layer}"], dtype=np.float32),
+                     self._W_packed[layer])
+                if layer > 0:
+                    pack(np.ascontiguousarray(params[f"U.{layer}"], dtype=np.float32),
+                         self._U_packed[layer])
+
+    @property
+    def _weights(self) -> tuple:
+        """The kernels' first arguments: the model's arrays and how to multiply by them."""
+        return (self._flat, self._offsets, self._cell, np.int64(len(self.vocab)), self._W_packed,
+                self._U_packed, self._packed)
 
     def new_states(self, n: int) -> np.ndarray:
         return np.zeros(self.spec.state_shape(n), dtype=np.float32)              # (n, L, K, H)
@@ -370,15 +441,14 @@ class BatchSampler:
         ids = np.ascontiguousarray(prime_ids, dtype=np.int64)                     # (m,)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocab)):
             raise InputError("character ids outside the vocabulary")
-        read_kernel(self._flat, self._offsets, self._cell, np.int64(len(self.vocab)), states,
-                    np.int64(row), ids)
+        read_kernel(*self._weights, states, np.int64(row), ids)
 
     def draw(self, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids) -> None:
         """k characters for every stream: uniforms (n, k) float64, options (n,) arrays
         (inv_temperature float64, top_k int64 with 0 off, top_p float64 with 1 off, greedy bool),
         out_ids (n, k) int64. Arrays are used as given: make them with these dtypes."""
-        draw_kernel(self._flat, self._offsets, self._cell, np.int64(len(self.vocab)), self._V_t,
-                    self._b_y, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids)
+        draw_kernel(*self._weights, self._V_t, self._b_y, states, uniforms, inv_temperature,
+                    top_k, top_p, greedy, out_ids)
 
     def decode(self, ids) -> str:
         return self._code_points[ids].tobytes().decode("utf-32-le")

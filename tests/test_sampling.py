@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 import reference
 from charrnn import sampling
+from charrnn.kernels import stepgemm
 from charrnn.checkpoint import load_model, save_model
 from charrnn.cli import main
 from charrnn.errors import InputError, ModelFormatError
@@ -152,11 +153,14 @@ def test_read_matches_reference_forward(cell, layers, hidden):
 
 
 @pytest.mark.parametrize("cell, layers", CELL_CASES)
-@pytest.mark.parametrize("n, hidden", [(5, 12), (9, 13)])
+@pytest.mark.parametrize("n, hidden", [(5, 12), (9, 13), (11, 32)])
 def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
-    """A stream's characters and state do not depend on the other streams of its batch."""
+    """A stream's characters and state do not depend on the other streams of its batch. At 32
+    units the recurrent products take the packed register-blocked path where the CPU has
+    AVX-512: 11 streams are a block of 8 and 3 taken one by one."""
     params = make_params(hidden, cell=cell, layers=layers)
     sampler = BatchSampler(params, Vocab(CHARS))
+    assert sampler._packed == (hidden == 32 and stepgemm.AVX512)
     rng = np.random.default_rng(2)
     k = 40
     states = sampler.new_states(n)
@@ -179,9 +183,10 @@ def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
     assert len({tuple(r) for r in together}) == n
 
 
+@pytest.mark.parametrize("hidden", [9, 32])          # 32: the packed product (with AVX-512)
 @pytest.mark.parametrize("cell, layers", CELL_CASES[1:])
-def test_gated_and_deep_models_sample_as_the_reference(cell, layers):
-    params = make_params(9, cell=cell, layers=layers, seed=4)
+def test_gated_and_deep_models_sample_as_the_reference(cell, layers, hidden):
+    params = make_params(hidden, cell=cell, layers=layers, seed=4)
     vocab = Vocab(CHARS)
     text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9, top_k=8,
                        rng=np.random.default_rng(3))
@@ -288,7 +293,7 @@ def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, vocab):
     them, tested below) give the same characters."""
     params = make_params(cell=cell, layers=layers)
     sampler = BatchSampler(params, vocab)
-    args = (sampler._flat, sampler._offsets, sampler._cell, np.int64(len(vocab)))
+    args = sampler._weights
     s_jit = sampler.new_states(2)
     s_py = s_jit.copy()
     prime = vocab.encode("Rose, Olio").astype(np.int64)
