@@ -114,35 +114,41 @@ def _gates(cell, ax, ah, b_hn, h, c):
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates):
     """U (rows, G*H), W (H, G*H), b (G*H,), b_hn (H,) of one layer, views into `flat`; `offsets`
-    (layers, 4) holds their starts (b_hn's is -1 but for gru, where a zero vector stands in)."""
+    (layers, 4) holds their starts (b_hn's is -1 but for gru; other cells never read b_hn, and a
+    view of b stands in, so a step allocates nothing)."""
     width = gates * hidden
     rows = vocab_size if layer == 0 else hidden
     u0, w0, b0, bhn0 = offsets[layer, 0], offsets[layer, 1], offsets[layer, 2], offsets[layer, 3]
     U = flat[u0:u0 + rows * width].reshape((rows, width))
     W = flat[w0:w0 + hidden * width].reshape((hidden, width))
     b = flat[b0:b0 + width]
-    if bhn0 >= 0:
-        b_hn = flat[bhn0:bhn0 + hidden]
-    else:
-        b_hn = np.zeros(hidden, dtype=flat.dtype)
+    b_hn = flat[bhn0:bhn0 + hidden] if bhn0 >= 0 else b[:hidden]
     return U, W, b, b_hn
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _add_times(x, M, M_packed, packed, x_rows, out):
+    """out (n, N) += x (n, K) @ M (K, N). With `packed`, through the training kernels'
+    register-blocked product over M packed in strips (M_packed (strips, K, strip)), from a
+    contiguous copy of x in x_rows (n, K): every output element is then one chain of
+    multiply-adds in k order, whichever block its row falls in. Either way a stream's sums do not
+    depend on the other streams."""
+    if packed:
+        for r in range(x.shape[0]):
+            x_rows[r] = x[r]
+        step_product(x_rows, M_packed, out, True)
+    else:
+        _add_rows_times(x, M, out)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, ids, ax, ah,
-               rows_in, rows_h):
+               x_rows):
     """Feed character ids (n,) to the n streams of `states` (n, L, K, H), in place. ax, ah
-    (n, G*H), rows_in, rows_h (n, H) are scratch. With `packed`, the recurrent products go
-    through the training kernels' register-blocked product over W and U packed in strips
-    (W_packed, U_packed (L, strips, H, strip)); every output element is then one chain of
-    multiply-adds in k order, whichever block its row falls in, so a stream's sums still do not
-    depend on the others."""
+    (n, G*H) and x_rows (n, H) are scratch; W_packed, U_packed (L, strips, H, strip) are W.l and
+    U.l packed for the register-blocked product, used when `packed` (see _add_times)."""
     n, layers, kinds, hidden = states.shape
     gates = ax.shape[1] // hidden
-    if packed:
-        _step_rows_packed(flat, offsets, cell, vocab_size, W_packed, U_packed, states, ids, ax,
-                          ah, rows_in, rows_h)
-        return
     for layer in range(layers):
         U, W, b, b_hn = _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates)
         h = states[:, layer, 0, :]                                     # (n, H), rows strided
@@ -155,63 +161,33 @@ def _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, stat
             else:
                 for j in range(ax.shape[1]):
                     ax[r, j] = b[j]
-        if layer > 0:
-            _add_rows_times(states[:, layer - 1, 0, :], U, ax)        # + x U, x the layer below
+        if layer > 0:                                                 # + x U, x the layer below
+            _add_times(states[:, layer - 1, 0, :], U, U_packed[layer], packed, x_rows, ax)
         if cell == 1:
             ah[:] = 0.0
-            _add_rows_times(h, W, ah)                                 # a_h = h W, kept apart
+            _add_times(h, W, W_packed[layer], packed, x_rows, ah)    # a_h = h W, kept apart
         else:
-            _add_rows_times(h, W, ax)                                 # a += h W
+            _add_times(h, W, W_packed[layer], packed, x_rows, ax)    # a += h W
         _gates(cell, ax, ah, b_hn, h, c)
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _step_rows_packed(flat, offsets, cell, vocab_size, W_packed, U_packed, states, ids, ax, ah,
-                      rows_in, rows_h):
-    """_step_rows through the packed product (see there)."""
-    n, layers, kinds, hidden = states.shape
-    gates = ax.shape[1] // hidden
-    for layer in range(layers):
-        U, W, b, b_hn = _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates)
-        for r in range(n):
-            if layer == 0:
-                source = U[ids[r]]
-                for j in range(ax.shape[1]):
-                    ax[r, j] = source[j] + b[j]
-            else:
-                for j in range(ax.shape[1]):
-                    ax[r, j] = b[j]
-            rows_h[r] = states[r, layer, 0]                           # contiguous copies
-            if layer > 0:
-                rows_in[r] = states[r, layer - 1, 0]
-        if layer > 0:
-            step_product(rows_in, U_packed[layer], ax, True)          # + x U, x the layer below
-        if cell == 1:
-            step_product(rows_h, W_packed[layer], ah, False)          # a_h = h W, kept apart
-        else:
-            step_product(rows_h, W_packed[layer], ax, True)           # a += h W
-        _gates(cell, ax, ah, b_hn, states[:, layer, 0, :], states[:, layer, kinds - 1, :])
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def read_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, row, ids):
     """Run the characters `ids` (m,) through stream `row` of `states` (n, L, K, H), in place."""
     one = states[row:row + 1]                                         # (1, L, K, H)
-    hidden = states.shape[3]
-    width = _width(flat, offsets, vocab_size, hidden)
+    width = _width(offsets, vocab_size)
     ax = np.empty((1, width), dtype=np.float32)                      # (1, G*H)
     ah = np.empty((1, width), dtype=np.float32)
-    rows_in = np.empty((1, hidden), dtype=np.float32)                # (1, H)
-    rows_h = np.empty((1, hidden), dtype=np.float32)
+    x_rows = np.empty((1, states.shape[3]), dtype=np.float32)        # (1, H)
     step_id = np.empty(1, dtype=np.int64)
     for t in range(ids.shape[0]):
         step_id[0] = ids[t]
         _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, one, step_id, ax,
-                   ah, rows_in, rows_h)
+                   ah, x_rows)
 
 
 @njit(cache=True, nogil=True)
-def _width(flat, offsets, vocab_size, hidden):
+def _width(offsets, vocab_size):
     """G*H: the width of every layer's U, from where W.0 starts (U.0 is (vocab, G*H))."""
     return (offsets[0, 1] - offsets[0, 0]) // vocab_size
 
@@ -237,11 +213,10 @@ def draw_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, V_t
     next uniform (uniforms (n, k)) and its own options ((n,) arrays), then its state stepped with
     that id. out_ids (n, k). Leaves each state after its last id, so the next call continues."""
     n, k = uniforms.shape
-    width = _width(flat, offsets, vocab_size, states.shape[3])
+    width = _width(offsets, vocab_size)
     ax = np.empty((n, width), dtype=np.float32)                       # (n, G*H)
     ah = np.empty((n, width), dtype=np.float32)
-    rows_in = np.empty((n, states.shape[3]), dtype=np.float32)        # (n, H)
-    rows_h = np.empty((n, states.shape[3]), dtype=np.float32)
+    x_rows = np.empty((n, states.shape[3]), dtype=np.float32)         # (n, H)
     logits = np.empty((n, b_y.shape[0]), dtype=np.float32)            # (n, V)
     weights = np.empty(b_y.shape[0], dtype=np.float64)                # (V,)
     ids = np.empty(n, dtype=np.int64)                                 # (n,)
@@ -252,7 +227,7 @@ def draw_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, V_t
                            greedy[r], weights)
             out_ids[r, s] = ids[r]
         _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, ids, ax,
-                   ah, rows_in, rows_h)
+                   ah, x_rows)
 
 
 @njit(cache=True)
@@ -348,7 +323,7 @@ def _check_options(length, temperature, top_k, top_p, greedy, rng) -> None:
         raise InputError(f"top-p must be in (0, 1], got {top_p}")
     if not isinstance(greedy, (bool, np.bool_)):
         raise InputError(f"greedy must be True or False, got {greedy!r}")
-    if rng is not None and not isinstance(rng, np.random.Generator):
+    if not isinstance(rng, np.random.Generator):
         raise InputError("rng must be a numpy.random.Generator, "
                          "e.g. numpy.random.default_rng(seed)")
 
@@ -479,9 +454,6 @@ def iter_samples(params: Params, vocab: Vocab, length: int, *, num: int = 1, pri
     `top_p` 1 switch those cuts off; `greedy` takes the most likely character every time.
     """
     _check_options(length, temperature, top_k, top_p, greedy, rng)
-    if rng is None:
-        raise InputError("rng must be a numpy.random.Generator, "
-                         "e.g. numpy.random.default_rng(seed)")
     if not _is_whole(num) or num < 1:
         raise InputError(f"num must be a whole number of 1 or more, got {num!r}")
     if not _is_whole(chunk_size) or chunk_size < 1:
