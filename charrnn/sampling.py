@@ -18,276 +18,38 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 from numba.core import config as numba_config
 
 from charrnn.checkpoint import MODEL_FILE, Model, load_model
 from charrnn.errors import InputError, ModelFormatError
-from charrnn.kernels.fastmath import fast_sigmoid, fast_tanh
-from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
+from charrnn.kernels.sampler import (draw_one, output_operand, packs, part_count, run_parts,
+                                     split_weights)
+from charrnn.kernels.sync import COUNTER_STRIDE
+from charrnn.kernels.threads import TeamThreads, usable_cores
 from charrnn.params import Params
 from charrnn.resources import DEFAULT_MODEL, bundled_model_dir, bundled_model_names
 from charrnn.spec import ModelSpec
 from charrnn.vocab import Vocab
 
-# Reassociation lets LLVM vectorise the matrix-vector products and fuse multiply-adds; the draw
-# itself (_draw) is compiled without it, so a character's choice is exact IEEE arithmetic on the
-# probabilities.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 # Characters per kernel call: small at first so the first characters show at once, then larger so
 # the per-call overhead (a Generator call, a dispatch, a decode) is spread thin.
 FIRST_CHUNK = 16
 MAX_CHUNK = 256
+# After a call whose threads kept waiting for each other (a core busy with another process: a
+# wait lasts a time slice), the sampler runs on one thread for this long before trying again.
+ALONE_SECONDS = 1.0
+# Below this many multiply-adds per step in the recurrent products (streams x layers x G x H^2),
+# the barriers cost what a second thread saves (a lone 256-unit vanilla stream: the same speed;
+# 128 units: 4% slower), and the parts run on one thread unless threads were asked for.
+TEAM_MIN_WORK = 1 << 16
 
-
-# ----------------------------------------------------------------------------------------------
-# Kernels. Arrays are C-contiguous unless said; weights and states float32, ids int64, uniforms
-# float64. A batch of n streams is stepped together, and every row's arithmetic is the same
-# whatever the other rows are (each loop over rows does the same per-row work in the same order),
-# so a stream's text never depends on which streams share its batch.
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _add_rows_times(x, M, out):
-    """out (n, N) += x (n, K) @ M (K, N), as combinations of M's rows, four at a time: each block
-    of four rows (8 KB for a 512-unit vanilla layer, 32 KB for an LSTM's) serves every stream
-    while it is in the L1 cache, so M (1 MB, or 4 MB for an LSTM: what one stream's step waits on)
-    is read from memory once per call whatever n is. A stream's sums are the same whatever the
-    other streams are: one loop does every row's work in the same order.
-
-    Measured at H=512 on one core: this loop vectorises (28 GFLOP/s for one stream); blocking the
-    columns (range(j0, j1)) or handling four streams per pass kept LLVM from vectorising it
-    (7 and 14 GFLOP/s). (Eight rows of M per pass measured no faster.)"""
-    n, K = x.shape
-    N = M.shape[1]
-    full = K - K % 4
-    for i in range(0, full, 4):
-        m0, m1, m2, m3 = M[i], M[i + 1], M[i + 2], M[i + 3]
-        for r in range(n):
-            a0, a1, a2, a3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
-            row = out[r]
-            for j in range(N):
-                row[j] += a0 * m0[j] + a1 * m1[j] + a2 * m2[j] + a3 * m3[j]
-    for i in range(full, K):
-        m0 = M[i]
-        for r in range(n):
-            a0 = x[r, i]
-            row = out[r]
-            for j in range(N):
-                row[j] += a0 * m0[j]
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _gates(cell, ax, ah, b_hn, h, c):
-    """One layer's new state from its pre-activations, in place, rows (n,) of h (n, H) and c:
-    rnn h = tanh(ax); lstm from ax's blocks [i, f, g, o]; gru from ax = x U + b and ah = h W,
-    blocks [r, z, n] (see charrnn.spec). tanh and sigmoid are the training kernels' fast float32
-    approximations (charrnn.kernels.fastmath)."""
-    n, hidden = h.shape
-    for r in range(n):
-        a = ax[r]
-        if cell == 0:
-            for j in range(hidden):
-                h[r, j] = fast_tanh(a[j])
-        elif cell == 2:
-            for j in range(hidden):
-                i_gate = fast_sigmoid(a[j])
-                f_gate = fast_sigmoid(a[hidden + j])
-                g_gate = fast_tanh(a[2 * hidden + j])
-                o_gate = fast_sigmoid(a[3 * hidden + j])
-                c_new = f_gate * c[r, j] + i_gate * g_gate
-                c[r, j] = c_new
-                h[r, j] = o_gate * fast_tanh(c_new)
-        else:
-            a_h = ah[r]
-            for j in range(hidden):
-                reset = fast_sigmoid(a[j] + a_h[j])
-                update = fast_sigmoid(a[hidden + j] + a_h[hidden + j])
-                new = fast_tanh(a[2 * hidden + j] + reset * (a_h[2 * hidden + j] + b_hn[j]))
-                h[r, j] = (np.float32(1.0) - update) * new + update * h[r, j]
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates):
-    """U (rows, G*H), W (H, G*H), b (G*H,), b_hn (H,) of one layer, views into `flat`; `offsets`
-    (layers, 4) holds their starts (b_hn's is -1 but for gru; other cells never read b_hn, and a
-    view of b stands in, so a step allocates nothing)."""
-    width = gates * hidden
-    rows = vocab_size if layer == 0 else hidden
-    u0, w0, b0, bhn0 = offsets[layer, 0], offsets[layer, 1], offsets[layer, 2], offsets[layer, 3]
-    U = flat[u0:u0 + rows * width].reshape((rows, width))
-    W = flat[w0:w0 + hidden * width].reshape((hidden, width))
-    b = flat[b0:b0 + width]
-    b_hn = flat[bhn0:bhn0 + hidden] if bhn0 >= 0 else b[:hidden]
-    return U, W, b, b_hn
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _add_times(x, M, M_packed, packed, x_rows, out):
-    """out (n, N) += x (n, K) @ M (K, N). With `packed`, through the training kernels'
-    register-blocked product over M packed in strips (M_packed (strips, K, strip)), from a
-    contiguous copy of x in x_rows (n, K): every output element is then one chain of
-    multiply-adds in k order, whichever block its row falls in. Either way a stream's sums do not
-    depend on the other streams."""
-    if packed:
-        for r in range(x.shape[0]):
-            x_rows[r] = x[r]
-        step_product(x_rows, M_packed, out, True)
-    else:
-        _add_rows_times(x, M, out)
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, ids, ax, ah,
-               x_rows):
-    """Feed character ids (n,) to the n streams of `states` (n, L, K, H), in place. ax, ah
-    (n, G*H) and x_rows (n, H) are scratch; W_packed, U_packed (L, strips, H, strip) are W.l and
-    U.l packed for the register-blocked product, used when `packed` (see _add_times)."""
-    n, layers, kinds, hidden = states.shape
-    gates = ax.shape[1] // hidden
-    for layer in range(layers):
-        U, W, b, b_hn = _layer_arrays(flat, offsets, layer, vocab_size, hidden, gates)
-        h = states[:, layer, 0, :]                                     # (n, H), rows strided
-        c = states[:, layer, kinds - 1, :]                             # lstm: (n, H); else h
-        for r in range(n):
-            if layer == 0:
-                source = U[ids[r]]
-                for j in range(ax.shape[1]):
-                    ax[r, j] = source[j] + b[j]
-            else:
-                for j in range(ax.shape[1]):
-                    ax[r, j] = b[j]
-        if layer > 0:                                                 # + x U, x the layer below
-            _add_times(states[:, layer - 1, 0, :], U, U_packed[layer], packed, x_rows, ax)
-        if cell == 1:
-            ah[:] = 0.0
-            _add_times(h, W, W_packed[layer], packed, x_rows, ah)    # a_h = h W, kept apart
-        else:
-            _add_times(h, W, W_packed[layer], packed, x_rows, ax)    # a += h W
-        _gates(cell, ax, ah, b_hn, h, c)
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def read_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, row, ids):
-    """Run the characters `ids` (m,) through stream `row` of `states` (n, L, K, H), in place."""
-    one = states[row:row + 1]                                         # (1, L, K, H)
-    width = _width(offsets, vocab_size)
-    ax = np.empty((1, width), dtype=np.float32)                      # (1, G*H)
-    ah = np.empty((1, width), dtype=np.float32)
-    x_rows = np.empty((1, states.shape[3]), dtype=np.float32)        # (1, H)
-    step_id = np.empty(1, dtype=np.int64)
-    for t in range(ids.shape[0]):
-        step_id[0] = ids[t]
-        _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, one, step_id, ax,
-                   ah, x_rows)
-
-
-@njit(cache=True, nogil=True)
-def _width(offsets, vocab_size):
-    """G*H: the width of every layer's U, from where W.0 starts (U.0 is (vocab, G*H))."""
-    return (offsets[0, 1] - offsets[0, 0]) // vocab_size
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _logits_rows(V_t, b_y, states, logits):
-    """logits (n, vocab) = h V + b_y for the last layer's h of every stream; V_t (vocab, H) is V
-    transposed, so each logit is one contiguous dot product."""
-    n, layers, _, hidden = states.shape
-    for r in range(n):
-        h = states[r, layers - 1, 0]
-        for k in range(b_y.shape[0]):
-            acc = b_y[k]
-            for i in range(hidden):
-                acc += V_t[k, i] * h[i]
-            logits[r, k] = acc
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def draw_kernel(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, V_t, b_y, states,
-                uniforms, inv_temperature, top_k, top_p, greedy, out_ids):
-    """For every stream (row) of `states` (n, L, K, H), k times: its logits, one id drawn with its
-    next uniform (uniforms (n, k)) and its own options ((n,) arrays), then its state stepped with
-    that id. out_ids (n, k). Leaves each state after its last id, so the next call continues."""
-    n, k = uniforms.shape
-    width = _width(offsets, vocab_size)
-    ax = np.empty((n, width), dtype=np.float32)                       # (n, G*H)
-    ah = np.empty((n, width), dtype=np.float32)
-    x_rows = np.empty((n, states.shape[3]), dtype=np.float32)         # (n, H)
-    logits = np.empty((n, b_y.shape[0]), dtype=np.float32)            # (n, V)
-    weights = np.empty(b_y.shape[0], dtype=np.float64)                # (V,)
-    ids = np.empty(n, dtype=np.int64)                                 # (n,)
-    for s in range(k):
-        _logits_rows(V_t, b_y, states, logits)
-        for r in range(n):
-            ids[r] = _draw(logits[r], uniforms[r, s], inv_temperature[r], top_k[r], top_p[r],
-                           greedy[r], weights)
-            out_ids[r, s] = ids[r]
-        _step_rows(flat, offsets, cell, vocab_size, W_packed, U_packed, packed, states, ids, ax,
-                   ah, x_rows)
-
-
-@njit(cache=True)
-def _draw(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
-    """The id drawn from softmax(logits * inv_temperature) cut by top_k / top_p, by inverse CDF
-    at `uniform` in [0, 1); the first largest logit if `greedy`. `weights` (V,) float64 is scratch.
-
-    Sums run in float64, one element after another, so a total and the running sum that is
-    compared with it agree exactly and the walk always ends on a character of non-zero weight.
-    """
-    vocab_size = logits.shape[0]
-    best = 0
-    for k in range(1, vocab_size):
-        if logits[k] > logits[best]:
-            best = k
-    if greedy:
-        return best
-    peak = np.float64(logits[best])
-    for k in range(vocab_size):
-        # exp(0) = 1 at the peak, so the total is at least 1 however low the temperature.
-        weights[k] = np.exp((np.float64(logits[k]) - peak) * inv_temperature)
-
-    if (top_k <= 0 or top_k >= vocab_size) and top_p >= 1.0:
-        total = 0.0
-        for k in range(vocab_size):
-            total += weights[k]
-        target = uniform * total
-        running = 0.0
-        for k in range(vocab_size):
-            running += weights[k]
-            if running > target:
-                return k
-        return best
-
-    # Most likely first; a stable sort breaks ties by id, the same with and without the JIT.
-    order = np.argsort(-weights, kind="mergesort")             # (V,) ids by falling weight
-    keep = vocab_size
-    if 0 < top_k < vocab_size:
-        keep = top_k
-    if top_p < 1.0:
-        total = 0.0
-        for r in range(keep):
-            total += weights[order[r]]
-        limit = top_p * total
-        running = 0.0
-        for r in range(keep):
-            running += weights[order[r]]
-            if running >= limit:
-                keep = r + 1
-                break
-    total = 0.0
-    for r in range(keep):
-        total += weights[order[r]]
-    target = uniform * total
-    running = 0.0
-    for r in range(keep):
-        running += weights[order[r]]
-        if running > target:
-            return order[r]
-    return order[0]
+_draw = draw_one               # one character's draw (charrnn.kernels.sampler)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,10 +115,13 @@ class BatchSampler:
     A stream is a row of a state array (n, L, K, H) (see charrnn.spec): `new_states(n)` makes
     them at zero, `read` runs a prime through one row, `draw` draws k characters for every row,
     each with its own uniforms and options. A row's characters and state are bit-identical
-    whatever other rows share the batch, so streams may join or leave between calls. The kernels
-    release the GIL; one call at a time per state array."""
+    whatever other rows share the batch, so streams may join or leave between calls, and whatever
+    the number of threads. `threads`: how many a call may use (default: 2 where this process may
+    use two cores, for models large enough to gain from them). The kernels release the GIL; one
+    call at a time per state array."""
 
-    def __init__(self, model_or_params, vocab: Vocab | None = None):
+    def __init__(self, model_or_params, vocab: Vocab | None = None, *,
+                 threads: int | None = None):
         if isinstance(model_or_params, Model):
             params, vocab = model_or_params.params, model_or_params.vocab
         else:
@@ -372,41 +137,66 @@ class BatchSampler:
             raise InputError("the model's weights are not finite (NaN or infinity)")
         self.spec: ModelSpec = params.spec
         self.vocab = vocab
-        self._flat = np.ascontiguousarray(params.flat, dtype=np.float32)         # (P,)
-        found = self.spec.offsets()
-        self._offsets = np.array([[found[f"{name}.{layer}"][0] if f"{name}.{layer}" in found
-                                   else -1 for name in ("U", "W", "b", "b_hn")]
-                                  for layer in range(self.spec.layers)], dtype=np.int64)  # (L, 4)
-        self._cell = np.int64(self.spec.cell_code)
-        self._pack(params)
-        self._V_t = np.ascontiguousarray(params.V.T, dtype=np.float32)          # (vocab, H)
-        self._b_y = np.ascontiguousarray(params.b_y, dtype=np.float32)          # (vocab,)
+        spec = self.spec
+        self._always_team = threads is not None
+        if threads is None:
+            threads = default_threads()
+        if not _is_whole(threads) or threads < 1:
+            raise InputError(f"threads must be a whole number of 1 or more, got {threads!r}")
+        threads = 1 if numba_config.DISABLE_JIT else int(threads)
+        packed = packs(spec.hidden, spec.gates, 1)
+        self.parts = part_count(spec.hidden, spec.gates, threads, packed)
+        self._packed = packed and packs(spec.hidden, spec.gates, self.parts)
+        arrays = {name: np.asarray(params[name], dtype=np.float32) for name in spec.array_shapes()}
+        self._weights, self._layout = split_weights(arrays, spec.gates, spec.layers, spec.hidden,
+                                                    spec.vocab_size, self.parts, self._packed)
+        self._V_op = output_operand(arrays["V"], self._packed, self.parts)
+        self._b_y = np.ascontiguousarray(arrays["b_y"])                       # (vocab,)
+        self._cell = np.int64(spec.cell_code)
+        self._alone_until = 0.0       # time.monotonic() until which the parts run on one thread
         # Decoding is one gather and one bytes -> str conversion rather than a join of chars.
         self._code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)  # (vocab,)
 
-    def _pack(self, params: Params) -> None:
-        """W.l and U.l (l >= 1) packed in the register-blocked product's strips, where it runs
-        (AVX-512, G*H a multiple of its strip, compiled code)."""
-        spec = self.spec
-        width = spec.gates * spec.hidden
-        strip = block_columns(4)
-        self._packed = bool(operand_width(width, 4) == strip and not numba_config.DISABLE_JIT)
-        shape = (spec.layers, width // strip, spec.hidden, strip) if self._packed else (1, 1, 1, 1)
-        self._W_packed = np.zeros(shape, dtype=np.float32)                    # (L, strips, H, 32)
-        self._U_packed = np.zeros(shape, dtype=np.float32)
-        if self._packed:
-            for layer in range(spec.layers):
-                pack(np.ascontiguousarray(params[f"W.{layer}"], dtype=np.float32),
-                     self._W_packed[layer])
-                if layer > 0:
-                    pack(np.ascontiguousarray(params[f"U.{layer}"], dtype=np.float32),
-                         self._U_packed[layer])
+    def _arguments(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy,
+                   out_ids) -> tuple:
+        """run_parts's arguments after `first, last` (charrnn.kernels.sampler), with fresh
+        shared buffers."""
+        n = states.shape[0]
+        spare = np.empty_like(states)                                          # (n, L, K, H)
+        drawn = np.zeros((self.parts, n), dtype=np.int64)                      # (parts, n)
+        op = self._V_op
+        columns = op.shape[1] * op.shape[3] if self._packed else op.shape[2]
+        logits = np.zeros((self.parts, n, columns), dtype=np.float32)          # (parts, n, Cp)
+        counters = np.zeros(self.parts * COUNTER_STRIDE, dtype=np.int64)
+        return (self._weights, self._layout, self._cell, self._packed, op, self._b_y, states,
+                spare, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, logits,
+                drawn, counters)
 
-    @property
-    def _weights(self) -> tuple:
-        """The kernels' first arguments: the model's arrays and how to multiply by them."""
-        return (self._flat, self._offsets, self._cell, np.int64(len(self.vocab)), self._W_packed,
-                self._U_packed, self._packed)
+    def _run(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids):
+        """run_parts over `states` in place: the parts on threads of their own, or all on this
+        thread (a small model, or for a while after the threads kept waiting for each other:
+        another process was using a core). Same bits either way."""
+        arguments = self._arguments(states, forced, uniforms, inv_temperature, top_k, top_p,
+                                    greedy, out_ids)
+        counters = arguments[-1]
+        n = states.shape[0]
+        work = n * self.spec.layers * self.spec.gates * self.spec.hidden ** 2
+        if (self.parts == 1 or time.monotonic() < self._alone_until
+                or (work < TEAM_MIN_WORK and not self._always_team)):
+            run_parts(0, self.parts, *arguments)
+            return
+
+        def part(p):
+            try:
+                return float(run_parts(p, p + 1, *arguments))
+            except BaseException:
+                counters[p * COUNTER_STRIDE] = 1 << 62       # release the others, then raise
+                raise
+
+        long_waits = _team_run(self.parts, part)
+        steps = max(forced.shape[1], uniforms.shape[1])
+        if long_waits > 1 + steps // 64:
+            self._alone_until = time.monotonic() + ALONE_SECONDS
 
     def new_states(self, n: int) -> np.ndarray:
         return np.zeros(self.spec.state_shape(n), dtype=np.float32)              # (n, L, K, H)
@@ -416,17 +206,41 @@ class BatchSampler:
         ids = np.ascontiguousarray(prime_ids, dtype=np.int64)                     # (m,)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocab)):
             raise InputError("character ids outside the vocabulary")
-        read_kernel(*self._weights, states, np.int64(row), ids)
+        one = states[row:row + 1]                                                 # (1, L, K, H)
+        nothing = np.zeros((1, 0))
+        self._run(one, ids.reshape(1, -1), nothing, np.ones(1), np.zeros(1, dtype=np.int64),
+                  np.ones(1), np.zeros(1, dtype=bool), np.zeros((1, 0), dtype=np.int64))
 
     def draw(self, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids) -> None:
         """k characters for every stream: uniforms (n, k) float64, options (n,) arrays
         (inv_temperature float64, top_k int64 with 0 off, top_p float64 with 1 off, greedy bool),
         out_ids (n, k) int64. Arrays are used as given: make them with these dtypes."""
-        draw_kernel(*self._weights, self._V_t, self._b_y, states, uniforms, inv_temperature,
-                    top_k, top_p, greedy, out_ids)
+        no_ids = np.zeros((states.shape[0], 0), dtype=np.int64)
+        self._run(states, no_ids, uniforms, inv_temperature, top_k, top_p, greedy, out_ids)
 
     def decode(self, ids) -> str:
         return self._code_points[ids].tobytes().decode("utf-32-le")
+
+
+def default_threads() -> int:
+    """Threads a sampler splits its steps over: 2 where this process may use 2 cores or more
+    (the work splits in two halves; more parts measured no faster on 2 cores), else 1."""
+    return 2 if usable_cores() >= 2 else 1
+
+
+_TEAMS: dict[int, TeamThreads] = {}
+_TEAMS_LOCK = threading.Lock()
+
+
+def _team_run(parts: int, task) -> float:
+    """task(p) for p in range(parts), each on a thread of its own at the same time (the caller's
+    is part 0). One team per process, one call at a time: samplers on several threads (a server
+    with several models) take turns, as they would for the cores anyway."""
+    with _TEAMS_LOCK:
+        team = _TEAMS.get(parts)
+        if team is None:
+            team = _TEAMS[parts] = TeamThreads(parts)
+        return team.run(task)
 
 
 def _uniforms(rng, greedy: bool, shape) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import signal
 import threading
 import time
@@ -22,6 +21,7 @@ from charrnn import checkpoint
 from charrnn.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
 from charrnn.evaluate import eval_kernels, evaluate_bpc
+from charrnn.kernels.threads import usable_cores
 from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
 from charrnn.params import Params, format1_flat_order, init_params
 from charrnn.spec import CELLS, ModelSpec
@@ -153,10 +153,7 @@ def file_sha256(path: Path) -> str:
 
 
 def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def learning_rate(config: TrainConfig, progress: float) -> float:

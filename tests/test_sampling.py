@@ -19,6 +19,7 @@ from click.testing import CliRunner
 import reference
 from charrnn import sampling
 from charrnn.kernels import stepgemm
+from charrnn.kernels.sampler import run_parts
 from charrnn.checkpoint import load_model, save_model
 from charrnn.cli import main
 from charrnn.errors import InputError, ModelFormatError
@@ -287,29 +288,34 @@ def test_draw_kernel_agrees_with_its_python_version():
         assert sampling._draw(*args) == sampling._draw.py_func(*args)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cell, layers", [("rnn", 1), ("lstm", 2), ("gru", 2)])
-def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, vocab):
-    """The kernels' outer loops run as plain Python (what NUMBA_DISABLE_JIT=1 does for all of
-    them, tested below) give the same characters."""
+def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, threads, vocab):
+    """The kernel's outer loop run as plain Python (what NUMBA_DISABLE_JIT=1 does for all of
+    them, tested below) gives the same characters, one part or two run one after another."""
     params = make_params(cell=cell, layers=layers)
-    sampler = BatchSampler(params, vocab)
-    args = sampler._weights
+    sampler = BatchSampler(params, vocab, threads=threads)
+    assert sampler.parts == threads
     s_jit = sampler.new_states(2)
     s_py = s_jit.copy()
-    prime = vocab.encode("Rose, Olio").astype(np.int64)
-    sampling.read_kernel(*args, s_jit, 1, prime)
-    sampling.read_kernel.py_func(*args, s_py, 1, prime)
+    prime = vocab.encode("Rose, Olio").astype(np.int64).reshape(1, -1)
+    no_draws = (np.zeros((1, 0)), np.ones(1), np.zeros(1, dtype=np.int64), np.ones(1),
+                np.zeros(1, dtype=bool), np.zeros((1, 0), dtype=np.int64))
+    for kernel, states in ((run_parts, s_jit), (run_parts.py_func, s_py)):
+        kernel(0, sampler.parts, *sampler._arguments(states[1:2], prime, *no_draws))
     np.testing.assert_allclose(s_jit, s_py, atol=1e-6)
     uniforms = np.random.default_rng(0).random((2, 80))
+    no_ids = np.zeros((2, 0), dtype=np.int64)
     for inv_t, top_k, top_p, greedy in [(1.0, 0, 1.0, False), (1 / 0.7, 5, 0.9, False),
                                         (1.0, 0, 1.0, True)]:
         options = (np.full(2, inv_t), np.full(2, top_k), np.full(2, top_p), np.full(2, greedy))
         ids_jit = np.empty((2, 80), dtype=np.int64)
         ids_py = np.empty((2, 80), dtype=np.int64)
         s1, s2 = s_jit.copy(), s_py.copy()
-        sampling.draw_kernel(*args, sampler._V_t, sampler._b_y, s1, uniforms, *options, ids_jit)
-        sampling.draw_kernel.py_func(*args, sampler._V_t, sampler._b_y, s2, uniforms, *options,
-                                     ids_py)
+        run_parts(0, sampler.parts,
+                           *sampler._arguments(s1, no_ids, uniforms, *options, ids_jit))
+        run_parts.py_func(0, sampler.parts,
+                                   *sampler._arguments(s2, no_ids, uniforms, *options, ids_py))
         assert (ids_jit == ids_py).all()
         np.testing.assert_allclose(s1, s2, atol=1e-6)
 

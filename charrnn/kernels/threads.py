@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, on Linux), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class ChunkThreads:
@@ -108,3 +117,24 @@ def chunk_bounds(batch_size: int, threads: int) -> list[int]:
     faster with one or two other busy processes, within +-8%, and needs more buffers.)"""
     n_chunks = min(threads, batch_size)
     return [w * batch_size // n_chunks for w in range(n_chunks + 1)]
+
+
+class TeamThreads(ChunkThreads):
+    """`n_threads` threads that run task(w), w = 0 (the caller) .. n_threads - 1, at the same
+    time, each its own w: for kernels whose threads wait on each other inside compiled code
+    (charrnn.kernels.sync), where a thread that took two tasks would wait for itself forever."""
+
+    def __init__(self, n_threads: int):
+        self._me = threading.local()             # before the workers start
+        super().__init__(n_threads, n_threads)
+
+    def _serve(self, w):
+        self._me.w = w
+        super()._serve(w)
+
+    def _work(self, task):
+        w = getattr(self._me, "w", 0)
+        try:
+            self._results[w] = task(w)
+        except BaseException as exc:  # handed to the caller by run()
+            self._errors.append(exc)

@@ -1,0 +1,409 @@
+"""The sampler's kernels: a batch of streams stepped one character at a time, each step's columns
+split over `parts` threads.
+
+One step, for every stream (a row of the state (n, L, K, H), see charrnn.spec): the logits
+h V + b_y of the last layer's h, one id drawn from them (charrnn.sampling._draw) or taken from a
+prime, then every layer's cell fed with it. One stream's step is a matrix-vector product per
+layer, bound by reading W (1 MB for a 512-unit vanilla layer, 4 MB for an LSTM's) from memory:
+on one core it comes from L3 once it is larger than L2. So the units of every layer are split in
+`parts` contiguous ranges and part p computes, on a thread of its own, the columns of its units in
+every gate block: its slice of W (a quarter of an LSTM's per core at 2 parts... half, 2 MB) stays
+in its core's L2 from one character to the next. Between layers (the next layer needs all of h)
+the threads meet at a spin barrier (charrnn.kernels.sync); each part writes its units of the new
+state into a second state array while the old one is still read, and the two arrays swap.
+
+Which part computes a column does not change its arithmetic: every element of a product is one
+chain of multiply-adds in k order (the register-blocked product over packed strips), or the same
+expression whatever its column (the row loop), and the cells are elementwise. So a stream's text
+does not depend on the number of parts, nor on the other streams of its batch.
+
+Weights of part p, for units [p*Hp, (p+1)*Hp) of every layer (Hp = H / parts), one float32
+buffer per part (a row of `weights` (parts, S)) with every layer's starts in `layout` (L, 4):
+    U.0 (vocab, G*Hp)      a row per character (the input product of layer 0 is a row gather);
+    U.l, W.l (H, G*Hp)     packed in the product's strips (G*Hp/32, H, 32) where it runs,
+                           else plain; U.l for l >= 1;
+    b.l (G*Hp,), b_hn.l (Hp,) (gru only; -1 otherwise).
+Column g*Hp + u of a part's arrays is column g*H + p*Hp + u of the model's.
+The output layer's columns are split too (see output_operand): every part computes its columns of
+every stream's logits, and after a barrier each stream's draw reads them all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.core import config as numba_config
+
+from charrnn.kernels.fastmath import fast_sigmoid, fast_tanh
+from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
+from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait
+
+# Reassociation lets LLVM vectorise the row loops; the draw itself (charrnn.sampling._draw) is
+# compiled without it, so a character's choice is exact IEEE arithmetic on the probabilities.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# From this many streams on, each part draws for its own share of the streams (then waits for
+# the other's ids); below it every part computes every stream's logits and draw itself.
+SPLIT_DRAWS_FROM = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Preparing the weights (Python, once per model).
+
+def part_count(hidden: int, gates: int, threads: int, packed: bool) -> int:
+    """Parts the units are split in: `threads` where H splits evenly into them (and, for the
+    packed product, each part's G*Hp columns into whole strips), else 1."""
+    if threads < 2 or hidden % threads:
+        return 1
+    if packed and (gates * (hidden // threads)) % block_columns(4):
+        return 1
+    return threads
+
+
+def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab_size: int,
+                  parts: int, packed: bool):
+    """(weights (parts, S) float32, layout (L, 4) int64): `arrays` (name -> float32 array, as
+    charrnn.params names them) cut in the parts' buffers (see the module docstring)."""
+    G, H = cell_gates, hidden
+    Hp = H // parts
+    width = G * Hp
+    strip = block_columns(4)
+    layout = np.full((layers, 4), -1, dtype=np.int64)                     # (L, 4)
+    sizes, position = [], 0
+    for layer in range(layers):
+        rows = vocab_size if layer == 0 else H
+        for slot, size in enumerate((rows * width, H * width, width,
+                                     Hp if f"b_hn.{layer}" in arrays else 0)):
+            if size:
+                layout[layer, slot] = position
+                position += size
+        sizes.append(position)
+    weights = np.zeros((parts, position), dtype=np.float32)               # (parts, S)
+    for p in range(parts):
+        columns = np.concatenate([np.arange(g * H + p * Hp, g * H + (p + 1) * Hp)
+                                  for g in range(G)])                      # (G*Hp,)
+        buffer = weights[p]
+        for layer in range(layers):
+            u0, w0, b0, bhn0 = layout[layer]
+            U = np.ascontiguousarray(arrays[f"U.{layer}"][:, columns], dtype=np.float32)
+            W = np.ascontiguousarray(arrays[f"W.{layer}"][:, columns], dtype=np.float32)
+            if layer == 0:
+                buffer[u0:u0 + U.size] = U.ravel()
+            else:
+                _store_operand(U, buffer[u0:u0 + U.size], packed, strip)
+            _store_operand(W, buffer[w0:w0 + W.size], packed, strip)
+            buffer[b0:b0 + width] = arrays[f"b.{layer}"][columns]
+            if bhn0 >= 0:
+                buffer[bhn0:bhn0 + Hp] = arrays[f"b_hn.{layer}"][p * Hp:(p + 1) * Hp]
+    return weights, layout
+
+
+def _store_operand(M, out, packed, strip):
+    """M (H, N) into the 1-D slice `out`: packed in strips (N/strip, H, strip), or as it is."""
+    if packed:
+        pack(M, out.reshape(M.shape[1] // strip, M.shape[0], strip))
+    else:
+        out[:] = M.ravel()
+
+
+def output_operand(V: np.ndarray, packed: bool, parts: int) -> np.ndarray:
+    """V (H, vocab) as the logits' kernel reads it, its columns padded with zeros to C, a
+    multiple of `parts` (of 32 * parts where packed), and cut in `parts` ranges of Cp = C / parts:
+    packed, (parts, Cp / 32, H, 32), part p's columns in strips; else (parts, 1, Cp, H), part p's
+    columns as rows of V transposed."""
+    hidden, vocab_size = V.shape
+    unit = block_columns(4) * parts if packed else parts
+    padded = -(-vocab_size // unit) * unit
+    Cp = padded // parts
+    wide = np.zeros((hidden, padded), dtype=np.float32)                   # (H, C)
+    wide[:, :vocab_size] = V
+    if not packed:
+        return np.ascontiguousarray(wide.T.reshape(parts, 1, Cp, hidden))  # (parts, 1, Cp, H)
+    strip = block_columns(4)
+    out = np.zeros((parts, Cp // strip, hidden, strip), dtype=np.float32)  # (parts, Cp/32, H, 32)
+    for p in range(parts):
+        pack(np.ascontiguousarray(wide[:, p * Cp:(p + 1) * Cp]), out[p])
+    return out
+
+
+def packs(hidden: int, gates: int, parts: int) -> bool:
+    """Whether the register-blocked product runs on the parts' columns (AVX-512, whole strips;
+    compiled code only)."""
+    width = gates * (hidden // parts)
+    return operand_width(width, 4) == block_columns(4) and not numba_config.DISABLE_JIT
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels. Arrays are C-contiguous unless said; weights and states float32, ids int64, uniforms
+# float64.
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _add_rows_times(x, M, out):
+    """out (n, N) += x (n, K) @ M (K, N), as combinations of M's rows, four at a time: each block
+    of four rows serves every stream while it is in the L1 cache, so M is read from memory once
+    per call whatever n is. Every element is the same expression whatever its row and column.
+
+    Measured at H=512 on one core: this loop vectorises (28 GFLOP/s for one stream); blocking the
+    columns or handling four streams per pass kept LLVM from vectorising it (7 and 14 GFLOP/s)."""
+    n, K = x.shape
+    N = M.shape[1]
+    full = K - K % 4
+    for i in range(0, full, 4):
+        m0, m1, m2, m3 = M[i], M[i + 1], M[i + 2], M[i + 3]
+        for r in range(n):
+            a0, a1, a2, a3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
+            row = out[r]
+            for j in range(N):
+                row[j] += a0 * m0[j] + a1 * m1[j] + a2 * m2[j] + a3 * m3[j]
+    for i in range(full, K):
+        m0 = M[i]
+        for r in range(n):
+            a0 = x[r, i]
+            row = out[r]
+            for j in range(N):
+                row[j] += a0 * m0[j]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _add_times(x, operand, packed, x_rows, out):
+    """out (n, N) += x (n, K) @ M, M (K, N) given as its buffer `operand` (1-D): packed in
+    strips for the register-blocked product (from a contiguous copy of x in x_rows (n, K)), or
+    plain for the row loop."""
+    n, K = x.shape
+    N = out.shape[1]
+    if packed:
+        for r in range(n):
+            x_rows[r] = x[r]
+        strip = 32
+        step_product(x_rows, operand.reshape((N // strip, K, strip)), out, True)
+    else:
+        _add_rows_times(x, operand.reshape((K, N)), out)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _cells(cell, hp, ax, ah, b_hn, cur, nxt, layer, lo):
+    """Units [lo, lo + Hp) of one layer's new state nxt[:, layer] from its pre-activations ax,
+    ah (n, G*Hp) (gate blocks of Hp columns) and the old state cur: rnn h = tanh(ax); lstm from
+    ax's blocks [i, f, g, o]; gru from ax = x U + b and ah = h W, blocks [r, z, n] (see
+    charrnn.spec), with the training kernels' fast float32 tanh and sigmoid."""
+    n = ax.shape[0]
+    kinds = cur.shape[2]
+    for r in range(n):
+        a = ax[r]
+        h_new = nxt[r, layer, 0, lo:lo + hp]
+        if cell == 0:
+            for j in range(hp):
+                h_new[j] = fast_tanh(a[j])
+        elif cell == 2:
+            c_old = cur[r, layer, kinds - 1, lo:lo + hp]
+            c_new = nxt[r, layer, kinds - 1, lo:lo + hp]
+            for j in range(hp):
+                i_gate = fast_sigmoid(a[j])
+                f_gate = fast_sigmoid(a[hp + j])
+                g_gate = fast_tanh(a[2 * hp + j])
+                o_gate = fast_sigmoid(a[3 * hp + j])
+                c = f_gate * c_old[j] + i_gate * g_gate
+                c_new[j] = c
+                h_new[j] = o_gate * fast_tanh(c)
+        else:
+            a_h = ah[r]
+            h_old = cur[r, layer, 0, lo:lo + hp]
+            for j in range(hp):
+                reset = fast_sigmoid(a[j] + a_h[j])
+                update = fast_sigmoid(a[hp + j] + a_h[hp + j])
+                new = fast_tanh(a[2 * hp + j] + reset * (a_h[2 * hp + j] + b_hn[j]))
+                h_new[j] = (np.float32(1.0) - update) * new + update * h_old[j]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _layer_step(buffer, layout, layer, cell, packed, hp, lo, cur, nxt, ids, ax, ah, x_rows):
+    """This part's units of layer `layer` for every stream: nxt[:, layer] from cur (the state
+    before this character) and, for layer >= 1, the layer below in nxt (already complete).
+    buffer: this part's weights; ids (n,) the character each stream reads; ax, ah (n, G*Hp) and
+    x_rows (n, H) scratch; this part's units are [lo, lo + hp)."""
+    n, _, _, hidden = cur.shape
+    width = ax.shape[1]
+    u0, w0, b0, bhn0 = layout[layer, 0], layout[layer, 1], layout[layer, 2], layout[layer, 3]
+    b = buffer[b0:b0 + width]
+    b_hn = buffer[bhn0:bhn0 + hp] if bhn0 >= 0 else b[:0]
+    if layer == 0:
+        for r in range(n):
+            row = buffer[u0 + ids[r] * width:u0 + (ids[r] + 1) * width]
+            for j in range(width):
+                ax[r, j] = row[j] + b[j]
+    else:
+        for r in range(n):
+            for j in range(width):
+                ax[r, j] = b[j]
+        _add_times(nxt[:, layer - 1, 0, :], buffer[u0:u0 + hidden * width], packed, x_rows, ax)
+    W = buffer[w0:w0 + hidden * width]
+    if cell == 1:
+        ah[:] = 0.0
+        _add_times(cur[:, layer, 0, :], W, packed, x_rows, ah)          # a_h = h W, kept apart
+    else:
+        _add_times(cur[:, layer, 0, :], W, packed, x_rows, ax)          # a += h W
+    _cells(cell, hp, ax, ah, b_hn, cur, nxt, layer, lo)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _logits(V_part, b_y, packed, lo, cur, x_rows, logits):
+    """This part's columns [lo, lo + Cp) of the logits h V + b_y for every stream, h its last
+    layer's state: logits (n, Cp), zero past the vocabulary. V_part is this part's V_op[p] (see
+    output_operand); x_rows (n, H) scratch."""
+    n, layers, _, hidden = cur.shape
+    vocab_size = b_y.shape[0]
+    columns = logits.shape[1]
+    for r in range(n):
+        for k in range(columns):
+            logits[r, k] = b_y[lo + k] if lo + k < vocab_size else 0.0
+    if packed:
+        for r in range(n):
+            x_rows[r] = cur[r, layers - 1, 0]
+        step_product(x_rows, V_part, logits, True)
+        return
+    V_t = V_part[0]                                                # (Cp, H)
+    for r in range(n):
+        h = cur[r, layers - 1, 0]
+        for k in range(columns):
+            acc = logits[r, k]
+            for i in range(hidden):
+                acc += V_t[k, i] * h[i]
+            logits[r, k] = acc
+
+
+@njit(cache=True)
+def draw_one(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
+    """The id drawn from softmax(logits * inv_temperature) cut by top_k / top_p, by inverse CDF
+    at `uniform` in [0, 1); the first largest logit if `greedy`. `weights` (V,) float64 is scratch.
+    Only logits' first len(weights) entries are read.
+
+    Sums run in float64, one element after another, so a total and the running sum that is
+    compared with it agree exactly and the walk always ends on a character of non-zero weight.
+    """
+    vocab_size = weights.shape[0]
+    best = 0
+    for k in range(1, vocab_size):
+        if logits[k] > logits[best]:
+            best = k
+    if greedy:
+        return best
+    peak = np.float64(logits[best])
+    for k in range(vocab_size):
+        # exp(0) = 1 at the peak, so the total is at least 1 however low the temperature.
+        weights[k] = np.exp((np.float64(logits[k]) - peak) * inv_temperature)
+
+    if (top_k <= 0 or top_k >= vocab_size) and top_p >= 1.0:
+        total = 0.0
+        for k in range(vocab_size):
+            total += weights[k]
+        target = uniform * total
+        running = 0.0
+        for k in range(vocab_size):
+            running += weights[k]
+            if running > target:
+                return k
+        return best
+
+    # Most likely first; a stable sort breaks ties by id, the same with and without the JIT.
+    order = np.argsort(-weights, kind="mergesort")             # (V,) ids by falling weight
+    keep = vocab_size
+    if 0 < top_k < vocab_size:
+        keep = top_k
+    if top_p < 1.0:
+        total = 0.0
+        for r in range(keep):
+            total += weights[order[r]]
+        limit = top_p * total
+        running = 0.0
+        for r in range(keep):
+            running += weights[order[r]]
+            if running >= limit:
+                keep = r + 1
+                break
+    total = 0.0
+    for r in range(keep):
+        total += weights[order[r]]
+    target = uniform * total
+    running = 0.0
+    for r in range(keep):
+        running += weights[order[r]]
+        if running > target:
+            return order[r]
+    return order[0]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spare, forced,
+              uniforms, inv_temperature, top_k, top_p, greedy, out_ids, shared_logits, drawn,
+              counters):
+    """Parts [first, last) of `steps` characters for every stream of `states` (n, L, K, H), in
+    place (parts = weights.shape[0]). Either one thread runs every part, one after another at
+    each stage, or each part has a thread of its own, all running this at the same time, and
+    they meet at a barrier after each stage. Both give the same bits.
+
+    Drawing (uniforms (n, steps), forced (n, 0)): at each step the parts compute their columns of
+    every stream's logits; then each stream's next character is drawn with its uniform and
+    options ((n,) arrays) by one thread (by every thread, for a lone stream), written to out_ids
+    (n, steps), and fed in. Reading (uniforms (n, 0)): forced (n, steps) are fed in.
+    spare (n, L, K, H) is the second state array; shared_logits (parts, n, Cp) float32,
+    drawn (parts, n) int64 and counters (parts * COUNTER_STRIDE,) int64, zeroed, are shared.
+    Returns how many barrier waits were long (see charrnn.kernels.sync.arrive_and_wait)."""
+    parts = weights.shape[0]
+    team = last - first < parts                         # threads meet at barriers
+    me = first
+    n, layers, _, hidden = states.shape
+    vocab_size = b_y.shape[0]
+    hp = hidden // parts
+    width = (layout[0, 1] - layout[0, 0]) // vocab_size              # G*Hp: U.0 is (vocab, G*Hp)
+    drawing = uniforms.shape[1] > 0
+    steps = uniforms.shape[1] if drawing else forced.shape[1]
+    split = drawing and team and n >= SPLIT_DRAWS_FROM
+    owner = np.full(n, me, dtype=np.int64)                           # (n,) which thread draws a row
+    if split:
+        for q in range(parts):
+            owner[q * n // parts:(q + 1) * n // parts] = q
+    r0 = me * n // parts if split else 0
+    r1 = (me + 1) * n // parts if split else n
+    columns = shared_logits.shape[2]                                   # Cp
+    ax = np.empty((n, width), dtype=np.float32)                      # (n, G*Hp)
+    ah = np.empty((n, width), dtype=np.float32)
+    x_rows = np.empty((n, hidden), dtype=np.float32)                 # (n, H)
+    row_logits = np.empty(parts * columns, dtype=np.float32)         # (C,) one stream's, whole
+    probabilities = np.empty(vocab_size, dtype=np.float64)           # (vocab,)
+    ids = np.empty(n, dtype=np.int64)                                # (n,)
+    epoch = 0
+    long_waits = 0
+    cur, nxt = states, spare
+    for s in range(steps):
+        if drawing:
+            for p in range(first, last):
+                _logits(V_op[p], b_y, packed, p * columns, cur, x_rows, shared_logits[p])
+            if team:
+                epoch += 1
+                long_waits += arrive_and_wait(counters, me, epoch)
+            for r in range(r0, r1):
+                for q in range(parts):
+                    row_logits[q * columns:(q + 1) * columns] = shared_logits[q, r]
+                drawn[me, r] = draw_one(row_logits, uniforms[r, s], inv_temperature[r],
+                                        top_k[r], top_p[r], greedy[r], probabilities)
+                if split or me == 0:
+                    out_ids[r, s] = drawn[me, r]
+            if split:
+                epoch += 1
+                long_waits += arrive_and_wait(counters, me, epoch)
+            for r in range(n):
+                ids[r] = drawn[owner[r], r]
+        else:
+            for r in range(n):
+                ids[r] = forced[r, s]
+        for layer in range(layers):
+            for p in range(first, last):
+                _layer_step(weights[p], layout, layer, cell, packed, hp, p * hp, cur, nxt, ids,
+                            ax, ah, x_rows)
+            if team:
+                epoch += 1
+                long_waits += arrive_and_wait(counters, me, epoch)
+        cur, nxt = nxt, cur
+    if steps % 2:                                 # the last state is in spare: these parts' units
+        lo, hi = first * hp, last * hp
+        states[:, :, :, lo:hi] = spare[:, :, :, lo:hi]
+    return long_waits

@@ -1,0 +1,92 @@
+"""Two threads inside compiled code waiting on each other: a spin barrier over int64 counters.
+
+The sampler splits each step's product by columns over two threads that run the whole chunk of
+characters in one kernel call each (charrnn.kernels.sampler); between layers each waits for the
+other's half of the new state. A wait there lasts about a microsecond, far less than a condition
+variable's wake-up, so it spins on an atomic counter; when the other thread is slow to come (the
+machine is busy, or it has not started yet) it yields the core after a while instead of spinning
+through the other thread's time slice.
+
+`counters` is an int64 array (threads * COUNTER_STRIDE,): thread t's counter at t * COUNTER_STRIDE,
+a cache line pair apart, so that a thread's writes never evict the line the other one polls.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+COUNTER_STRIDE = 16                 # int64s: 128 bytes between two threads' counters
+SPINS_BEFORE_YIELD = 2000           # pauses (about 0.1 ms in all) before yielding the core
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+_sched_yield = types.ExternalFunction("sched_yield", types.intc())
+
+
+@intrinsic
+def load_acquire(typingctx, array, index):
+    """array[index] read with acquire ordering (array int64, C-contiguous)."""
+    if not (isinstance(array, types.Array) and array.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        values = context.make_array(sig.args[0])(context, builder, args[0])
+        pointer = builder.gep(values.data, [args[1]])
+        return builder.load_atomic(pointer, "acquire", 8)
+
+    return types.int64(array, types.intp), codegen
+
+
+@intrinsic
+def store_release(typingctx, array, index, value):
+    """array[index] = value with release ordering: every write before it is seen by a thread
+    that reads this value with load_acquire."""
+    if not (isinstance(array, types.Array) and array.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        values = context.make_array(sig.args[0])(context, builder, args[0])
+        pointer = builder.gep(values.data, [args[1]])
+        builder.store_atomic(args[2], pointer, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(array, types.intp, types.int64), codegen
+
+
+@intrinsic
+def cpu_relax(typingctx):
+    """The spin-wait hint (x86 `pause`): lets the other hyperthread run and saves power."""
+    def codegen(context, builder, sig, args):
+        if _X86:
+            pause = cgutils.get_or_insert_function(builder.module,
+                                                   ir.FunctionType(ir.VoidType(), []),
+                                                   "llvm.x86.sse2.pause")
+            builder.call(pause, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def arrive_and_wait(counters, me, epoch):
+    """Thread `me` has done its part of round `epoch` (1, 2, ...): say so, then wait until every
+    other thread has too. Counters start at 0 for a new run. Returns 1 if the wait was long
+    enough to yield the core (another thread was late: descheduled, or still starting), else 0."""
+    store_release(counters, me * COUNTER_STRIDE, epoch)
+    waited_long = 0
+    for other in range(counters.shape[0] // COUNTER_STRIDE):
+        if other == me:
+            continue
+        spins = 0
+        while load_acquire(counters, other * COUNTER_STRIDE) < epoch:
+            if spins < SPINS_BEFORE_YIELD:
+                cpu_relax()
+                spins += 1
+            else:
+                waited_long = 1
+                _sched_yield()
+    return waited_long

@@ -1,0 +1,174 @@
+"""The sampler's step split over threads (charrnn.kernels.sampler, charrnn.kernels.sync): the
+same bits with one thread or two, a spin barrier that notices a late thread, and a fall-back to
+one thread that keeps a busy machine from slowing it down."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from charrnn import sampling
+from charrnn.kernels import stepgemm
+from charrnn.kernels.sampler import part_count, run_parts
+from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait
+from charrnn.kernels.threads import TeamThreads
+from charrnn.params import init_params
+from charrnn.sampling import BatchSampler
+from charrnn.spec import ModelSpec
+from charrnn.vocab import Vocab
+
+CHARS = tuple("\n !,.:ORaehilnostw")
+CELL_CASES = [("rnn", 1), ("rnn", 2), ("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 3)]
+
+
+def make_params(hidden, cell, layers, seed=0):
+    rng = np.random.default_rng(seed)
+    params = init_params(ModelSpec(cell, layers, hidden, len(CHARS)), rng, input_scale=1.5)
+    for name in params.names():
+        if params[name].ndim == 1:
+            params[name][...] += rng.normal(0.0, 0.5, size=params[name].shape)
+    return params
+
+
+def run(sampler, n, k, seed=1):
+    """Every row reads a prime of its own, then draws k characters with its own options:
+    (ids (n, k), states)."""
+    rng = np.random.default_rng(seed)
+    states = sampler.new_states(n)
+    for row in range(n):
+        sampler.read(states, row, rng.integers(0, len(CHARS), size=row + 3))
+    uniforms = rng.random((n, k))
+    options = (rng.uniform(0.5, 1.3, n), rng.integers(3, 9, n) * (rng.random(n) < 0.5),
+               rng.uniform(0.8, 1.0, n), np.arange(n) == n - 1)
+    ids = np.empty((n, k), dtype=np.int64)
+    sampler.draw(states, uniforms, *options, ids)
+    return ids, states
+
+
+@pytest.mark.parametrize("cell, layers", CELL_CASES)
+@pytest.mark.parametrize("hidden", [12, 64])     # 64: the packed product, with AVX-512
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_two_threads_give_the_bits_of_one(cell, layers, hidden, n):
+    params = make_params(hidden, cell, layers)
+    one = BatchSampler(params, Vocab(CHARS), threads=1)
+    two = BatchSampler(params, Vocab(CHARS), threads=2)
+    assert (one.parts, two.parts) == (1, 2)
+    assert one._packed == two._packed == (hidden == 64 and stepgemm.AVX512)
+    ids_one, states_one = run(one, n, 37)
+    ids_two, states_two = run(two, n, 37)             # 37: odd, the state ends in the spare
+    np.testing.assert_array_equal(ids_one, ids_two)
+    np.testing.assert_array_equal(states_one, states_two)
+    assert len({tuple(row) for row in ids_one}) == n
+
+
+def test_two_parts_on_one_thread_give_the_bits_of_two_threads():
+    params = make_params(64, "lstm", 2)
+    two = BatchSampler(params, Vocab(CHARS), threads=2)
+    expected = run(two, 3, 20)
+    two._alone_until = time.monotonic() + 3600        # as after a busy spell: one thread
+    calls = []
+    original = sampling._team_run
+    try:
+        sampling._team_run = lambda *a: calls.append(a) or original(*a)
+        got = run(two, 3, 20)
+    finally:
+        sampling._team_run = original
+    assert calls == []
+    np.testing.assert_array_equal(expected[0], got[0])
+    np.testing.assert_array_equal(expected[1], got[1])
+
+
+def test_part_count():
+    assert part_count(512, 4, 2, True) == 2
+    assert part_count(512, 4, 1, True) == 1
+    assert part_count(13, 1, 2, False) == 1           # H must split evenly
+    assert part_count(32, 1, 2, True) == 1            # 16 columns a part: not a whole strip
+    assert part_count(32, 4, 2, True) == 2            # 64 columns a part
+    assert part_count(32, 1, 2, False) == 2
+
+
+def test_default_sampler_uses_two_threads_for_a_large_model_only(monkeypatch):
+    monkeypatch.setattr(sampling, "default_threads", lambda: 2)
+    calls = []
+    original = sampling._team_run
+    monkeypatch.setattr(sampling, "_team_run", lambda *a: calls.append(a) or original(*a))
+    small = BatchSampler(make_params(12, "rnn", 1), Vocab(CHARS))
+    run(small, 1, 5)
+    assert small.parts == 2 and calls == []           # two parts, one thread
+    large = BatchSampler(make_params(256, "lstm", 1), Vocab(CHARS))
+    run(large, 1, 5)
+    assert large.parts == 2 and len(calls) == 2       # the prime and the draw
+
+
+def test_sampler_falls_back_to_one_thread_after_long_waits(monkeypatch):
+    sampler = BatchSampler(make_params(64, "rnn", 1), Vocab(CHARS), threads=2)
+    monkeypatch.setattr(sampling, "_team_run", lambda parts, task: 1000.0)   # threads kept waiting
+    before = time.monotonic()
+    run(sampler, 1, 10)
+    assert sampler._alone_until >= before + sampling.ALONE_SECONDS
+
+    def refuse(*args):
+        raise AssertionError("the threads were used again too soon")
+
+    monkeypatch.setattr(sampling, "_team_run", refuse)
+    run(sampler, 1, 10)                                 # runs on this thread
+
+
+def test_a_barrier_notices_a_late_thread():
+    counters = np.zeros(2 * COUNTER_STRIDE, dtype=np.int64)
+    late = threading.Timer(0.2, lambda: arrive_and_wait(counters, 1, 1))
+    late.start()
+    started = time.monotonic()
+    assert arrive_and_wait(counters, 0, 1) == 1
+    assert time.monotonic() - started > 0.1
+    late.join()
+    counters[:] = 0                                     # on time: the other has arrived already
+    counters[1 * COUNTER_STRIDE] = 1
+    assert arrive_and_wait(counters, 0, 1) == 0
+
+
+def test_a_part_that_fails_releases_the_other(monkeypatch):
+    """If one part raises before it reaches the kernel, the other is not left waiting at a
+    barrier forever: the call raises."""
+    sampler = BatchSampler(make_params(64, "gru", 1), Vocab(CHARS), threads=2)
+    real = sampling.run_parts
+
+    def failing(first, last, *args):
+        if first == 1:
+            raise RuntimeError("part 1 failed")
+        return real(first, last, *args)
+
+    monkeypatch.setattr(sampling, "run_parts", failing)
+    outcome = []
+
+    def call():
+        try:
+            run(sampler, 2, 50)
+        except RuntimeError as error:
+            outcome.append(str(error))
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert outcome == ["part 1 failed"]
+
+
+def test_team_threads_run_each_task_on_a_thread_of_its_own():
+    team = TeamThreads(3)
+    seen = {}
+    barrier = threading.Barrier(3, timeout=20)     # deadlocks unless all three run at once
+
+    def task(w):
+        seen[w] = threading.get_ident()
+        barrier.wait()
+        return float(w)
+
+    for _ in range(3):
+        assert team.run(task) == 3.0
+        assert sorted(seen) == [0, 1, 2] and len(set(seen.values())) == 3
+        assert seen[0] == threading.get_ident()
+    team.close()
