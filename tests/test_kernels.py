@@ -189,13 +189,31 @@ def _check_product(a, operand, c, w, tol):
 @pytest.mark.parametrize("shape", ["forward", "backward"])
 def test_avx512_step_product_matches_numpy(dtype, m, shape):
     """The generated AVX-512 kernel on packed operands (n a multiple of its strip width): full
-    blocks of 8 rows, rows left over (one at a time, wide and narrow column blocks), accumulate or
-    not; for the forward shape (H, 4H) and the backward one (4H, H)."""
+    blocks of 8 rows, rows left over (blocks of 4, 2, 1; wide and narrow column blocks),
+    accumulate or not; for the forward shape (H, 4H) and the backward one (4H, H)."""
     strip = stepgemm.block_columns(np.dtype(dtype).itemsize)
     assert stepgemm.operand_width(4 * strip, np.dtype(dtype).itemsize) == strip
     H = 5 * strip                       # leaves narrow column blocks after the 8-vector ones
     k, n = (H, 4 * H) if shape == "forward" else (4 * H, H)
     _check_product(*_product_case(dtype, m, k, n, strip), TOLERANCE[dtype])
+
+
+@pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("strips", [1, 2, 3, 4, 5, 7, 9])
+def test_avx512_step_product_rows_are_bit_independent(dtype, strips):
+    """Every block shape (8, 4, 2 and 1 rows; wide and narrow column blocks, for every number of
+    columns left) gives each row the bits it gets alone: the sampler's streams rely on it."""
+    strip = stepgemm.block_columns(np.dtype(dtype).itemsize)
+    a, operand, c, w = _product_case(dtype, 19, 3 * strip, strips * strip, strip, seed=strips)
+    for m in range(1, 20):
+        _check_product(a[:m], operand, c[:m], w, TOLERANCE[dtype])
+        together = np.zeros((m, w.shape[1]), dtype)
+        stepgemm.step_product(a[:m], operand, together, False)
+        for row in range(m):
+            alone = np.zeros((1, w.shape[1]), dtype)
+            stepgemm.step_product(a[row:row + 1], operand, alone, False)
+            np.testing.assert_array_equal(alone[0], together[row])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -14,7 +14,8 @@ an LSTM's W at H=512 (4 MB) does not fit in L2, and reading a strip of the row-m
 bytes from every row 8 KB apart, defeated the hardware prefetcher (16x512 @ 512x2048 ran at 59
 GFLOP/s from the row-major W, 111 packed, 134 with a software prefetch). Column strips are the
 outer loop and row blocks the inner one, so a strip is read from memory once per step and from L2
-by the other row blocks. Rows left over (and batch 1) go one at a time over wider column blocks.
+by the other row blocks. Rows left over (and batch 1) go in blocks of 4, 2 and 1 rows over wider
+column blocks.
 
 The operand of `step_product` is always a 3-D array (strips, k, width) holding w (k, n) with
 w[kk, s * width + l] at [s, kk, l]: packed when width is the strip width, or w itself (one strip
@@ -51,7 +52,9 @@ BLOCK_VECTORS = 2
 # Rows left over (and batch 1, the validation pass) go one at a time, over wider column blocks:
 # enough independent accumulators to hide the FMA latency, and longer runs of each row of w.
 SINGLE_ROW_VECTORS = 8
-REST_VECTORS = tuple(range(BLOCK_VECTORS, SINGLE_ROW_VECTORS, BLOCK_VECTORS))   # 2, 4, 6
+# Blocks of the rows left over from the 8-row blocks, (rows, vectors of columns), in order: a
+# block of 4 rows, then 2, then 1, each taken if that many rows are left.
+LEFTOVER_BLOCKS = ((4, 4), (2, 8), (1, SINGLE_ROW_VECTORS))
 # In the k loop of a 2-vector strip, a software prefetch of the strip 1 KB (8 rows of the strip)
 # ahead: +5-15% at 16x512x2048 and 16x2048x512 (an LSTM's W streamed from L3, 117-127 -> 133-141
 # GFLOP/s), and at 16x512x512 (from L2), neutral at H=128 and for one row; 512 B and 2 KB ahead
@@ -110,7 +113,7 @@ def _step_gemm_function(module, real, itemsize):
     fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, i64, i64, i64, ir.IntType(1)])
     fn = cgutils.get_or_insert_function(
         module, fnty, f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}"
-                      f"x{lanes}_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}_rest")
+                      f"x{lanes}_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}_rows421")
     if not fn.is_declaration:
         return fn
     fn.linkage = "internal"
@@ -125,8 +128,9 @@ def _step_gemm_function(module, real, itemsize):
     # Accumulators live in allocas of the entry block, which LLVM promotes to registers.
     slots = {(rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)]
                              for _ in range(rows)]
-             for rows, width in ((BLOCK_ROWS, BLOCK_VECTORS), (1, SINGLE_ROW_VECTORS))
-             + tuple((1, vectors) for vectors in REST_VECTORS)}
+             for rows, width in {(BLOCK_ROWS, BLOCK_VECTORS)} | {
+                 (rows, narrow) for rows, vectors in LEFTOVER_BLOCKS
+                 for narrow in range(BLOCK_VECTORS, vectors + 1, BLOCK_VECTORS)}}
 
     def vector_at(base, offset):
         return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
@@ -182,18 +186,27 @@ def _step_gemm_function(module, real, itemsize):
     with cgutils.for_range_slice(builder, const(0), n, strip) as (j0, _):
         with cgutils.for_range_slice(builder, const(0), full_rows, const(BLOCK_ROWS)) as (i0, _):
             tile(i0, j0, BLOCK_ROWS, BLOCK_VECTORS)
-    # Rows left over, one at a time: wide column blocks, then the columns left (2, 4 or 6
-    # vectors) in one block: its independent accumulators hide more of the FMA latency than
-    # 2-vector blocks one after another (the sampler's logits, 64 columns: 0.8 against 1.6 us).
-    wide_columns = builder.sub(n, builder.urem(n, const(SINGLE_ROW_VECTORS * lanes)))
-    rest = builder.sub(n, wide_columns)
-    with cgutils.for_range_slice(builder, full_rows, m, const(1)) as (i0, _):
-        with cgutils.for_range_slice(builder, const(0), wide_columns,
-                                     const(SINGLE_ROW_VECTORS * lanes)) as (j0, _):
-            tile(i0, j0, 1, SINGLE_ROW_VECTORS)
-        for vectors in REST_VECTORS:
-            with builder.if_then(builder.icmp_unsigned("==", rest, const(vectors * lanes))):
-                tile(i0, wide_columns, 1, vectors)
+    # Rows left over (fewer than 8: a few streams of the sampler, or batch 1) in blocks of 4,
+    # then 2, then 1 row: each block reads w once, over column blocks wide enough for 16 (or 8)
+    # accumulators, and the columns left (2, 4 or 6 vectors) in one block, whose independent
+    # accumulators hide more of the FMA latency than 2-vector blocks one after another (the
+    # sampler's logits, 64 columns of one row: 0.8 against 1.6 us).
+    def row_block(i0, rows, vectors):
+        span = const(vectors * lanes)
+        wide = builder.sub(n, builder.urem(n, span))
+        with cgutils.for_range_slice(builder, const(0), wide, span) as (j0, _):
+            tile(i0, j0, rows, vectors)
+        rest = builder.sub(n, wide)
+        for narrow in range(BLOCK_VECTORS, vectors, BLOCK_VECTORS):
+            with builder.if_then(builder.icmp_unsigned("==", rest, const(narrow * lanes))):
+                tile(i0, wide, rows, narrow)
+
+    start = full_rows
+    for rows, vectors in LEFTOVER_BLOCKS:
+        fits = builder.icmp_unsigned(">=", builder.sub(m, start), const(rows))
+        with builder.if_then(fits):
+            row_block(start, rows, vectors)
+        start = builder.add(start, builder.select(fits, const(rows), const(0)))
     builder.ret_void()
     return fn
 

@@ -5,7 +5,7 @@ characters in one kernel call each (charrnn.kernels.sampler); between layers eac
 other's half of the new state. A wait there lasts about a microsecond, far less than a condition
 variable's wake-up, so it spins on an atomic counter; when the other thread is slow to come (the
 machine is busy, or it has not started yet) it yields the core after a while instead of spinning
-through the other thread's time slice.
+through the other thread's time slice, and reports the wait as long.
 
 `counters` is an int64 array (threads * COUNTER_STRIDE,): thread t's counter at t * COUNTER_STRIDE,
 a cache line pair apart, so that a thread's writes never evict the line the other one polls.
@@ -21,7 +21,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 COUNTER_STRIDE = 16                 # int64s: 128 bytes between two threads' counters
-SPINS_BEFORE_YIELD = 2000           # pauses (about 0.1 ms in all) before yielding the core
+# Waits are timed with the CPU's cycle counter (x86's time stamp counter, which runs at a fixed
+# rate of a few GHz). A thread spins for about 50 us, then yields the core between checks; a wait
+# of more than about 1 ms is "long": the other thread was descheduled, not merely a little behind.
+# (A `pause` takes 10 ns on the Xeon of BENCHMARKS.md and up to 140 cycles elsewhere, so a count
+# of pauses is no clock: 2,000 of them, 20 us here, were often less than two halves' imbalance.)
+CYCLES_BEFORE_YIELD = 150_000
+CYCLES_LONG = 3_000_000
+SPINS_BEFORE_YIELD = 100_000        # where the counter reads 0 (no cycle counter): yield anyway
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 _sched_yield = types.ExternalFunction("sched_yield", types.intc())
@@ -71,22 +78,36 @@ def cpu_relax(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def cycle_counter(typingctx):
+    """The CPU's cycle counter (llvm.readcyclecounter: rdtsc on x86; 0 where there is none)."""
+    def codegen(context, builder, sig, args):
+        read = cgutils.get_or_insert_function(builder.module,
+                                              ir.FunctionType(ir.IntType(64), []),
+                                              "llvm.readcyclecounter")
+        return builder.call(read, [])
+
+    return types.int64(), codegen
+
+
 @njit(cache=True, nogil=True)
 def arrive_and_wait(counters, me, epoch):
     """Thread `me` has done its part of round `epoch` (1, 2, ...): say so, then wait until every
     other thread has too. Counters start at 0 for a new run. Returns 1 if the wait was long
-    enough to yield the core (another thread was late: descheduled, or still starting), else 0."""
+    (another thread was descheduled, or slow to start), else 0."""
     store_release(counters, me * COUNTER_STRIDE, epoch)
     waited_long = 0
     for other in range(counters.shape[0] // COUNTER_STRIDE):
         if other == me:
             continue
         spins = 0
+        start = cycle_counter()
         while load_acquire(counters, other * COUNTER_STRIDE) < epoch:
-            if spins < SPINS_BEFORE_YIELD:
+            spins += 1
+            if spins < SPINS_BEFORE_YIELD and cycle_counter() - start < CYCLES_BEFORE_YIELD:
                 cpu_relax()
-                spins += 1
             else:
-                waited_long = 1
                 _sched_yield()
+        if cycle_counter() - start > CYCLES_LONG:
+            waited_long = 1
     return waited_long
