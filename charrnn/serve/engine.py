@@ -31,7 +31,7 @@ from charrnn.errors import CharRNNError
 
 TARGET_TICK_SECONDS = 0.02
 MIN_TICK_CHARS = 4
-MAX_TICK_CHARS = 256
+MAX_TICK_CHARS = 1024               # a lone 512-unit vanilla stream: 8 ms
 FIRST_TICK_CHARS = 16
 
 
