@@ -42,8 +42,11 @@ from charrnn.vocab import Vocab
 # about 0.15 ms in all) is spread thin: 1,024 characters take 8-10 ms for a 512-unit vanilla RNN.
 FIRST_CHUNK = 16
 MAX_CHUNK = 1024
-# After a call whose threads kept waiting for each other (a core busy with another process: a
-# wait lasts a time slice), the sampler runs on one thread for this long before trying again.
+# After a call whose threads spent more than WAITING_LIMIT of their time waiting for each other
+# (a core busy with another process: a wait lasts a time slice), the sampler runs on one thread
+# for ALONE_SECONDS before it tries two again.
+JUDGED_STEPS = 32                   # shorter calls are too few barriers to judge by
+WAITING_LIMIT = 0.2                 # seen: 0.02-0.11 quiet, 0.22-0.93 with one busy process
 ALONE_SECONDS = 1.0
 # Below this many multiply-adds per step in the recurrent products (streams x layers x G x H^2),
 # the barriers cost what a second thread saves (a lone 256-unit vanilla stream: the same speed;
@@ -145,58 +148,69 @@ class BatchSampler:
         if not _is_whole(threads) or threads < 1:
             raise InputError(f"threads must be a whole number of 1 or more, got {threads!r}")
         threads = 1 if numba_config.DISABLE_JIT else int(threads)
-        packed = packs(spec.hidden, spec.gates, 1)
-        self.parts = part_count(spec.hidden, spec.gates, threads, packed)
-        self._packed = packed and packs(spec.hidden, spec.gates, self.parts)
-        arrays = {name: np.asarray(params[name], dtype=np.float32) for name in spec.array_shapes()}
-        self._weights, self._layout = split_weights(arrays, spec.gates, spec.layers, spec.hidden,
-                                                    spec.vocab_size, self.parts, self._packed)
-        self._V_op = output_operand(arrays["V"], self._packed, self.parts)
+        self._packed = packs(spec.hidden, spec.gates, 1)
+        self.parts = part_count(spec.hidden, spec.gates, threads, self._packed)
+        self._arrays = {name: np.asarray(params[name], dtype=np.float32)
+                        for name in spec.array_shapes()}
+        self._split = {}              # parts -> (weights, layout, V_op), made when first needed
+        arrays = self._arrays
         self._b_y = np.ascontiguousarray(arrays["b_y"])                       # (vocab,)
         self._cell = np.int64(spec.cell_code)
         self._alone_until = 0.0       # time.monotonic() until which the parts run on one thread
+        self.last_waiting = 0.0       # the share of the last two-thread call spent at barriers
         # Decoding is one gather and one bytes -> str conversion rather than a join of chars.
         self._code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)  # (vocab,)
 
-    def _arguments(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy,
+    def _weights(self, parts: int) -> tuple:
+        """(weights, layout, V_op): the model cut in `parts` (charrnn.kernels.sampler), made
+        once. The sampler keeps one part for calls on one thread (a second, serial part would
+        cost 20-50% more there) and `self.parts` for calls on two; both give the same bits."""
+        if parts not in self._split:
+            spec = self.spec
+            weights, layout = split_weights(self._arrays, spec.gates, spec.layers, spec.hidden,
+                                            spec.vocab_size, parts, self._packed)
+            self._split[parts] = (weights, layout,
+                                  output_operand(self._arrays["V"], self._packed, parts))
+        return self._split[parts]
+
+    def _arguments(self, parts, states, forced, uniforms, inv_temperature, top_k, top_p, greedy,
                    out_ids) -> tuple:
-        """run_parts's arguments after `first, last` (charrnn.kernels.sampler), with fresh
-        shared buffers."""
+        """run_parts's arguments after `first, last` (charrnn.kernels.sampler), for the model
+        in `parts` parts, with fresh shared buffers."""
+        weights, layout, op = self._weights(parts)
         n = states.shape[0]
         spare = np.empty_like(states)                                          # (n, L, K, H)
-        drawn = np.zeros((self.parts, n), dtype=np.int64)                      # (parts, n)
-        op = self._V_op
+        drawn = np.zeros((parts, n), dtype=np.int64)                           # (parts, n)
         columns = op.shape[1] * op.shape[3] if self._packed else op.shape[2]
-        logits = np.zeros((self.parts, n, columns), dtype=np.float32)          # (parts, n, Cp)
-        counters = np.zeros(self.parts * COUNTER_STRIDE, dtype=np.int64)
-        return (self._weights, self._layout, self._cell, self._packed, op, self._b_y, states,
-                spare, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, logits,
-                drawn, counters)
+        logits = np.zeros((parts, n, columns), dtype=np.float32)               # (parts, n, Cp)
+        counters = np.zeros(parts * COUNTER_STRIDE, dtype=np.int64)
+        return (weights, layout, self._cell, self._packed, op, self._b_y, states, spare, forced,
+                uniforms, inv_temperature, top_k, top_p, greedy, out_ids, logits, drawn, counters)
 
     def _run(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids):
-        """run_parts over `states` in place: the parts on threads of their own, or all on this
-        thread (a small model, or for a while after the threads kept waiting for each other:
-        another process was using a core). Same bits either way."""
-        arguments = self._arguments(states, forced, uniforms, inv_temperature, top_k, top_p,
-                                    greedy, out_ids)
-        counters = arguments[-1]
+        """run_parts over `states` in place: the parts on threads of their own, or the model in
+        one part on this thread (a small model, or for a while after the threads kept waiting for
+        each other: another process was using a core). Same bits either way."""
+        options = (states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids)
         n = states.shape[0]
         work = n * self.spec.layers * self.spec.gates * self.spec.hidden ** 2
         if (self.parts == 1 or time.monotonic() < self._alone_until
                 or (work < TEAM_MIN_WORK and not self._always_team)):
-            run_parts(0, self.parts, *arguments)
+            run_parts(0, 1, *self._arguments(1, *options))
             return
+        arguments = self._arguments(self.parts, *options)
+        counters = arguments[-1]
 
         def part(p):
             try:
-                return float(run_parts(p, p + 1, *arguments))
+                return run_parts(p, p + 1, *arguments)
             except BaseException:
                 counters[p * COUNTER_STRIDE] = 1 << 62       # release the others, then raise
                 raise
 
-        long_waits = _team_run(self.parts, part)
-        steps = max(forced.shape[1], uniforms.shape[1])
-        if long_waits > 1 + steps // 64:
+        waiting = _team_run(self.parts, part) / self.parts
+        self.last_waiting = waiting
+        if waiting > WAITING_LIMIT and max(forced.shape[1], uniforms.shape[1]) >= JUDGED_STEPS:
             self._alone_until = time.monotonic() + ALONE_SECONDS
 
     def new_states(self, n: int) -> np.ndarray:

@@ -64,7 +64,7 @@ def test_two_threads_give_the_bits_of_one(cell, layers, hidden, n):
     assert len({tuple(row) for row in ids_one}) == n
 
 
-def test_two_parts_on_one_thread_give_the_bits_of_two_threads():
+def test_the_fall_back_to_one_thread_gives_the_bits_of_two():
     params = make_params(64, "lstm", 2)
     two = BatchSampler(params, Vocab(CHARS), threads=2)
     expected = run(two, 3, 20)
@@ -105,9 +105,11 @@ def test_default_sampler_uses_two_threads_for_a_large_model_only(monkeypatch):
 
 def test_sampler_falls_back_to_one_thread_after_long_waits(monkeypatch):
     sampler = BatchSampler(make_params(64, "rnn", 1), Vocab(CHARS), threads=2)
-    monkeypatch.setattr(sampling, "_team_run", lambda parts, task: 1000.0)   # threads kept waiting
+    monkeypatch.setattr(sampling, "_team_run", lambda parts, task: 1.8)   # waited 90% of the time
+    run(sampler, 1, sampling.JUDGED_STEPS - 1)
+    assert sampler._alone_until == 0.0                  # too short a call to judge by
     before = time.monotonic()
-    run(sampler, 1, 10)
+    run(sampler, 1, sampling.JUDGED_STEPS)
     assert sampler._alone_until >= before + sampling.ALONE_SECONDS
 
     def refuse(*args):
@@ -117,17 +119,38 @@ def test_sampler_falls_back_to_one_thread_after_long_waits(monkeypatch):
     run(sampler, 1, 10)                                 # runs on this thread
 
 
-def test_a_barrier_notices_a_late_thread():
+def test_a_barrier_counts_the_cycles_it_waited():
     counters = np.zeros(2 * COUNTER_STRIDE, dtype=np.int64)
     late = threading.Timer(0.2, lambda: arrive_and_wait(counters, 1, 1))
     late.start()
-    started = time.monotonic()
-    assert arrive_and_wait(counters, 0, 1) == 1
-    assert time.monotonic() - started > 0.1
+    waited_late = arrive_and_wait(counters, 0, 1)
     late.join()
-    counters[:] = 0                                     # on time: the other has arrived already
-    counters[1 * COUNTER_STRIDE] = 1
-    assert arrive_and_wait(counters, 0, 1) == 0
+    counters[:] = 0
+    counters[1 * COUNTER_STRIDE] = 1                    # on time: the other has arrived already
+    waited_on_time = arrive_and_wait(counters, 0, 1)
+    assert waited_late > 100 * max(waited_on_time, 1000)   # 0.2 s: hundreds of millions of cycles
+
+
+def test_a_slow_start_is_not_counted_as_waiting(monkeypatch):
+    """The threads' waiting share leaves out the first barrier, where the caller waits for the
+    second thread to wake up: a slow start must not send calls to one thread."""
+    sampler = BatchSampler(make_params(256, "lstm", 1), Vocab(CHARS), threads=2)
+    run(sampler, 1, 200)
+    assert 0 <= sampler.last_waiting < sampling.WAITING_LIMIT
+    real = sampling.run_parts
+
+    def slow_second_part(first, last, *args):
+        if first == 1:
+            time.sleep(0.3)
+        return real(first, last, *args)
+
+    monkeypatch.setattr(sampling, "run_parts", slow_second_part)
+    states = sampler.new_states(1)
+    started = time.monotonic()
+    sampler.read(states, 0, np.arange(100) % len(CHARS))
+    assert time.monotonic() - started >= 0.3            # the caller did wait for it
+    assert sampler.last_waiting < sampling.WAITING_LIMIT
+    assert sampler._alone_until == 0.0
 
 
 def test_a_part_that_fails_releases_the_other(monkeypatch):

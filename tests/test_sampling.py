@@ -302,7 +302,7 @@ def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, threads
     no_draws = (np.zeros((1, 0)), np.ones(1), np.zeros(1, dtype=np.int64), np.ones(1),
                 np.zeros(1, dtype=bool), np.zeros((1, 0), dtype=np.int64))
     for kernel, states in ((run_parts, s_jit), (run_parts.py_func, s_py)):
-        kernel(0, sampler.parts, *sampler._arguments(states[1:2], prime, *no_draws))
+        kernel(0, sampler.parts, *sampler._arguments(sampler.parts, states[1:2], prime, *no_draws))
     np.testing.assert_allclose(s_jit, s_py, atol=1e-6)
     uniforms = np.random.default_rng(0).random((2, 80))
     no_ids = np.zeros((2, 0), dtype=np.int64)
@@ -313,9 +313,9 @@ def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, threads
         ids_py = np.empty((2, 80), dtype=np.int64)
         s1, s2 = s_jit.copy(), s_py.copy()
         run_parts(0, sampler.parts,
-                           *sampler._arguments(s1, no_ids, uniforms, *options, ids_jit))
+                           *sampler._arguments(sampler.parts, s1, no_ids, uniforms, *options, ids_jit))
         run_parts.py_func(0, sampler.parts,
-                                   *sampler._arguments(s2, no_ids, uniforms, *options, ids_py))
+                                   *sampler._arguments(sampler.parts, s2, no_ids, uniforms, *options, ids_py))
         assert (ids_jit == ids_py).all()
         np.testing.assert_allclose(s1, s2, atol=1e-6)
 

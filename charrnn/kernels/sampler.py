@@ -39,7 +39,7 @@ from numba.core import config as numba_config
 
 from charrnn.kernels.fastmath import fast_sigmoid, fast_tanh
 from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
-from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait
+from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 
 # Reassociation lets LLVM vectorise the row loops; the draw itself (charrnn.sampling._draw) is
 # compiled without it, so a character's choice is exact IEEE arithmetic on the probabilities.
@@ -369,6 +369,17 @@ def draw_one(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
     return order[0]
 
 
+@njit(cache=True, nogil=True)
+def _wait(counters, me, epoch):
+    """arrive_and_wait, its cycles counted from the second round on; the first round's end is
+    noted in the counters' spare slot (me * COUNTER_STRIDE + 1)."""
+    cycles = arrive_and_wait(counters, me, epoch)
+    if epoch == 1:
+        counters[me * COUNTER_STRIDE + 1] = cycle_counter()
+        return 0
+    return cycles
+
+
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spare, forced,
               uniforms, inv_temperature, top_k, top_p, greedy, out_ids, shared_logits, drawn,
@@ -384,7 +395,8 @@ def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spa
     (n, steps), and fed in. Reading (uniforms (n, 0)): forced (n, steps) are fed in.
     spare (n, L, K, H) is the second state array; shared_logits (parts, n, Cp) float32,
     drawn (parts, n) int64 and counters (parts * COUNTER_STRIDE,) int64, zeroed, are shared.
-    Returns how many barrier waits were long (see charrnn.kernels.sync.arrive_and_wait)."""
+    Returns the share of its time this thread spent waiting at barriers, the first one (where
+    the threads start together) left out: 0 for one thread."""
     parts = weights.shape[0]
     team = last - first < parts                         # threads meet at barriers
     me = first
@@ -409,7 +421,7 @@ def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spa
     probabilities = np.empty(vocab_size, dtype=np.float64)           # (vocab,)
     ids = np.empty(n, dtype=np.int64)                                # (n,)
     epoch = 0
-    long_waits = 0
+    waited = 0                                       # cycles at barriers, after the first
     cur, nxt = states, spare
     for s in range(steps):
         if drawing:
@@ -417,7 +429,7 @@ def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spa
                 _logits(V_op[p], b_y, packed, p * columns, cur, x_rows, shared_logits[p])
             if team:
                 epoch += 1
-                long_waits += arrive_and_wait(counters, me, epoch)
+                waited += _wait(counters, me, epoch)
             for r in range(r0, r1):
                 for q in range(parts):
                     row_logits[q * columns:(q + 1) * columns] = shared_logits[q, r]
@@ -427,7 +439,7 @@ def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spa
                     out_ids[r, s] = drawn[me, r]
             if split:
                 epoch += 1
-                long_waits += arrive_and_wait(counters, me, epoch)
+                waited += _wait(counters, me, epoch)
             for r in range(n):
                 ids[r] = drawn[owner[r], r]
         else:
@@ -439,9 +451,11 @@ def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spa
                             ax, ah, x_rows)
             if team:
                 epoch += 1
-                long_waits += arrive_and_wait(counters, me, epoch)
+                waited += _wait(counters, me, epoch)
         cur, nxt = nxt, cur
     if steps % 2:                                 # the last state is in spare: these parts' units
         lo, hi = first * hp, last * hp
         states[:, :, :, lo:hi] = spare[:, :, :, lo:hi]
-    return long_waits
+    if epoch <= 1:
+        return 0.0
+    return waited / max(cycle_counter() - counters[me * COUNTER_STRIDE + 1], 1)

@@ -5,7 +5,8 @@ characters in one kernel call each (charrnn.kernels.sampler); between layers eac
 other's half of the new state. A wait there lasts about a microsecond, far less than a condition
 variable's wake-up, so it spins on an atomic counter; when the other thread is slow to come (the
 machine is busy, or it has not started yet) it yields the core after a while instead of spinning
-through the other thread's time slice, and reports the wait as long.
+through the other thread's time slice. It reports how long it waited, so that the caller can
+tell a busy machine (where the threads wait for each other's time slices) from a quiet one.
 
 `counters` is an int64 array (threads * COUNTER_STRIDE,): thread t's counter at t * COUNTER_STRIDE,
 a cache line pair apart, so that a thread's writes never evict the line the other one polls.
@@ -22,12 +23,10 @@ from numba.extending import intrinsic
 
 COUNTER_STRIDE = 16                 # int64s: 128 bytes between two threads' counters
 # Waits are timed with the CPU's cycle counter (x86's time stamp counter, which runs at a fixed
-# rate of a few GHz). A thread spins for about 50 us, then yields the core between checks; a wait
-# of more than about 1 ms is "long": the other thread was descheduled, not merely a little behind.
-# (A `pause` takes 10 ns on the Xeon of BENCHMARKS.md and up to 140 cycles elsewhere, so a count
-# of pauses is no clock: 2,000 of them, 20 us here, were often less than two halves' imbalance.)
+# rate of a few GHz). A thread spins for about 50 us, then yields the core between checks. (A
+# `pause` takes 10 ns on the Xeon of BENCHMARKS.md and up to 140 cycles elsewhere, so a count of
+# pauses is no clock.)
 CYCLES_BEFORE_YIELD = 150_000
-CYCLES_LONG = 3_000_000
 SPINS_BEFORE_YIELD = 100_000        # where the counter reads 0 (no cycle counter): yield anyway
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
@@ -93,21 +92,17 @@ def cycle_counter(typingctx):
 @njit(cache=True, nogil=True)
 def arrive_and_wait(counters, me, epoch):
     """Thread `me` has done its part of round `epoch` (1, 2, ...): say so, then wait until every
-    other thread has too. Counters start at 0 for a new run. Returns 1 if the wait was long
-    (another thread was descheduled, or slow to start), else 0."""
+    other thread has too. Counters start at 0 for a new run. Returns the cycles spent waiting."""
     store_release(counters, me * COUNTER_STRIDE, epoch)
-    waited_long = 0
+    start = cycle_counter()
     for other in range(counters.shape[0] // COUNTER_STRIDE):
         if other == me:
             continue
         spins = 0
-        start = cycle_counter()
         while load_acquire(counters, other * COUNTER_STRIDE) < epoch:
             spins += 1
             if spins < SPINS_BEFORE_YIELD and cycle_counter() - start < CYCLES_BEFORE_YIELD:
                 cpu_relax()
             else:
                 _sched_yield()
-        if cycle_counter() - start > CYCLES_LONG:
-            waited_long = 1
-    return waited_long
+    return cycle_counter() - start
