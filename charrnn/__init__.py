@@ -1,3 +1,3 @@
 """charrnn: a character-level RNN language model with a Numba-compiled core."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
