@@ -28,8 +28,7 @@ from numba.core import config as numba_config
 
 from charrnn.checkpoint import MODEL_FILE, Model, load_model
 from charrnn.errors import InputError, ModelFormatError
-from charrnn.kernels.sampler import (draw_one, output_operand, packs, part_count, run_parts,
-                                     split_weights)
+from charrnn.kernels.sampler import draw_one, packs, part_count, run_parts, split_weights
 from charrnn.kernels.sync import COUNTER_STRIDE
 from charrnn.kernels.threads import TeamThreads, usable_cores
 from charrnn.params import Params
@@ -152,9 +151,8 @@ class BatchSampler:
         self.parts = part_count(spec.hidden, spec.gates, threads, self._packed)
         self._arrays = {name: np.asarray(params[name], dtype=np.float32)
                         for name in spec.array_shapes()}
-        self._split = {}              # parts -> (weights, layout, V_op), made when first needed
-        arrays = self._arrays
-        self._b_y = np.ascontiguousarray(arrays["b_y"])                       # (vocab,)
+        self._split = {}              # parts -> (weights, layout), made when first needed
+        self._b_y = np.ascontiguousarray(self._arrays["b_y"])                 # (vocab,)
         self._cell = np.int64(spec.cell_code)
         self._alone_until = 0.0       # time.monotonic() until which the parts run on one thread
         self.last_waiting = 0.0       # the share of the last two-thread call spent at barriers
@@ -162,29 +160,28 @@ class BatchSampler:
         self._code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)  # (vocab,)
 
     def _weights(self, parts: int) -> tuple:
-        """(weights, layout, V_op): the model cut in `parts` (charrnn.kernels.sampler), made
-        once. The sampler keeps one part for calls on one thread (a second, serial part would
-        cost 20-50% more there) and `self.parts` for calls on two; both give the same bits."""
+        """(weights, layout): the model cut in `parts` (charrnn.kernels.sampler), made once.
+        The sampler keeps one part for calls on one thread (a second, serial part would cost
+        20-50% more there) and `self.parts` for calls on two; both give the same bits."""
         if parts not in self._split:
             spec = self.spec
-            weights, layout = split_weights(self._arrays, spec.gates, spec.layers, spec.hidden,
-                                            spec.vocab_size, parts, self._packed)
-            self._split[parts] = (weights, layout,
-                                  output_operand(self._arrays["V"], self._packed, parts))
+            self._split[parts] = split_weights(self._arrays, spec.gates, spec.layers,
+                                               spec.hidden, spec.vocab_size, parts, self._packed)
         return self._split[parts]
 
     def _arguments(self, parts, states, forced, uniforms, inv_temperature, top_k, top_p, greedy,
                    out_ids) -> tuple:
         """run_parts's arguments after `first, last` (charrnn.kernels.sampler), for the model
         in `parts` parts, with fresh shared buffers."""
-        weights, layout, op = self._weights(parts)
+        weights, layout = self._weights(parts)
         n = states.shape[0]
         spare = np.empty_like(states)                                          # (n, L, K, H)
         drawn = np.zeros((parts, n), dtype=np.int64)                           # (parts, n)
-        columns = op.shape[1] * op.shape[3] if self._packed else op.shape[2]
+        _, a, b, c = layout[-1]                                                # V's part
+        columns = int(a * c if self._packed else b)
         logits = np.zeros((parts, n, columns), dtype=np.float32)               # (parts, n, Cp)
         counters = np.zeros(parts * COUNTER_STRIDE, dtype=np.int64)
-        return (weights, layout, self._cell, self._packed, op, self._b_y, states, spare, forced,
+        return (weights, layout, self._cell, self._packed, self._b_y, states, spare, forced,
                 uniforms, inv_temperature, top_k, top_p, greedy, out_ids, logits, drawn, counters)
 
     def _run(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids):

@@ -18,11 +18,12 @@ expression whatever its column (the row loop), and the cells are elementwise. So
 does not depend on the number of parts, nor on the other streams of its batch.
 
 Weights of part p, for units [p*Hp, (p+1)*Hp) of every layer (Hp = H / parts), one float32
-buffer per part (a row of `weights` (parts, S)) with every layer's starts in `layout` (L, 4):
+buffer per part (a row of `weights` (parts, S)) with every layer's starts in `layout` (L + 1, 4):
     U.0 (vocab, G*Hp)      a row per character (the input product of layer 0 is a row gather);
     U.l, W.l (H, G*Hp)     packed in the product's strips (G*Hp/32, H, 32) where it runs,
                            else plain; U.l for l >= 1;
-    b.l (G*Hp,), b_hn.l (Hp,) (gru only; -1 otherwise).
+    b.l (G*Hp,), b_hn.l (Hp,) (gru only; -1 otherwise);
+    then the part's columns of the output layer (output_operand), where layout[L] says.
 Column g*Hp + u of a part's arrays is column g*H + p*Hp + u of the model's.
 The output layer's columns are split too (see output_operand): every part computes its columns of
 every stream's logits, and after a barrier each stream's draw reads them all.
@@ -65,8 +66,10 @@ def part_count(hidden: int, gates: int, threads: int, packed: bool) -> int:
 
 def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab_size: int,
                   parts: int, packed: bool):
-    """(weights (parts, S') float32, layout (L, 4) int64): `arrays` (name -> float32 array, as
-    charrnn.params names them) cut in the parts' buffers (see the module docstring), S' >= S."""
+    """(weights (parts, S') float32, layout (L + 1, 4) int64): `arrays` (name -> float32 array,
+    as charrnn.params names them) cut in the parts' buffers (see the module docstring), each
+    part's share of the output layer (output_operand) at its end: layout[L] is (its start, and
+    its shape (a, b, c))."""
     G, H = cell_gates, hidden
     Hp = H // parts
     width = G * Hp
@@ -81,7 +84,9 @@ def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab
                 layout[layer, slot] = position
                 position += size
         sizes.append(position)
-    weights = part_buffers(parts, position)                                # (parts, >= S)
+    output = output_operand(arrays["V"], packed, parts)                   # (parts, a, b, c)
+    layout = np.concatenate([layout, [[position, *output.shape[1:]]]])     # row L: V's part
+    weights = part_buffers(parts, position + output[0].size)              # (parts, >= S)
     for p in range(parts):
         columns = np.concatenate([np.arange(g * H + p * Hp, g * H + (p + 1) * Hp)
                                   for g in range(G)])                      # (G*Hp,)
@@ -98,6 +103,7 @@ def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab
             buffer[b0:b0 + width] = arrays[f"b.{layer}"][columns]
             if bhn0 >= 0:
                 buffer[bhn0:bhn0 + Hp] = arrays[f"b_hn.{layer}"][p * Hp:(p + 1) * Hp]
+        buffer[position:position + output[p].size] = output[p].ravel()
     return weights, layout
 
 
@@ -285,8 +291,8 @@ def _layer_step(buffer, layout, layer, cell, packed, hp, lo, cur, nxt, ids, ax, 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _logits(V_part, b_y, packed, lo, cur, x_rows, logits):
     """This part's columns [lo, lo + Cp) of the logits h V + b_y for every stream, h its last
-    layer's state: logits (n, Cp), zero past the vocabulary. V_part is this part's V_op[p] (see
-    output_operand); x_rows (n, H) scratch."""
+    layer's state: logits (n, Cp), zero past the vocabulary. V_part is this part's share of
+    output_operand; x_rows (n, H) scratch."""
     n, layers, _, hidden = cur.shape
     vocab_size = b_y.shape[0]
     columns = logits.shape[1]
@@ -370,6 +376,14 @@ def draw_one(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
 
 
 @njit(cache=True, nogil=True)
+def _output_part(buffer, layout):
+    """A part's columns of the output layer, a view of its buffer (see output_operand)."""
+    row = layout.shape[0] - 1
+    start, a, b, c = layout[row, 0], layout[row, 1], layout[row, 2], layout[row, 3]
+    return buffer[start:start + a * b * c].reshape((a, b, c))
+
+
+@njit(cache=True, nogil=True)
 def _wait(counters, me, epoch):
     """arrive_and_wait, its cycles counted from the second round on; the first round's end is
     noted in the counters' spare slot (me * COUNTER_STRIDE + 1)."""
@@ -381,9 +395,8 @@ def _wait(counters, me, epoch):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spare, forced,
-              uniforms, inv_temperature, top_k, top_p, greedy, out_ids, shared_logits, drawn,
-              counters):
+def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, forced, uniforms,
+              inv_temperature, top_k, top_p, greedy, out_ids, shared_logits, drawn, counters):
     """Parts [first, last) of `steps` characters for every stream of `states` (n, L, K, H), in
     place (parts = weights.shape[0]). Either one thread runs every part, one after another at
     each stage, or each part has a thread of its own, all running this at the same time, and
@@ -426,7 +439,8 @@ def run_parts(first, last, weights, layout, cell, packed, V_op, b_y, states, spa
     for s in range(steps):
         if drawing:
             for p in range(first, last):
-                _logits(V_op[p], b_y, packed, p * columns, cur, x_rows, shared_logits[p])
+                _logits(_output_part(weights[p], layout), b_y, packed, p * columns, cur, x_rows,
+                        shared_logits[p])
             if team:
                 epoch += 1
                 waited += _wait(counters, me, epoch)
