@@ -244,6 +244,18 @@ _TEAMS: dict[int, TeamThreads] = {}
 _TEAMS_LOCK = threading.Lock()
 
 
+def _forget_teams_after_fork() -> None:
+    """A forked child has the parent's teams but not their threads (and maybe a lock taken by a
+    thread it does not have): it starts its own."""
+    global _TEAMS_LOCK
+    _TEAMS.clear()
+    _TEAMS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_teams_after_fork)
+
+
 def _team_run(parts: int, task) -> float:
     """task(p) for p in range(parts), each on a thread of its own at the same time (the caller's
     is part 0). One team per process, one call at a time: samplers on several threads (a server

@@ -195,3 +195,29 @@ def test_team_threads_run_each_task_on_a_thread_of_its_own():
         assert sorted(seen) == [0, 1, 2] and len(set(seen.values())) == 3
         assert seen[0] == threading.get_ident()
     team.close()
+
+
+def _sample_in_child(params, queue):
+    sampler = BatchSampler(params, Vocab(CHARS), threads=2)
+    queue.put(run(sampler, 1, 40)[0].tolist())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_samples_with_threads_of_its_own():
+    """After the parent has sampled on two threads, a child made by fork (multiprocessing's
+    default on Linux) has the parent's team but not its thread: it must not wait for it."""
+    import multiprocessing
+
+    params = make_params(64, "gru", 1)
+    expected = run(BatchSampler(params, Vocab(CHARS), threads=2), 1, 40)[0].tolist()
+    assert sampling._TEAMS                               # the parent's team exists
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_sample_in_child, args=(params, queue))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert queue.get(timeout=5) == expected
