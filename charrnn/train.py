@@ -23,7 +23,7 @@ from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
 from charrnn.evaluate import eval_kernels, evaluate_bpc
 from charrnn.kernels.threads import usable_cores
 from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
-from charrnn.params import Params, format1_flat_order, init_params
+from charrnn.params import format1_flat_order, init_params
 from charrnn.spec import CELLS, ModelSpec
 from charrnn.text import load_corpus
 

@@ -12,7 +12,7 @@ import pytest
 
 from charrnn import sampling
 from charrnn.kernels import stepgemm
-from charrnn.kernels.sampler import part_count, run_parts
+from charrnn.kernels.sampler import part_count
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait
 from charrnn.kernels.threads import TeamThreads
 from charrnn.params import init_params

@@ -49,6 +49,16 @@ def _metric_steps(trial_dir):
     return [json.loads(line)["step"] for line in (trial_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _wait_for_second_checkpoint(process, out, seconds=300):
+    """Until the sweep's second trial has saved a checkpoint (or the sweep ended, or time ran
+    out); fails the test if it never did."""
+    state = out / "trials" / "trial_00001" / "training_state.npz"
+    deadline = time.monotonic() + seconds
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state.exists(), "the second trial never saved a checkpoint"
+
+
 def test_local_sweep_layout_results_and_asha(tmp_path, corpus, ray_tmp):
     """A learning rate of 1e-5 barely learns in 300 steps: ASHA must stop such a trial at a rung
     where a trial at 1e-2 has already reported."""
@@ -106,11 +116,7 @@ def test_resume_after_ctrl_c_keeps_finished_trials(tmp_path, corpus, ray_tmp):
     process = subprocess.Popen(sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        state = out / "trials" / "trial_00001" / "training_state.npz"
-        deadline = time.monotonic() + 300
-        while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert state.exists(), "the second trial never saved a checkpoint"
+        _wait_for_second_checkpoint(process, out)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=180)
     finally:
@@ -207,11 +213,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, corpus, ray_tmp):
     process = subprocess.Popen(sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        state = out / "trials" / "trial_00001" / "training_state.npz"
-        deadline = time.monotonic() + 300
-        while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert state.exists(), "the second trial never saved a checkpoint"
+        _wait_for_second_checkpoint(process, out)
     finally:
         process.kill()
         process.wait()

@@ -7,5 +7,7 @@
 - `blas`: numpy's OpenBLAS for the large products (one BLAS thread, fallback);
 - `fastmath`: fast float32 exp, tanh and sigmoid (exact in float64);
 - `dropout`: the counter-based hash behind the dropout masks;
-- `threads`: batch chunks on threads.
+- `threads`: batch chunks on threads, and the sampler's team of threads;
+- `sampler`: the sampler's step for a batch of streams, its columns split over two threads;
+- `sync`: the spin barrier those threads meet at.
 """

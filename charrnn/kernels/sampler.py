@@ -2,13 +2,12 @@
 split over `parts` threads.
 
 One step, for every stream (a row of the state (n, L, K, H), see charrnn.spec): the logits
-h V + b_y of the last layer's h, one id drawn from them (charrnn.sampling._draw) or taken from a
-prime, then every layer's cell fed with it. One stream's step is a matrix-vector product per
+h V + b_y of the last layer's h, one id drawn from them (draw_one) or taken from a prime, then every layer's cell fed with it. One stream's step is a matrix-vector product per
 layer, bound by reading W (1 MB for a 512-unit vanilla layer, 4 MB for an LSTM's) from memory:
 on one core it comes from L3 once it is larger than L2. So the units of every layer are split in
 `parts` contiguous ranges and part p computes, on a thread of its own, the columns of its units in
-every gate block: its slice of W (a quarter of an LSTM's per core at 2 parts... half, 2 MB) stays
-in its core's L2 from one character to the next. Between layers (the next layer needs all of h)
+every gate block: its share of W (half of it at 2 parts: 2 MB of an LSTM's 4 MB) can stay in its
+core's L2 from one character to the next. Between layers (the next layer needs all of h)
 the threads meet at a spin barrier (charrnn.kernels.sync); each part writes its units of the new
 state into a second state array while the old one is still read, and the two arrays swap.
 
@@ -38,16 +37,16 @@ import numpy as np
 from numba import njit
 from numba.core import config as numba_config
 
-from charrnn.kernels.fastmath import fast_sigmoid, fast_tanh
+from charrnn.kernels.fastmath import FASTMATH, fast_sigmoid, fast_tanh
 from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 
-# Reassociation lets LLVM vectorise the row loops; the draw itself (charrnn.sampling._draw) is
-# compiled without it, so a character's choice is exact IEEE arithmetic on the probabilities.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# The kernels use the training kernels' fast-math flags (reassociation lets LLVM vectorise the row
+# loops); draw_one is compiled without them, so a character's choice is exact IEEE arithmetic on
+# the probabilities.
 HUGE_PAGE = 1 << 21
-# From this many streams on, each part draws for its own share of the streams (then waits for
-# the other's ids); below it every part computes every stream's logits and draw itself.
+# From this many streams on, each thread draws for its own share of the streams (then waits for
+# the other's ids); below it every thread draws every stream's character itself.
 SPLIT_DRAWS_FROM = 2
 
 
@@ -75,7 +74,7 @@ def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab
     width = G * Hp
     strip = block_columns(4)
     layout = np.full((layers, 4), -1, dtype=np.int64)                     # (L, 4)
-    sizes, position = [], 0
+    position = 0
     for layer in range(layers):
         rows = vocab_size if layer == 0 else H
         for slot, size in enumerate((rows * width, H * width, width,
@@ -83,7 +82,6 @@ def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab
             if size:
                 layout[layer, slot] = position
                 position += size
-        sizes.append(position)
     output = output_operand(arrays["V"], packed, parts)                   # (parts, a, b, c)
     layout = np.concatenate([layout, [[position, *output.shape[1:]]]])     # row L: V's part
     weights = part_buffers(parts, position + output[0].size)              # (parts, >= S)
@@ -353,26 +351,27 @@ def draw_one(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
     if 0 < top_k < vocab_size:
         keep = top_k
     if top_p < 1.0:
-        total = 0.0
-        for r in range(keep):
-            total += weights[order[r]]
-        limit = top_p * total
-        running = 0.0
-        for r in range(keep):
-            running += weights[order[r]]
-            if running >= limit:
-                keep = r + 1
-                break
+        rank = _crossing(weights, order, keep, top_p, True)
+        if rank >= 0:
+            keep = rank + 1
+    rank = _crossing(weights, order, keep, uniform, False)
+    return order[rank] if rank >= 0 else order[0]
+
+
+@njit(cache=True)
+def _crossing(weights, order, keep, fraction, inclusive):
+    """The first rank r < keep where the running sum of weights[order[:r + 1]] passes (or, if
+    `inclusive`, reaches) `fraction` of the sum over order[:keep]; -1 if none does."""
     total = 0.0
     for r in range(keep):
         total += weights[order[r]]
-    target = uniform * total
+    limit = fraction * total
     running = 0.0
     for r in range(keep):
         running += weights[order[r]]
-        if running > target:
-            return order[r]
-    return order[0]
+        if running > limit or (inclusive and running == limit):
+            return r
+    return -1
 
 
 @njit(cache=True, nogil=True)

@@ -49,8 +49,8 @@ AVX512 = _targets_avx512()
 VECTOR_BYTES = 64                           # one zmm register: 16 float32 or 8 float64
 BLOCK_ROWS = 8                              # 8 rows x 2 vectors: 16 of the 32 zmm accumulate
 BLOCK_VECTORS = 2
-# Rows left over (and batch 1, the validation pass) go one at a time, over wider column blocks:
-# enough independent accumulators to hide the FMA latency, and longer runs of each row of w.
+# A single row left over (and batch 1, the validation pass) goes over wider column blocks: enough
+# independent accumulators to hide the FMA latency, and longer runs of each row of w.
 SINGLE_ROW_VECTORS = 8
 # Blocks of the rows left over from the 8-row blocks, (rows, vectors of columns), in order: a
 # block of 4 rows, then 2, then 1, each taken if that many rows are left.
