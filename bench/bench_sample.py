@@ -34,11 +34,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from charrnn.checkpoint import save_model  # noqa: E402
-from charrnn.params import init_params  # noqa: E402
+from charrnn.model.checkpoint import save_model  # noqa: E402
+from charrnn.model.params import init_params  # noqa: E402
 from charrnn.sampling import iter_samples, sample_text  # noqa: E402
-from charrnn.spec import ModelSpec  # noqa: E402
-from charrnn.vocab import Vocab  # noqa: E402
+from charrnn.model.spec import ModelSpec  # noqa: E402
+from charrnn.model.vocab import Vocab  # noqa: E402
 
 # 65 characters, as many as tinyshakespeare has.
 CHARS = tuple(sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")))

@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_model(directory: Path, hidden: int, vocab_size: int = 65):
-    from charrnn.checkpoint import save_model
-    from charrnn.params import init_params
-    from charrnn.spec import ModelSpec
-    from charrnn.vocab import Vocab
+    from charrnn.model.checkpoint import save_model
+    from charrnn.model.params import init_params
+    from charrnn.model.spec import ModelSpec
+    from charrnn.model.vocab import Vocab
 
     vocab = Vocab(tuple(chr(c) for c in range(32, 32 + vocab_size)))
     params = init_params(ModelSpec("rnn", 1, hidden, vocab_size), np.random.default_rng(0))

@@ -37,7 +37,7 @@ def make_corpus(source: Path, megabytes: int, path: Path, non_ascii: bool) -> in
 def encode_in_child(path: Path) -> dict:
     code = (
         "import json, resource, time, sys\n"
-        "from charrnn.text import load_corpus\n"
+        "from charrnn.corpus.text import load_corpus\n"
         "t = time.perf_counter(); vocab, ids = load_corpus(sys.argv[1]); t = time.perf_counter() - t\n"
         "print(json.dumps({'seconds': t, 'vocab': len(vocab), 'dtype': str(ids.dtype),"
         " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")

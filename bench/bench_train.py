@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 from _timing import windows_rate  # noqa: E402  (bench/ is on sys.path)
 from charrnn.kernels.blas import BLAS_BACKEND  # noqa: E402
 from charrnn.kernels.window import Kernels  # noqa: E402
-from charrnn.optim import Optimizer, clip_grad_norm  # noqa: E402
-from charrnn.params import init_params  # noqa: E402
-from charrnn.spec import CELLS, GATES, ModelSpec  # noqa: E402
+from charrnn.training.optim import Optimizer, clip_grad_norm  # noqa: E402
+from charrnn.model.params import init_params  # noqa: E402
+from charrnn.model.spec import CELLS, GATES, ModelSpec  # noqa: E402
 
 VOCAB = 65
 SHAPES = {"128": (128, 32, 64), "256": (256, 32, 64), "512": (512, 32, 64),
@@ -227,9 +227,9 @@ start = time.perf_counter()
 sys.path.insert(0, {root!r})
 import numpy as np
 from charrnn.kernels.window import Kernels
-from charrnn.params import init_params
-from charrnn.optim import Optimizer, clip_grad_norm
-from charrnn.spec import ModelSpec
+from charrnn.model.params import init_params
+from charrnn.training.optim import Optimizer, clip_grad_norm
+from charrnn.model.spec import ModelSpec
 imported = time.perf_counter()
 rng = np.random.default_rng(0)
 spec = ModelSpec({cell!r}, {layers}, 128, 65)

@@ -7,6 +7,7 @@ as it was, the temporary file is removed, and an OSError names the target, not t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -76,3 +77,12 @@ def atomic_write_all(files: list[tuple[str | Path, bytes]]) -> None:
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     atomic_write_all([(path, data)])
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()

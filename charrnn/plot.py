@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.atomic import atomic_write
 from charrnn.errors import InputError, ModelFormatError, StorageError, describe_os_error
 

@@ -1,5 +1,5 @@
 """A plain NumPy reference of the model (rnn, gru, lstm; layers; dropout), written for clarity, not
-speed: the equations of charrnn.spec, a loop over time per layer, and backpropagation by hand.
+speed: the equations of charrnn.model.spec, a loop over time per layer, and backpropagation by hand.
 
 It takes one-hot inputs (the model's definition) rather than indices, so that the kernels' index
 path is checked against the textbook product x_t U.0. Dropout masks are given as arrays of scale

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from charrnn.batches import BatchStreams, split_train_val
+from charrnn.training.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError
 
 

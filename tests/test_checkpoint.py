@@ -5,11 +5,12 @@ import stat
 import numpy as np
 import pytest
 
-from charrnn import atomic, checkpoint
+from charrnn import atomic
+from charrnn.model import checkpoint
 from charrnn.errors import ModelFormatError
-from charrnn.params import init_params
-from charrnn.spec import ModelSpec
-from charrnn.vocab import Vocab
+from charrnn.model.params import init_params
+from charrnn.model.spec import ModelSpec
+from charrnn.model.vocab import Vocab
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ from click.testing import CliRunner
 
 import charrnn
 import charrnn.cli.train as cli_train
-import charrnn.train as library_train
+import charrnn.training.loop as library_train
+from charrnn.kernels.threads import usable_cores
 from charrnn.cli import main
-from charrnn.train import TrainEvent
+from charrnn.training.config import TrainEvent
 
 TINY = ["--hidden", "16", "--seq-length", "16", "--batch-size", "4", "--threads", "1"]
 PACKAGE_PARENT = Path(charrnn.__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def test_train_options_say_their_unit(option, unit):
 
 
 def test_threads_help_says_the_default_on_this_machine():
-    assert f"here {library_train.default_threads()}]" in _help_texts("train")["--threads"]
+    assert f"here {usable_cores()}]" in _help_texts("train")["--threads"]
 
 
 def test_python_dash_m_is_the_same_program_as_the_script():
@@ -103,7 +104,7 @@ def nothing_may_start(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("got as far as starting a run")
 
-    monkeypatch.setattr(cli_train, "train", refuse)
+    monkeypatch.setattr(library_train, "train", refuse)
     monkeypatch.setattr(library_train, "load_corpus", refuse)
 
 

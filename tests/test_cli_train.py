@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

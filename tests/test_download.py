@@ -23,7 +23,7 @@ import charrnn.cli.download as cli_download
 from charrnn import __version__
 from charrnn.cli import main
 from charrnn.resources import catalog_path
-from charrnn.download import (
+from charrnn.corpus.download import (
     USER_AGENT,
     DownloadError,
     FetchPolicy,

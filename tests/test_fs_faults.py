@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from conftest import make_text
 
-import charrnn.download as download_module
+import charrnn.corpus.download as download_module
 from charrnn import atomic
 from charrnn.cli import main
 from charrnn.errors import DownloadError, describe_os_error

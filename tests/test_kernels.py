@@ -18,8 +18,8 @@ from charrnn.kernels import window as window_module
 from charrnn.kernels.fastmath import fast_exp, fast_sigmoid, fast_tanh
 from charrnn.kernels.threads import ChunkThreads
 from charrnn.kernels.window import Kernels
-from charrnn.params import Params, init_params
-from charrnn.spec import CELLS, ModelSpec
+from charrnn.model.params import Params, init_params
+from charrnn.model.spec import CELLS, ModelSpec
 
 VOCAB, HIDDEN, BATCH, SEQ = 7, 5, 3, 6
 # With AVX-512, hidden sizes that are multiples of the vector kernel's block width (16 float64 / 32

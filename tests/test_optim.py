@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from charrnn.optim import Optimizer, clip_grad_norm
+from charrnn.training.optim import Optimizer, clip_grad_norm
 
 
 def numpy_adam(p, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):

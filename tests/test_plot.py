@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.cli import main
 from charrnn.plot import load_curves
 
@@ -33,10 +33,10 @@ BASE_HIDDEN = 8
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
-    """A real model directory (charrnn.train.train, a few steps), whatever its files hold."""
+    """A real model directory (charrnn.training.loop.train, a few steps), whatever its files hold."""
     from conftest import make_text
 
-    from charrnn.train import Budget, train
+    from charrnn.training.loop import Budget, train
 
     root = tmp_path_factory.mktemp("plot-base")
     text = root / "corpus.txt"
@@ -85,7 +85,7 @@ def chart_rows(output):
 def trained_dir(tmp_path_factory):
     from conftest import make_text
 
-    from charrnn.train import Budget, train
+    from charrnn.training.loop import Budget, train
 
     root = tmp_path_factory.mktemp("plot")
     text = root / "corpus.txt"

@@ -451,7 +451,7 @@ def test_readme_command_runs(walkthrough, step):
 
 def test_readme_commands_do_what_the_readme_says(walkthrough):
     """What each kind of command promises, checked on what the walk-through left behind."""
-    from charrnn import checkpoint
+    from charrnn.model import checkpoint
 
     work = walkthrough.work
     checked = set()

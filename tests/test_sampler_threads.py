@@ -10,15 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from charrnn import sampling
+from charrnn.sampling import batch as sampling
 from charrnn.kernels import stepgemm
 from charrnn.kernels.sampler import part_count
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait
 from charrnn.kernels.threads import TeamThreads
-from charrnn.params import init_params
+from charrnn.model.params import init_params
 from charrnn.sampling import BatchSampler
-from charrnn.spec import ModelSpec
-from charrnn.vocab import Vocab
+from charrnn.model.spec import ModelSpec
+from charrnn.model.vocab import Vocab
 
 CHARS = tuple("\n !,.:ORaehilnostw")
 CELL_CASES = [("rnn", 1), ("rnn", 2), ("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 3)]

@@ -18,15 +18,18 @@ from click.testing import CliRunner
 
 import reference
 from charrnn import sampling
+from charrnn.model import checkpoint
+from charrnn.kernels.sampler import draw_one
+from charrnn.sampling.batch import FIRST_CHUNK
 from charrnn.kernels import stepgemm
 from charrnn.kernels.sampler import run_parts
-from charrnn.checkpoint import load_model, save_model
+from charrnn.model.checkpoint import load_model, save_model
 from charrnn.cli import main
 from charrnn.errors import InputError, ModelFormatError
-from charrnn.params import init_params
+from charrnn.model.params import init_params
 from charrnn.sampling import BatchSampler, iter_sample, iter_samples, sample_text
-from charrnn.spec import ModelSpec
-from charrnn.vocab import Vocab
+from charrnn.model.spec import ModelSpec
+from charrnn.model.vocab import Vocab
 
 REPO = Path(__file__).resolve().parent.parent
 CHARS = tuple("\n !,.:ORaehilnostw")     # sorted by code point, as a Vocab requires
@@ -87,7 +90,7 @@ def sigmoid(x):
 
 def reference_step(p, spec, state, char_id):
     """The state (L, K, H) after reading one character, in float64, from the definitions in
-    charrnn.spec: one-hot inputs, each layer reading the one below."""
+    charrnn.model.spec: one-hot inputs, each layer reading the one below."""
     H = spec.hidden
     state = state.copy()
     x = reference.one_hot(np.array([char_id]), spec.vocab_size)[0]          # (vocab,)
@@ -231,7 +234,7 @@ def test_sample_text_matches_reference_sampler(params, vocab, options):
 def draw_all(logits, uniforms, temperature=1.0, top_k=0, top_p=1.0, greedy=False):
     logits = np.asarray(logits, dtype=np.float32)
     weights = np.empty(logits.size)
-    return np.array([sampling._draw(logits, u, 1.0 / temperature, top_k, top_p, greedy, weights)
+    return np.array([draw_one(logits, u, 1.0 / temperature, top_k, top_p, greedy, weights)
                      for u in uniforms])
 
 
@@ -285,7 +288,7 @@ def test_draw_kernel_agrees_with_its_python_version():
         logits = (rng.normal(size=12) * 3).astype(np.float32)
         args = (logits, rng.random(), 1.0 / rng.uniform(0.3, 2.0), int(rng.integers(0, 14)),
                 float(rng.uniform(0.05, 1.0)), bool(rng.random() < 0.1), weights)
-        assert sampling._draw(*args) == sampling._draw.py_func(*args)
+        assert draw_one(*args) == draw_one.py_func(*args)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -375,7 +378,7 @@ def test_chunking_does_not_change_the_text(params, vocab, chunk_size):
                               rng=np.random.default_rng(4), chunk_size=chunk_size))
     assert "".join(pieces) == whole
     assert len(pieces) > 1 or chunk_size >= 700
-    assert len(pieces[0]) == min(chunk_size, sampling.FIRST_CHUNK)
+    assert len(pieces[0]) == min(chunk_size, FIRST_CHUNK)
 
 
 def test_iterating_characters(params, vocab):
@@ -400,17 +403,17 @@ def test_the_generator_advances_so_later_samples_differ(params, vocab):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(length=-1), "length must be 0 or more"),
+    (dict(length=-1), "length must be a whole number, 0 or more"),
     (dict(length=2.5), "length must be a whole number"),
-    (dict(temperature=0), "temperature must be above 0"),
-    (dict(temperature=-1.0), "temperature must be above 0"),
-    (dict(temperature=float("nan")), "temperature must be above 0"),
+    (dict(temperature=0), "temperature must be a number above 0"),
+    (dict(temperature=-1.0), "temperature must be a number above 0"),
+    (dict(temperature=float("nan")), "temperature must be a number above 0"),
     (dict(temperature=1e-320), "too small"),
-    (dict(top_k=-2), "top-k must be 0"),
-    (dict(top_p=0.0), "top-p must be in (0, 1]"),
-    (dict(top_p=1.01), "top-p must be in (0, 1]"),
-    (dict(top_p=float("nan")), "top-p must be in (0, 1]"),
-    (dict(greedy="yes"), "greedy must be True or False"),
+    (dict(top_k=-2), "top_k must be a whole number, 0 (off)"),
+    (dict(top_p=0.0), "top_p must be a number in (0, 1]"),
+    (dict(top_p=1.01), "top_p must be a number in (0, 1]"),
+    (dict(top_p=float("nan")), "top_p must be a number in (0, 1]"),
+    (dict(greedy="yes"), "greedy must be true or false"),
     (dict(rng=np.random.RandomState(0)), "rng must be a numpy.random.Generator"),
     (dict(prime="Rose\u00e9Z"), "not in the model's vocabulary: '\u00e9' 'Z'"),
     (dict(prime=5), "prime must be a string"),
@@ -434,7 +437,8 @@ def test_mismatched_or_broken_weights_are_refused(params, vocab):
 
 
 def test_model_conveniences(model_dir, params, vocab):
-    expected = sample_text(params, vocab, 60, prime="Rose", rng=np.random.default_rng(9))
+    expected = sample_text(params, vocab, 60, prime="Rose", rng=np.random.default_rng(9),
+                           temperature=sampling.DEFAULT_TEMPERATURE)   # the conveniences' default
     assert sampling.sample(model_dir, 60, prime="Rose", seed=9) == expected
     rng = np.random.default_rng(9)
     assert sampling.sample(str(model_dir), 60, prime="Rose", rng=rng) == expected
@@ -446,7 +450,7 @@ def test_model_conveniences(model_dir, params, vocab):
 
 def test_missing_bundled_model_is_a_one_line_error(tmp_path, monkeypatch):
     (tmp_path / "shakespeare").mkdir()
-    monkeypatch.setattr(sampling, "bundled_model_dir", lambda name="shakespeare": tmp_path / "shakespeare")
+    monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name="shakespeare": tmp_path / "shakespeare")
     with pytest.raises(ModelFormatError, match="no bundled model") as error:
         sampling.load(None)
     assert "\n" not in str(error.value)
@@ -498,21 +502,21 @@ def test_cli_num_gives_independent_samples(model_dir, params, vocab):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--temperature", "0"], "--temperature must be above 0"),
-    (["--temperature", "-0.5"], "--temperature must be above 0"),
-    (["--length", "-1"], "--length must be 0 or more"),
-    (["--top-p", "0"], "--top-p must be in (0, 1]"),
-    (["--top-p", "1.2"], "--top-p must be in (0, 1]"),
-    (["--top-k", "-1"], "--top-k must be 0"),
-    (["--num", "0"], "--num must be 1 or more"),
-    (["--seed", "-3"], "--seed must be 0 or more, got -3"),
+    (["--temperature", "0"], "--temperature must be a number above 0"),
+    (["--temperature", "-0.5"], "--temperature must be a number above 0"),
+    (["--length", "-1"], "--length must be a whole number, 0 or more"),
+    (["--top-p", "0"], "--top-p must be a number in (0, 1]"),
+    (["--top-p", "1.2"], "--top-p must be a number in (0, 1]"),
+    (["--top-k", "-1"], "--top-k must be a whole number, 0 (off)"),
+    (["--num", "0"], "--num must be a whole number, 1 or more"),
+    (["--seed", "-3"], "--seed must be a whole number from 0 to"),
     (["--prime", "Rose\u00e9Z!x"], "not in the model's vocabulary: '\u00e9' 'Z' 'x'; remove them "
                                   "from --prime, or pass --unknown skip"),
     (["--interactive", "--prime", "Ro"], "--prime does not go with --interactive"),
 ])
 def test_cli_bad_options_are_one_line_errors(model_dir, monkeypatch, args, message):
     if "--prime" not in args:   # refused before any model is read
-        monkeypatch.setattr(sampling, "load_model", None)
+        monkeypatch.setattr(checkpoint, "load_model", None)
     result = run_cli(model_dir, *args)
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and message in result.stderr
@@ -537,14 +541,14 @@ def test_cli_truncated_weights_are_a_one_line_error(model_dir):
 
 
 def test_cli_without_model_dir_and_no_bundled_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(sampling, "bundled_model_dir", lambda name="shakespeare": tmp_path / "shakespeare")
+    monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name="shakespeare": tmp_path / "shakespeare")
     result = run_cli("--prime", "ROMEO:")
     assert result.exit_code == 1
     assert "no bundled model" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_cli_without_model_dir_uses_the_bundled_model(model_dir, monkeypatch):
-    monkeypatch.setattr(sampling, "bundled_model_dir", lambda name="shakespeare": model_dir)
+    monkeypatch.setattr(checkpoint, "bundled_model_dir", lambda name="shakespeare": model_dir)
     bundled = run_cli("--seed", "1", "-n", "30")
     assert bundled.exit_code == 0
     assert bundled.stdout == run_cli(model_dir, "--seed", "1", "-n", "30").stdout

@@ -25,10 +25,10 @@ TINY_MODELS = {"tiny-rnn": ("rnn", 1, 32), "tiny-lstm": ("lstm", 2, 24), "tiny-g
 
 def make_tiny_models(root: Path) -> dict[str, Path]:
     """Model directories (format 2) with random weights: an RNN, a 2-layer LSTM, a 2-layer GRU."""
-    from charrnn.checkpoint import save_model
-    from charrnn.params import init_params
-    from charrnn.spec import ModelSpec
-    from charrnn.vocab import Vocab
+    from charrnn.model.checkpoint import save_model
+    from charrnn.model.params import init_params
+    from charrnn.model.spec import ModelSpec
+    from charrnn.model.vocab import Vocab
 
     vocab = Vocab(tuple(sorted(set(TINY_TEXT))))
     found = {}

@@ -25,7 +25,7 @@ from charrnn.errors import InputError
 from charrnn.sweep import SweepSettings, layout, parse_dimension, parse_space
 from charrnn.sweep.layout import TrialRecord
 from charrnn.sweep.run import SweepError, resolve_address
-from charrnn.sweep.space import DEFAULT_SPACE, trainer_fields
+from charrnn.sweep.space import DEFAULT_SPACE
 
 
 
@@ -161,15 +161,8 @@ def test_bad_dimensions_are_one_line_input_errors(name, text, words):
     assert words in message and "\n" not in message
 
 
-def test_a_setting_the_trainer_lacks_is_refused():
-    with pytest.raises(InputError, match="no such setting"):
-        parse_dimension("cell", "lstm", fields=frozenset({"hidden", "lr"}))
-
-
-def test_default_space_follows_the_trainer():
-    space = parse_space({})
-    assert set(space) == set(DEFAULT_SPACE) & trainer_fields()
-    assert set(parse_space({}, fields=frozenset({"hidden", "lr"}))) == {"hidden", "lr"}
+def test_default_space_is_used_when_none_is_given():
+    assert set(parse_space({})) == set(DEFAULT_SPACE)
     assert list(parse_space({"lr": "1e-3", "hidden": "16"})) == ["hidden", "lr"]
 
 
@@ -199,7 +192,7 @@ def test_settings_round_trip_through_json():
 
 
 def test_trial_file_names_are_the_checkpoint_modules():
-    from charrnn import checkpoint
+    from charrnn.model import checkpoint
     assert set(layout.TRIAL_FILES) == {checkpoint.MODEL_FILE, checkpoint.META_FILE,
                                        checkpoint.METRICS_FILE, checkpoint.STATE_FILE}
     assert layout.STATE_FILE == checkpoint.STATE_FILE  # copied last: it points past the model
@@ -207,7 +200,7 @@ def test_trial_file_names_are_the_checkpoint_modules():
 
 def test_the_sink_imports_neither_ray_nor_the_trainer():
     code = ("import sys, charrnn.sweep.sink; "
-            "print(sorted(m for m in ('ray', 'numba', 'charrnn.train') if m in sys.modules))")
+            "print(sorted(m for m in ('ray', 'numba', 'charrnn.training.loop') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
 

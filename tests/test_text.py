@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from charrnn.errors import InputError
-from charrnn.text import load_corpus
-from charrnn.vocab import Vocab, encode_text, id_dtype, one_hot
+from charrnn.corpus.text import load_corpus
+from charrnn.corpus.encode import encode_text
+from charrnn.model.vocab import Vocab, id_dtype, one_hot
 
 
 def write(tmp_path, data: bytes, name="t.txt"):
@@ -78,8 +79,8 @@ def test_vocab_is_sorted_by_code_point_and_round_trips_unicode():
 
 
 def test_thousands_of_characters_use_a_wider_id_type(monkeypatch):
-    import charrnn.vocab
-    monkeypatch.setattr(charrnn.vocab, "_CHUNK", 1000)  # exercise the slice-by-slice path
+    import charrnn.corpus.encode
+    monkeypatch.setattr(charrnn.corpus.encode, "_CHUNK", 1000)  # exercise the slice-by-slice path
     text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 3000)) * 2 + "\U0001F600"
     vocab, ids = encode_text(text)
     assert len(vocab) == 3001

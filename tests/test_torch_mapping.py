@@ -4,10 +4,10 @@ against PyTorch itself (skipped where PyTorch is not installed: it is never a de
 import numpy as np
 import pytest
 
-from charrnn.params import Params
+from charrnn.model.params import Params
 from charrnn.sampling import BatchSampler
-from charrnn.spec import ModelSpec
-from charrnn.vocab import Vocab
+from charrnn.model.spec import ModelSpec
+from charrnn.model.vocab import Vocab
 
 torch = pytest.importorskip("torch")
 

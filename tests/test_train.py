@@ -5,10 +5,10 @@ import signal
 import numpy as np
 import pytest
 
-import charrnn.train as train_module
-from charrnn import checkpoint
+import charrnn.training.loop as train_module
+from charrnn.model import checkpoint
 from charrnn.errors import InputError, TrainingDiverged
-from charrnn.train import Budget, TrainConfig, train
+from charrnn.training.loop import Budget, TrainConfig, train
 
 TINY = {"hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 20, "lr": 1e-2}
 
@@ -43,8 +43,8 @@ def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_pa
 
 def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
     from reference import forward
-    from charrnn.batches import split_train_val
-    from charrnn.text import load_corpus
+    from charrnn.training.batches import split_train_val
+    from charrnn.corpus.text import load_corpus
 
     train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
     model = checkpoint.load_model(tmp_path)
@@ -205,7 +205,7 @@ def test_dropout_changes_training_and_the_seed_changes_the_masks(text_file, tmp_
 
 
 def test_a_new_run_takes_its_cells_defaults_and_a_resumed_one_its_saved_settings(text_file, tmp_path):
-    from charrnn.train import CELL_DEFAULTS
+    from charrnn.training.config import CELL_DEFAULTS
 
     settings = {"hidden": 8, "seq_length": 8, "batch_size": 2, "eval_every": 5, "cell": "gru"}
     train(text_file, tmp_path, overrides=settings, budget=Budget(steps=5), threads=1)

@@ -1,4 +1,4 @@
-"""Training behaviour through the public surfaces only: `charrnn.train.train(...)` and its events,
+"""Training behaviour through the public surfaces only: `charrnn.training.loop.train(...)` and its events,
 the `charrnn` command (click's CliRunner, in-process), and the files of the model directory.
 
 Budgets (--minutes and its ETA, --epochs), the state reset at each epoch, --sample-every, resuming
@@ -22,10 +22,10 @@ from click.testing import CliRunner
 
 from conftest import make_text
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.cli import main
 from charrnn.errors import ModelFormatError, TrainingDiverged
-from charrnn.train import Budget, train
+from charrnn.training.loop import Budget, train
 
 TINY = {"hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 1000}
 TINY_CLI = ["--hidden", "24", "--seq-length", "16", "--batch-size", "4", "--threads", "1"]

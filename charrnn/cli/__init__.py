@@ -93,7 +93,7 @@ def _os_error_message(error: OSError, command: str, params: dict) -> str:
 
 def _train_then(error: OSError, params: dict) -> str:
     """How to carry on after a failed save: resume from the last training state if there is one."""
-    from charrnn.checkpoint import META_FILE, STATE_FILE  # only on this error path
+    from charrnn.model.checkpoint import META_FILE, STATE_FILE  # only on this error path
 
     out_dir = params.get("out_dir")
     if out_dir is None and params.get("text_file") is not None:

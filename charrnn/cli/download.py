@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from charrnn.download import (
+from charrnn.corpus.download import (
     DEFAULT_MAX_BYTES,
     FetchPolicy,
     download,

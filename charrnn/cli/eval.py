@@ -27,7 +27,7 @@ def eval_command(model, text_file, encoding, unknown, as_json):
     import json
 
     from charrnn.errors import InputError
-    from charrnn.evaluate import evaluate_file
+    from charrnn.training.evaluate import evaluate_file
     from charrnn.sampling import load
 
     if not text_file.exists():

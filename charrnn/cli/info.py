@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.errors import InputError
 
 

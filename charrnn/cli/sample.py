@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -10,30 +9,19 @@ from pathlib import Path
 import click
 
 from charrnn.errors import InputError
-
-DEFAULT_TEMPERATURE = 0.8   # a little below 1: fewer misspellings, still varied
+from charrnn.sampling.options import (DEFAULT_LENGTH, DEFAULT_TEMPERATURE, SampleOptions, check_count,
+                                      option_name)
 
 
 def _check_options(length, temperature, top_k, top_p, seed, num) -> None:
     """The CLI's own one-line messages, naming its options, before any model is read."""
-    if length < 0:
-        raise InputError(f"--length must be 0 or more, got {length}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise InputError(f"--temperature must be above 0, got {temperature} "
-                         f"(for the most likely character every time, use --greedy)")
-    if top_k < 0:
-        raise InputError(f"--top-k must be 0 (off) or more, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise InputError(f"--top-p must be in (0, 1], got {top_p} (1 switches it off)")
-    if seed is not None and seed < 0:
-        raise InputError(f"--seed must be 0 or more, got {seed}")
-    if num < 1:
-        raise InputError(f"--num must be 1 or more, got {num}")
+    SampleOptions(length, temperature, top_k, top_p, seed=seed).check(option_name)
+    check_count(num, "--num")
 
 
 def _prepare_prime(vocab, prime: str, unknown: str, where: str) -> str:
     """The prime to use: InputError on unknown characters, or those dropped with a warning."""
-    from charrnn.sampling import drop_unknown, unknown_prime_message
+    from charrnn.sampling.options import drop_unknown, unknown_prime_message
 
     problem = unknown_prime_message(vocab, prime)
     if problem is None:
@@ -94,7 +82,7 @@ def _interactive(model, echo_prime, num, unknown, options, rng) -> None:
                    "[default: none: start from the zero state]")
 @click.option("--no-prime-echo", is_flag=True,
               help="Print only what is generated, not the prime.  [default: off]")
-@click.option("--length", "-n", default=500, show_default=True,
+@click.option("--length", "-n", default=DEFAULT_LENGTH, show_default=True,
               help="Characters to generate for each sample.")
 @click.option("--temperature", "-t", default=DEFAULT_TEMPERATURE, show_default=True,
               help="Above 0: lower is safer and more repetitive, higher is wilder.")

@@ -202,8 +202,8 @@ def sweep_command(ctx, text_file, out_dir, address, resume, force, **options):
         if threads is None:
             threads = 1
             if options["concurrent"] and not (address or _env_address()):
-                from charrnn.train import default_threads
-                threads = max(1, default_threads() // options["concurrent"])
+                from charrnn.kernels.threads import usable_cores
+                threads = max(1, usable_cores() // options["concurrent"])
         settings = SweepSettings(
             space=space, trials=options["trials"], trial_minutes=options["trial_minutes"],
             trial_steps=options["trial_steps"], concurrent=options["concurrent"], threads=threads,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.errors import InputError
-from charrnn.spec import CELLS
-from charrnn.train import (CELL_DEFAULTS, DEFAULT_MINUTES, Budget, TrainConfig, TrainEvent,
-                           default_threads, train)
+from charrnn.model.spec import CELLS
+from charrnn.kernels.threads import usable_cores
+from charrnn.training.config import CELL_DEFAULTS, DEFAULT_MINUTES, Budget, TrainConfig, TrainEvent
 
 _DEFAULTS = TrainConfig()
 
@@ -80,7 +80,7 @@ class _Display:
             self.kernels_since = None
 
     def __call__(self, event: TrainEvent) -> None:
-        if event.kind in ("start", "note"):
+        if event.kind in ("start", "note", "scoring"):
             self._line(event.text)
         elif event.kind == "compiling":
             self._write("\r\x1b[K" if self.interactive else "\n" if self.open_line else "")
@@ -164,7 +164,7 @@ def _explicit(ctx: click.Context, names) -> dict:
                    "schedule follows the clock).")
 @click.option("--threads", type=int, default=None,
               help="Worker threads, 1 or more.  "
-                   f"[default: the cores available, here {default_threads()}]")
+                   f"[default: the cores available, here {usable_cores()}]")
 @click.option("--encoding", default="utf-8", show_default=True,
               help="Encoding of TEXT_FILE, e.g. utf-8, latin-1, cp1252.")
 @click.option("--sample-every", type=int, default=0, show_default=True,
@@ -210,6 +210,8 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
     if resume and not (out_dir / checkpoint.STATE_FILE).exists():
         raise InputError(f"{out_dir}: nothing to resume (no {checkpoint.STATE_FILE}); start a run "
                          f"with: charrnn train TEXT_FILE --out {out_dir}")
+    from charrnn.training.loop import train   # here: `charrnn --help` need not load the kernels
+
     display = _Display(sys.stdout, sys.stdout.isatty())
     try:
         result = train(text_file, out_dir, overrides=overrides, budget=budget, resume=resume,
@@ -221,8 +223,11 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
         click.echo(f"Interrupted at step {result.step:,}; the checkpoint is saved. "
                    f"Resume with: charrnn train --out {out_dir} --resume", err=True)
         sys.exit(130)
+    share = result.val_seconds / result.elapsed if result.elapsed > 0 else 0.0
     click.echo(f"Done: {result.step:,} steps, best validation {result.best_val_bpc:.4f} bpc; "
                f"model in {out_dir}")
+    click.echo(f"Validation took {result.val_seconds:.1f} s of the {result.elapsed:.0f} s of training "
+               f"({share:.1%}), and {result.final_val_seconds:.1f} s for the exact score at the end")
 
 
 def _check_options(overrides: dict, budget: Budget, threads: int | None, sample_every: int) -> None:

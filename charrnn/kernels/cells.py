@@ -1,5 +1,5 @@
 """The cells' elementwise work for one time step of one batch chunk, forward and backward beside
-each other (see charrnn.spec for the equations). Everything else of a step is the recurrent product
+each other (see charrnn.model.spec for the equations). Everything else of a step is the recurrent product
 (charrnn.kernels.stepgemm).
 
 Arrays are C-contiguous (rows, ...) of one dtype. A pre-activation block of G*H columns holds the
@@ -28,6 +28,34 @@ def _blocks3(row, hidden):
 def _blocks4(row, hidden):
     """The 4 gate blocks of a row of 4H, as separate views."""
     return row[:hidden], row[hidden:2 * hidden], row[2 * hidden:3 * hidden], row[3 * hidden:]
+
+
+# ------------------------------------------------------------------ one unit of each cell
+# The cells' equations, once: the training kernels below and the sampler (charrnn.kernels.sampler)
+# both step a unit with these.
+
+
+@njit(inline="always")
+def lstm_unit(a_i, a_f, a_g, a_o, c_prev):
+    """(i, f, g, o, c, h) of one LSTM unit from its pre-activations and c_{t-1}:
+    c = f*c_prev + i*g, h = o*tanh(c)."""
+    i = fast_sigmoid(a_i)
+    f = fast_sigmoid(a_f)
+    g = fast_tanh(a_g)
+    o = fast_sigmoid(a_o)
+    c = f * c_prev + i * g
+    return i, f, g, o, c, o * fast_tanh(c)
+
+
+@njit(inline="always")
+def gru_unit(x_r, x_z, x_n, h_r, h_z, h_n, b_hn, h_prev):
+    """(r, z, n, h_n + b_hn, h) of one GRU unit (PyTorch's form) from a_x = x U + b and a_h = h W:
+    r = sig(x_r + h_r), z = sig(x_z + h_z), n = tanh(x_n + r*(h_n + b_hn)), h = n + z*(h_prev - n)."""
+    r = fast_sigmoid(x_r + h_r)
+    z = fast_sigmoid(x_z + h_z)
+    hidden_n = h_n + b_hn
+    n = fast_tanh(x_n + r * hidden_n)
+    return r, z, n, hidden_n, n + z * (h_prev - n)
 
 
 # ------------------------------------------------------------------ rnn: h = tanh(a)
@@ -66,17 +94,7 @@ def lstm_forward(gates, c_prev, c, h):
         a_i, a_f, a_g, a_o = _blocks4(gates[i], hidden)
         cp, cn, hn = c_prev[i], c[i], h[i]
         for j in range(hidden):
-            ig = fast_sigmoid(a_i[j])
-            fg = fast_sigmoid(a_f[j])
-            gg = fast_tanh(a_g[j])
-            og = fast_sigmoid(a_o[j])
-            a_i[j] = ig
-            a_f[j] = fg
-            a_g[j] = gg
-            a_o[j] = og
-            cc = fg * cp[j] + ig * gg
-            cn[j] = cc
-            hn[j] = og * fast_tanh(cc)
+            a_i[j], a_f[j], a_g[j], a_o[j], cn[j], hn[j] = lstm_unit(a_i[j], a_f[j], a_g[j], a_o[j], cp[j])
 
 
 @njit(cache=True, nogil=True, **FAST)
@@ -116,15 +134,8 @@ def gru_forward(gates, ah, b_hn, h_prev, h, ahn):
         w_r, w_z, w_n = _blocks3(ah[i], hidden)
         hp, hn, an = h_prev[i], h[i], ahn[i]
         for j in range(hidden):
-            r = fast_sigmoid(a_r[j] + w_r[j])
-            z = fast_sigmoid(a_z[j] + w_z[j])
-            hidden_n = w_n[j] + b_hn[j]
-            n = fast_tanh(a_n[j] + r * hidden_n)
-            a_r[j] = r
-            a_z[j] = z
-            a_n[j] = n
-            an[j] = hidden_n
-            hn[j] = n + z * (hp[j] - n)
+            a_r[j], a_z[j], a_n[j], an[j], hn[j] = gru_unit(a_r[j], a_z[j], a_n[j], w_r[j], w_z[j], w_n[j],
+                                                            b_hn[j], hp[j])
 
 
 @njit(cache=True, nogil=True, **FAST)

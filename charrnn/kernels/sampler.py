@@ -1,7 +1,7 @@
 """The sampler's kernels: a batch of streams stepped one character at a time, each step's columns
 split over `parts` threads.
 
-One step, for every stream (a row of the state (n, L, K, H), see charrnn.spec): the logits
+One step, for every stream (a row of the state (n, L, K, H), see charrnn.model.spec): the logits
 h V + b_y of the last layer's h, one id drawn from them (draw_one) or taken from a prime, then every layer's cell fed with it. One stream's step is a matrix-vector product per
 layer, bound by reading W (1 MB for a 512-unit vanilla layer, 4 MB for an LSTM's) from memory:
 on one core it comes from L3 once it is larger than L2. So the units of every layer are split in
@@ -30,6 +30,7 @@ every stream's logits, and after a barrier each stream's draw reads them all.
 
 from __future__ import annotations
 
+import math
 import mmap
 from pathlib import Path
 
@@ -37,7 +38,9 @@ import numpy as np
 from numba import njit
 from numba.core import config as numba_config
 
-from charrnn.kernels.fastmath import FASTMATH, fast_sigmoid, fast_tanh
+from charrnn.kernels.cells import gru_unit, lstm_unit
+from charrnn.kernels.fastmath import FASTMATH, fast_tanh
+from charrnn.kernels.layout import GRU, LSTM, RNN
 from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 
@@ -45,6 +48,7 @@ from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 # loops); draw_one is compiled without them, so a character's choice is exact IEEE arithmetic on
 # the probabilities.
 HUGE_PAGE = 1 << 21
+STRIP = block_columns(4)     # float32 columns per strip of a packed operand (charrnn.kernels.stepgemm)
 # From this many streams on, each thread draws for its own share of the streams (then waits for
 # the other's ids); below it every thread draws every stream's character itself.
 SPLIT_DRAWS_FROM = 2
@@ -58,7 +62,7 @@ def part_count(hidden: int, gates: int, threads: int, packed: bool) -> int:
     packed product, each part's G*Hp columns into whole strips), else 1."""
     if threads < 2 or hidden % threads:
         return 1
-    if packed and (gates * (hidden // threads)) % block_columns(4):
+    if packed and (gates * (hidden // threads)) % STRIP:
         return 1
     return threads
 
@@ -66,13 +70,13 @@ def part_count(hidden: int, gates: int, threads: int, packed: bool) -> int:
 def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab_size: int,
                   parts: int, packed: bool):
     """(weights (parts, S') float32, layout (L + 1, 4) int64): `arrays` (name -> float32 array,
-    as charrnn.params names them) cut in the parts' buffers (see the module docstring), each
+    as charrnn.model.params names them) cut in the parts' buffers (see the module docstring), each
     part's share of the output layer (output_operand) at its end: layout[L] is (its start, and
     its shape (a, b, c))."""
     G, H = cell_gates, hidden
     Hp = H // parts
     width = G * Hp
-    strip = block_columns(4)
+    strip = STRIP
     layout = np.full((layers, 4), -1, dtype=np.int64)                     # (L, 4)
     position = 0
     for layer in range(layers):
@@ -153,14 +157,14 @@ def output_operand(V: np.ndarray, packed: bool, parts: int) -> np.ndarray:
     packed, (parts, Cp / 32, H, 32), part p's columns in strips; else (parts, 1, Cp, H), part p's
     columns as rows of V transposed."""
     hidden, vocab_size = V.shape
-    unit = block_columns(4) * parts if packed else parts
+    unit = STRIP * parts if packed else parts
     padded = -(-vocab_size // unit) * unit
     Cp = padded // parts
     wide = np.zeros((hidden, padded), dtype=np.float32)                   # (H, C)
     wide[:, :vocab_size] = V
     if not packed:
         return np.ascontiguousarray(wide.T.reshape(parts, 1, Cp, hidden))  # (parts, 1, Cp, H)
-    strip = block_columns(4)
+    strip = STRIP
     out = np.zeros((parts, Cp // strip, hidden, strip), dtype=np.float32)  # (parts, Cp/32, H, 32)
     for p in range(parts):
         pack(np.ascontiguousarray(wide[:, p * Cp:(p + 1) * Cp]), out[p])
@@ -171,7 +175,7 @@ def packs(hidden: int, gates: int, parts: int) -> bool:
     """Whether the register-blocked product runs on the parts' columns (AVX-512, whole strips;
     compiled code only)."""
     width = gates * (hidden // parts)
-    return operand_width(width, 4) == block_columns(4) and not numba_config.DISABLE_JIT
+    return operand_width(width, 4) == STRIP and not numba_config.DISABLE_JIT
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,8 +219,7 @@ def _add_times(x, operand, packed, x_rows, out):
     if packed:
         for r in range(n):
             x_rows[r] = x[r]
-        strip = 32
-        step_product(x_rows, operand.reshape((N // strip, K, strip)), out, True)
+        step_product(x_rows, operand.reshape((N // STRIP, K, STRIP)), out, True)
     else:
         _add_rows_times(x, operand.reshape((K, N)), out)
 
@@ -226,34 +229,26 @@ def _cells(cell, hp, ax, ah, b_hn, cur, nxt, layer, lo):
     """Units [lo, lo + Hp) of one layer's new state nxt[:, layer] from its pre-activations ax,
     ah (n, G*Hp) (gate blocks of Hp columns) and the old state cur: rnn h = tanh(ax); lstm from
     ax's blocks [i, f, g, o]; gru from ax = x U + b and ah = h W, blocks [r, z, n] (see
-    charrnn.spec), with the training kernels' fast float32 tanh and sigmoid."""
+    charrnn.model.spec), with the training kernels' fast float32 tanh and sigmoid."""
     n = ax.shape[0]
     kinds = cur.shape[2]
     for r in range(n):
         a = ax[r]
         h_new = nxt[r, layer, 0, lo:lo + hp]
-        if cell == 0:
+        if cell == RNN:
             for j in range(hp):
                 h_new[j] = fast_tanh(a[j])
-        elif cell == 2:
+        elif cell == LSTM:
             c_old = cur[r, layer, kinds - 1, lo:lo + hp]
             c_new = nxt[r, layer, kinds - 1, lo:lo + hp]
             for j in range(hp):
-                i_gate = fast_sigmoid(a[j])
-                f_gate = fast_sigmoid(a[hp + j])
-                g_gate = fast_tanh(a[2 * hp + j])
-                o_gate = fast_sigmoid(a[3 * hp + j])
-                c = f_gate * c_old[j] + i_gate * g_gate
-                c_new[j] = c
-                h_new[j] = o_gate * fast_tanh(c)
+                _, _, _, _, c_new[j], h_new[j] = lstm_unit(a[j], a[hp + j], a[2 * hp + j], a[3 * hp + j], c_old[j])
         else:
             a_h = ah[r]
             h_old = cur[r, layer, 0, lo:lo + hp]
             for j in range(hp):
-                reset = fast_sigmoid(a[j] + a_h[j])
-                update = fast_sigmoid(a[hp + j] + a_h[hp + j])
-                new = fast_tanh(a[2 * hp + j] + reset * (a_h[2 * hp + j] + b_hn[j]))
-                h_new[j] = (np.float32(1.0) - update) * new + update * h_old[j]
+                h_new[j] = gru_unit(a[j], a[hp + j], a[2 * hp + j], a_h[j], a_h[hp + j], a_h[2 * hp + j],
+                                    b_hn[j], h_old[j])[4]
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -278,7 +273,7 @@ def _layer_step(buffer, layout, layer, cell, packed, hp, lo, cur, nxt, ids, ax, 
                 ax[r, j] = b[j]
         _add_times(nxt[:, layer - 1, 0, :], buffer[u0:u0 + hidden * width], packed, x_rows, ax)
     W = buffer[w0:w0 + hidden * width]
-    if cell == 1:
+    if cell == GRU:
         ah[:] = 0.0
         _add_times(cur[:, layer, 0, :], W, packed, x_rows, ah)          # a_h = h W, kept apart
     else:
@@ -382,6 +377,35 @@ def _output_part(buffer, layout):
     return buffer[start:start + a * b * c].reshape((a, b, c))
 
 
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _parts_logits(first, last, weights, layout, b_y, packed, cur, x_rows, shared_logits):
+    """Parts [first, last)'s columns of every stream's logits from the last layer of cur, into
+    their rows of shared_logits (parts, n, Cp)."""
+    columns = shared_logits.shape[2]
+    for p in range(first, last):
+        _logits(_output_part(weights[p], layout), b_y, packed, p * columns, cur, x_rows, shared_logits[p])
+
+
+@njit(cache=True, nogil=True)
+def _row_logits(shared_logits, r, row_logits):
+    """Stream r's logits, whole (C,), from the parts' shares in shared_logits (parts, n, Cp)."""
+    parts, _, columns = shared_logits.shape
+    for q in range(parts):
+        row_logits[q * columns:(q + 1) * columns] = shared_logits[q, r]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def log_prob(logits, target, vocab_size):
+    """log softmax(logits[:vocab_size])[target] in float64 (natural log)."""
+    top = logits[0]
+    for k in range(1, vocab_size):
+        top = max(top, logits[k])
+    total = 0.0
+    for k in range(vocab_size):
+        total += math.exp(float(logits[k] - top))
+    return float(logits[target] - top) - math.log(total)
+
+
 @njit(cache=True, nogil=True)
 def _wait(counters, me, epoch):
     """arrive_and_wait, its cycles counted from the second round on; the first round's end is
@@ -395,7 +419,8 @@ def _wait(counters, me, epoch):
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, forced, uniforms,
-              inv_temperature, top_k, top_p, greedy, out_ids, shared_logits, drawn, counters):
+              inv_temperature, top_k, top_p, greedy, out_ids, targets, log_probs, shared_logits, drawn,
+              counters):
     """Parts [first, last) of `steps` characters for every stream of `states` (n, L, K, H), in
     place (parts = weights.shape[0]). Either one thread runs every part, one after another at
     each stage, or each part has a thread of its own, all running this at the same time, and
@@ -404,7 +429,9 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
     Drawing (uniforms (n, steps), forced (n, 0)): at each step the parts compute their columns of
     every stream's logits; then each stream's next character is drawn with its uniform and
     options ((n,) arrays) by one thread (by every thread, for a lone stream), written to out_ids
-    (n, steps), and fed in. Reading (uniforms (n, 0)): forced (n, steps) are fed in.
+    (n, steps), and fed in. Reading (uniforms (n, 0)): forced (n, steps) are fed in; scoring
+    (targets (n, steps) int64 beside them, else (n, 0)): after each character is read, the log
+    probability (natural log, float64) of targets[r, s] is written to log_probs[r, s].
     spare (n, L, K, H) is the second state array; shared_logits (parts, n, Cp) float32,
     drawn (parts, n) int64 and counters (parts * COUNTER_STRIDE,) int64, zeroed, are shared.
     Returns the share of its time this thread spent waiting at barriers, the first one (where
@@ -418,7 +445,8 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
     width = (layout[0, 1] - layout[0, 0]) // vocab_size              # G*Hp: U.0 is (vocab, G*Hp)
     drawing = uniforms.shape[1] > 0
     steps = uniforms.shape[1] if drawing else forced.shape[1]
-    split = drawing and team and n >= SPLIT_DRAWS_FROM
+    scoring = not drawing and targets.shape[1] > 0
+    split = (drawing or scoring) and team and n >= SPLIT_DRAWS_FROM
     owner = np.full(n, me, dtype=np.int64)                           # (n,) which thread draws a row
     if split:
         for q in range(parts):
@@ -437,15 +465,12 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
     cur, nxt = states, spare
     for s in range(steps):
         if drawing:
-            for p in range(first, last):
-                _logits(_output_part(weights[p], layout), b_y, packed, p * columns, cur, x_rows,
-                        shared_logits[p])
+            _parts_logits(first, last, weights, layout, b_y, packed, cur, x_rows, shared_logits)
             if team:
                 epoch += 1
                 waited += _wait(counters, me, epoch)
             for r in range(r0, r1):
-                for q in range(parts):
-                    row_logits[q * columns:(q + 1) * columns] = shared_logits[q, r]
+                _row_logits(shared_logits, r, row_logits)
                 drawn[me, r] = draw_one(row_logits, uniforms[r, s], inv_temperature[r],
                                         top_k[r], top_p[r], greedy[r], probabilities)
                 if split or me == 0:
@@ -466,6 +491,15 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
                 epoch += 1
                 waited += _wait(counters, me, epoch)
         cur, nxt = nxt, cur
+        if scoring:
+            _parts_logits(first, last, weights, layout, b_y, packed, cur, x_rows, shared_logits)
+            if team:
+                epoch += 1
+                waited += _wait(counters, me, epoch)
+            if split or me == 0:
+                for r in range(r0, r1):
+                    _row_logits(shared_logits, r, row_logits)
+                    log_probs[r, s] = log_prob(row_logits, targets[r, s], vocab_size)
     if steps % 2:                                 # the last state is in spare: these parts' units
         lo, hi = first * hp, last * hp
         states[:, :, :, lo:hi] = spare[:, :, :, lo:hi]

@@ -33,51 +33,17 @@ from charrnn.kernels.cells import (gru_backward, gru_forward, lstm_backward, lst
                                    rnn_backward, rnn_forward)
 from charrnn.kernels.dropout import apply_mask, apply_mask_in_place, stream_key, threshold
 from charrnn.kernels.fastmath import FAST, fast_exp
+from charrnn.kernels.layout import GRU, LSTM, RNN, gate_count, layer_views, output_views
 from charrnn.kernels.stepgemm import operand_width, pack, pack_transposed, step_product
 from charrnn.kernels.threads import ChunkThreads, chunk_bounds
-from charrnn.params import Params
-from charrnn.spec import ModelSpec
+from charrnn.model.params import Params
+from charrnn.model.spec import ModelSpec
 
 __all__ = ["Kernels", "BLAS_BACKEND"]
 
-RNN, GRU, LSTM = 0, 1, 2                    # ModelSpec.cell_code
-
-
 # ---------------------------------------------------------------------------------------------
-# Parameter views (the layout of charrnn.spec) and small helpers.
+# Small helpers.
 # ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _gate_count(cell):
-    return 1 if cell == RNN else (3 if cell == GRU else 4)
-
-
-@njit(cache=True)
-def _layer_views(flat, cell, vocab, hidden, layer):
-    """U (vocab or H, G*H), W (H, G*H), b (G*H,), b_hn (H,; empty unless gru) of one layer."""
-    gh = _gate_count(cell) * hidden
-    extra = hidden if cell == GRU else 0
-    start = 0
-    if layer > 0:
-        start = vocab * gh + hidden * gh + gh + extra + (layer - 1) * (2 * hidden * gh + gh + extra)
-    rows = vocab if layer == 0 else hidden
-    U = flat[start:start + rows * gh].reshape((rows, gh))
-    start += rows * gh
-    W = flat[start:start + hidden * gh].reshape((hidden, gh))
-    start += hidden * gh
-    b = flat[start:start + gh]
-    start += gh
-    b_hn = flat[start:start + extra]
-    return U, W, b, b_hn
-
-
-@njit(cache=True)
-def _output_views(flat, vocab, hidden):
-    """V (H, vocab), b_y (vocab,): the last arrays of the buffer."""
-    end = flat.size
-    V = flat[end - hidden * vocab - vocab:end - vocab].reshape((hidden, vocab))
-    return V, flat[end - vocab:]
-
 
 @njit(inline="always")
 def _window(buf, n, rows, width):
@@ -238,7 +204,7 @@ def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, st
     the last layer's output as (T * rows, H), what the output layer reads."""
     T = inputs.shape[1]
     rows = b1 - b0
-    gh = _gate_count(cell) * hidden
+    gh = gate_count(cell) * hidden
     c_width = hidden if cell == LSTM else 0
     g_width = gh if cell != RNN else 0
     n_width = hidden if cell == GRU else 0
@@ -246,7 +212,7 @@ def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, st
     ah = ah_buf[:rows * n_width * 3].reshape((rows, n_width * 3))
     x = hs_buf[0, :T * rows * hidden].reshape((T * rows, hidden))
     for layer in range(layers):
-        U, W, b, b_hn = _layer_views(flat, cell, vocab, hidden, layer)
+        U, W, b, b_hn = layer_views(flat, cell, vocab, hidden, layer)
         hs = _window(hs_buf[layer], T + 1, rows, hidden)
         cs = _window(cs_buf[layer], T + 1, rows, c_width)
         gates = _window(gates_buf[layer], T, rows, g_width)
@@ -280,7 +246,7 @@ def _chunk_loss(flat, W_op, cell, layers, vocab, hidden, inputs, targets, b0, b1
     """Summed cross-entropy of batch rows b0:b1 over the window (no dropout: drop_buf has width
     0); writes state_last[b0:b1]."""
     rows = b1 - b0
-    V, b_y = _output_views(flat, vocab, hidden)
+    V, b_y = output_views(flat, vocab, hidden)
     x = _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last,
                  hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, np.uint64(0), np.uint64(0),
                  flat.dtype.type(1.0))
@@ -368,14 +334,14 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
     T = inputs.shape[1]
     rows = b1 - b0
     n = T * rows
-    gh = _gate_count(cell) * hidden
+    gh = gate_count(cell) * hidden
     one, zero = flat.dtype.type(1.0), flat.dtype.type(0.0)
     c_width = hidden if cell == LSTM else 0
     g_width = gh if cell != RNN else 0
     n_width = hidden if cell == GRU else 0
     dropping = drop_buf.shape[1] > 0
-    V, b_y = _output_views(flat, vocab, hidden)
-    dV, db_y = _output_views(grad_flat, vocab, hidden)
+    V, b_y = output_views(flat, vocab, hidden)
+    dV, db_y = output_views(grad_flat, vocab, hidden)
 
     x = _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last,
                  hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale)
@@ -394,8 +360,8 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
     dh_rows = dh_next[:rows]
     dc_rows = dc_next[:rows]
     for layer in range(layers - 1, -1, -1):
-        U, W, b, b_hn = _layer_views(flat, cell, vocab, hidden, layer)
-        dU, dW, db, db_hn = _layer_views(grad_flat, cell, vocab, hidden, layer)
+        U, W, b, b_hn = layer_views(flat, cell, vocab, hidden, layer)
+        dU, dW, db, db_hn = layer_views(grad_flat, cell, vocab, hidden, layer)
         hs = _window(hs_buf[layer], T + 1, rows, hidden)
         cs = _window(cs_buf[layer], T + 1, rows, c_width)
         gates = _window(gates_buf[layer], T, rows, g_width)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import secrets
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
@@ -33,15 +32,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, InputError
+from charrnn.sampling.options import SampleOptions, drop_unknown, unknown_prime_message
 from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job
 from charrnn.serve.models import ServedModel
 
-# charrnn sample's defaults (charrnn/cli/sample.py), for fields a request leaves out.
-DEFAULTS = {"prime": "", "length": 500, "temperature": 0.8, "top_k": 0, "top_p": 1.0,
-            "seed": None, "num": 1, "unknown": "error", "stream": False}
+# charrnn sample's defaults (charrnn.sampling.options), for fields a request leaves out.
+_SAMPLE = SampleOptions()
+DEFAULTS = {"prime": "", "length": _SAMPLE.length, "temperature": _SAMPLE.temperature, "top_k": _SAMPLE.top_k,
+            "top_p": _SAMPLE.top_p, "seed": None, "num": 1, "unknown": "error", "stream": False}
 FIELDS = ("model", *DEFAULTS)
-MAX_SEED = 2 ** 64 - 1
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
 SECURITY_HEADERS = {
@@ -80,10 +80,6 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _shown(value) -> str:
@@ -136,29 +132,15 @@ def check_generate(data: dict, models: dict[str, ServedModel], limits: Limits) -
     prime = options["prime"]
     if not isinstance(prime, str):
         raise ApiError(400, f"prime must be a string, got {_shown(prime)}")
-    length = options["length"]
-    if not _whole(length) or length < 0:
-        raise ApiError(400, f"length must be a whole number, 0 or more, got {_shown(length)}")
-    if length > limits.max_length:
-        raise ApiError(400, f"length {length} is over this server's limit of "
+    try:
+        checked = SampleOptions(options["length"], options["temperature"], options["top_k"], options["top_p"],
+                                seed=options["seed"]).check()
+    except InputError as error:
+        raise ApiError(400, str(error)) from None
+    if checked.length > limits.max_length:
+        raise ApiError(400, f"length {checked.length} is over this server's limit of "
                             f"{limits.max_length} characters")
-    temperature = options["temperature"]
-    if not _number(temperature) or not math.isfinite(temperature) or temperature <= 0:
-        raise ApiError(400, f"temperature must be a number above 0, got {_shown(temperature)}")
-    if not math.isfinite(1.0 / temperature):
-        raise ApiError(400, f"temperature {temperature} is too small to compute with")
-    top_k = options["top_k"]
-    if not _whole(top_k) or top_k < 0:
-        raise ApiError(400, f"top_k must be a whole number, 0 (off) or more, got {_shown(top_k)}")
-    top_p = options["top_p"]
-    if not _number(top_p) or not 0 < top_p <= 1:
-        raise ApiError(400, f"top_p must be a number in (0, 1] (1 is off), got {_shown(top_p)}")
-    seed = options["seed"]
-    if seed is None:
-        seed = secrets.randbits(32)
-    elif not _whole(seed) or not 0 <= seed <= MAX_SEED:
-        raise ApiError(400, f"seed must be a whole number from 0 to {MAX_SEED}, or null for a "
-                            f"fresh one, got {_shown(seed)}")
+    seed = secrets.randbits(32) if checked.seed is None else checked.seed
     num = options["num"]
     if not _whole(num) or num < 1:
         raise ApiError(400, f"num must be a whole number, 1 or more, got {_shown(num)}")
@@ -172,8 +154,6 @@ def check_generate(data: dict, models: dict[str, ServedModel], limits: Limits) -
     if not isinstance(stream, bool):
         raise ApiError(400, f"stream must be true or false, got {_shown(stream)}")
 
-    from charrnn.sampling import drop_unknown, unknown_prime_message
-
     problem = unknown_prime_message(model.vocab, prime)
     if problem is not None:
         if unknown == "error":
@@ -182,8 +162,8 @@ def check_generate(data: dict, models: dict[str, ServedModel], limits: Limits) -
     if len(prime) > limits.max_prime:
         raise ApiError(400, f"the prime has {len(prime)} characters, over this server's limit "
                             f"of {limits.max_prime}")
-    return GenerateRequest(model, prime, length, float(temperature), top_k, float(top_p), seed,
-                           num, stream)
+    return GenerateRequest(model, prime, checked.length, checked.temperature, checked.top_k, checked.top_p,
+                           seed, num, stream)
 
 
 # ----------------------------------------------------------------------------------------------

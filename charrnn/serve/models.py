@@ -16,7 +16,7 @@ class ServedModel:
     name: str
     directory: Path
     meta: dict
-    sampler: object          # charrnn.sampling.BatchSampler
+    sampler: object          # charrnn.sampling.batch.BatchSampler
 
     @property
     def vocab(self):

@@ -29,7 +29,7 @@ TUNE_DIR = "tune"
 EXPERIMENT_NAME = "sweep"
 FORMAT = "charrnn-sweep"
 FORMAT_VERSION = 1
-# Files a trial directory may hold (charrnn.checkpoint's names, not imported: it loads Numba, and
+# Files a trial directory may hold (charrnn.model.checkpoint's names, not imported: it loads Numba, and
 # the sink's process needs none of it), in the order they are copied to the driver: the model
 # before the state that points past it, as train() itself writes them.
 MODEL_FILE, META_FILE, METRICS_FILE, STATE_FILE = (

@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from charrnn import checkpoint
+from charrnn.model import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED, TRIAL_FILES
 
@@ -57,7 +57,8 @@ class _Mirror:
 def run_trial(config: dict, *, corpus: bytes, job: dict, sink) -> None:
     """One trial, on a worker: train() on a temporary copy of the text, reporting every evaluation
     to Tune (which may stop the trial there) after mirroring the model directory to the driver."""
-    from charrnn.train import Budget, train
+    from charrnn.training.config import Budget
+    from charrnn.training.loop import train
 
     name = tune.get_context().get_trial_name()
     work = Path(tempfile.mkdtemp(prefix="charrnn-trial-"))

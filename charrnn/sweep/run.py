@@ -24,7 +24,8 @@ from charrnn.sweep.layout import (COMPLETE, FAILED, FINISHED, PENDING, RUNNING, 
                                   UNFINISHED,
                                   TrialRecord)
 from charrnn.sweep.space import Dimension, describe_space, parse_space
-from charrnn.train import TrainConfig, default_threads
+from charrnn.kernels.threads import usable_cores
+from charrnn.training.config import TrainConfig
 
 INSTALL_HINT = 'charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"'
 DEFAULT_TRIALS = 8
@@ -352,7 +353,7 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path,
         + (f", {settings.concurrent} at once" if settings.concurrent else "")
         + ("; ASHA early stopping" if settings.early_stop else ""))))
 
-    cpus = max(default_threads(), (settings.concurrent or 1) * settings.threads)
+    cpus = max(usable_cores(), (settings.concurrent or 1) * settings.threads)
     from charrnn.sweep import ray_parts  # imports ray.tune
     ray_logger = logging.getLogger("ray")
     previous_level = ray_logger.level

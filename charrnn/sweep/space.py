@@ -10,30 +10,21 @@ Everything here is checked without Ray: a bad value fails before any process sta
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 from charrnn.errors import InputError
-from charrnn.train import TrainConfig
+from charrnn.training.config import TrainConfig
 
-try:
-    from charrnn.spec import CELLS
-except ImportError:  # a trainer from before cells: --cell is refused (see parse_dimension)
-    CELLS = ("rnn", "lstm", "gru")
+from charrnn.model.spec import CELLS
+
 # The settings a sweep can vary, in display order, with their types.
 SWEEPABLE: dict[str, type] = {"cell": str, "hidden": int, "layers": int, "dropout": float,
                               "lr": float, "seq_length": int, "batch_size": int}
 LOG_SCALE = frozenset({"lr"})
 # With no space given: every cell, three sizes, one or two layers, some dropout, a decade of rates.
-# A setting the installed trainer does not have yet is left out.
 DEFAULT_SPACE: dict[str, str] = {"cell": "rnn,lstm,gru", "hidden": "256,512,1024", "layers": "1,2",
                                  "dropout": "0:0.3", "lr": "1e-3:5e-3"}
-
-
-def trainer_fields() -> frozenset[str]:
-    """The TrainConfig fields of the installed trainer (cells, layers and dropout arrive later)."""
-    return frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def option_name(name: str) -> str:
@@ -108,15 +99,12 @@ def _check_value(name: str, value) -> None:
         raise InputError(f"{option_name(name)} {_show(value)}: {error}") from None
 
 
-def parse_dimension(name: str, text: str, fields: frozenset[str] | None = None) -> Dimension:
+def parse_dimension(name: str, text: str) -> Dimension:
     """A Dimension from an option's text; InputError (one line) for anything no sweep could use."""
     option = option_name(name)
     if name not in SWEEPABLE:
         raise InputError(f"{option}: not a setting a sweep can vary "
                          f"(those are {', '.join(option_name(n) for n in SWEEPABLE)})")
-    if name not in (fields if fields is not None else trainer_fields()):
-        raise InputError(f"{option}: this charrnn's trainer has no such setting yet "
-                         "(it trains the vanilla RNN only); leave the option out")
     kind = SWEEPABLE[name]
     text = text.strip()
     if not text:
@@ -150,14 +138,10 @@ def parse_dimension(name: str, text: str, fields: frozenset[str] | None = None) 
     return Dimension(name, values=tuple(values))
 
 
-def parse_space(texts: dict[str, str],
-                fields: frozenset[str] | None = None) -> dict[str, Dimension]:
-    """Dimensions in SWEEPABLE's order from {setting: text}; the default space when `texts` is empty
-    (its settings the installed trainer lacks are left out)."""
-    fields = fields if fields is not None else trainer_fields()
-    if not texts:
-        texts = {name: text for name, text in DEFAULT_SPACE.items() if name in fields}
-    return {name: parse_dimension(name, texts[name], fields) for name in SWEEPABLE if name in texts}
+def parse_space(texts: dict[str, str]) -> dict[str, Dimension]:
+    """Dimensions in SWEEPABLE's order from {setting: text}; the default space when `texts` is empty."""
+    texts = texts or DEFAULT_SPACE
+    return {name: parse_dimension(name, texts[name]) for name in SWEEPABLE if name in texts}
 
 
 def describe_space(space: dict[str, Dimension]) -> str:

@@ -33,9 +33,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from charrnn import __version__
-from charrnn.atomic import new_file_mode
+from charrnn.atomic import file_sha256, new_file_mode
 from charrnn.errors import DownloadError, describe_os_error
-from charrnn.gutenberg import decode_text, parse_header, strip_gutenberg
+from charrnn.corpus.gutenberg import decode_text, parse_header, strip_gutenberg
 
 USER_AGENT = f"charrnn/{__version__}"
 GUTENBERG_SITE = "https://www.gutenberg.org"
@@ -856,14 +856,6 @@ class LocalCorpus:
     bytes: int
     sha256: str
     record: dict | None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def local_corpora(directory: str | os.PathLike, catalog: Mapping[str, CatalogEntry] | None = None) -> list[LocalCorpus]:

@@ -14,7 +14,8 @@ import numpy as np
 from numba import njit
 
 from charrnn.errors import InputError
-from charrnn.vocab import Vocab, encode_code_chunks
+from charrnn.corpus.encode import encode_code_chunks
+from charrnn.model.vocab import Vocab
 
 _CHUNK_BYTES = 1 << 22
 _WIDE = ("utf-16", "utf-32")

@@ -11,10 +11,13 @@ import math
 import numpy as np
 from numba import njit
 
+from charrnn.kernels.fastmath import FAST
+
 OPTIMIZERS = ("adam", "rmsprop", "adagrad")
-# error_model="numpy" drops the zero-division check that keeps a loop with a division scalar;
-# "reassoc" lets the float64 sum of squares use vector lanes (in the same order every run).
-_FAST = dict(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, error_model="numpy")
+# FAST (charrnn.kernels.fastmath): error_model="numpy" drops the zero-division check that keeps a
+# loop with a division scalar; "reassoc" lets the float64 sum of squares use vector lanes (in the same
+# order every run).
+_FAST = FAST
 
 
 @njit(cache=True, **_FAST)

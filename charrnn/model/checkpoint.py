@@ -1,7 +1,7 @@
 """The model directory: every file written to a temporary name and renamed into place.
 
     model.npz            the best model by validation (float32): format 2 names its arrays as
-                         charrnn.spec says (U.0, W.0, b.0, ..., V, b_y); format 1 (read, never
+                         charrnn.model.spec says (U.0, W.0, b.0, ..., V, b_y); format 1 (read, never
                          written) held a one-layer vanilla RNN's U, W, V, b_h, b_y
     meta.json            format version, vocabulary, sizes, config, step, best validation bpc, corpus
     training_state.npz   what resuming needs: last weights, optimizer moments, carried hidden state,
@@ -25,9 +25,11 @@ import numpy as np
 from charrnn import __version__
 from charrnn.atomic import atomic_write, atomic_write_all
 from charrnn.errors import ModelFormatError, StorageError, describe_os_error
-from charrnn.params import Params
-from charrnn.spec import ModelSpec
-from charrnn.vocab import Vocab
+from charrnn.model.legacy import format1_meta, format1_params
+from charrnn.model.params import Params
+from charrnn.model.spec import ModelSpec
+from charrnn.model.vocab import Vocab
+from charrnn.resources import DEFAULT_MODEL, bundled_model_dir, bundled_model_names
 
 FORMAT = "charrnn-model"
 FORMAT_VERSION = 2
@@ -96,6 +98,11 @@ def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) 
                       (directory / META_FILE, _json_bytes(full_meta))])
 
 
+def write_meta(directory: str | Path, meta: dict) -> None:
+    """Replace a model's meta.json (whole or not at all), its model.npz untouched."""
+    atomic_write(Path(directory) / META_FILE, _json_bytes(meta))
+
+
 def read_meta(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / META_FILE
@@ -120,9 +127,7 @@ def read_meta(directory: str | Path) -> dict:
 
 def model_spec(meta: dict, where: str | Path = META_FILE) -> ModelSpec:
     """The shape of the model a meta.json describes (format 1: a one-layer vanilla RNN)."""
-    if meta.get("format_version") == 1:
-        meta = {**meta, "cell": "rnn", "layers": 1}
-    return ModelSpec.from_meta(meta, str(where))
+    return ModelSpec.from_meta(format1_meta(meta), str(where))
 
 
 def load_model(directory: str | Path) -> Model:
@@ -136,7 +141,7 @@ def load_model(directory: str | Path) -> Model:
     arrays = _load_npz(directory / MODEL_FILE)
     try:
         if meta["format_version"] == 1:
-            params = Params.from_format1(arrays, dtype=np.float32)
+            params = format1_params(arrays, dtype=np.float32)
         else:
             spec = model_spec(meta, directory / META_FILE)
             if spec.vocab_size != len(vocab):
@@ -238,3 +243,34 @@ def truncate_metrics(directory: str | Path, last_step: int) -> None:
     """Drop records after `last_step` (written after the save a resumed run starts from)."""
     kept = [r for r in read_metrics(directory) if r.get("step", 0) <= last_step]
     atomic_write(Path(directory) / METRICS_FILE, b"".join((json.dumps(r) + "\n").encode() for r in kept))
+
+
+# Finding a model by name.
+
+def resolve_model_dir(model: str | os.PathLike | None) -> Path:
+    """A model directory, a bundled model's name, or None (the default bundled model)."""
+    names = bundled_model_names()
+    if model is None:
+        directory = bundled_model_dir(DEFAULT_MODEL)
+        if not (directory / MODEL_FILE).is_file():
+            raise ModelFormatError(f"this installation of charrnn has no bundled model "
+                                   f"({directory} holds no {MODEL_FILE}); give a model "
+                                   f"directory made by `charrnn train`")
+        return directory
+    path = Path(model)
+    if path.exists():
+        return path
+    if str(model) in names:
+        return bundled_model_dir(str(model))
+    if os.sep not in str(model) and names:
+        raise ModelFormatError(f"{model}: no such model directory, nor a bundled model "
+                               f"(bundled: {', '.join(names)})")
+    return path
+
+
+def load(model: Model | str | os.PathLike | None = None) -> Model:
+    """A Model as is, the model in a directory, a bundled model by name, or (None) the default
+    model that ships with charrnn."""
+    if isinstance(model, Model):
+        return model
+    return load_model(resolve_model_dir(model))

@@ -1,18 +1,14 @@
 """The model's parameters: one flat buffer with named views into it, laid out by a ModelSpec.
 
 A flat buffer lets the optimizer, the gradient clip and the checkpoint treat every array as one,
-while kernels and people see `U.0`, `W.0`, `b.0`, ..., `V`, `b_y` (see charrnn.spec).
+while kernels and people see `U.0`, `W.0`, `b.0`, ..., `V`, `b_y` (see charrnn.model.spec).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from charrnn.spec import ModelSpec
-
-# The arrays of a format-1 model (a one-layer vanilla RNN) and their format-2 names.
-FORMAT1_NAMES = {"U": "U.0", "W": "W.0", "b_h": "b.0", "V": "V", "b_y": "b_y"}
-
+from charrnn.model.spec import ModelSpec
 
 class Params:
     """C-contiguous views into `flat` (which owns the memory), one per array of `spec`:
@@ -87,34 +83,6 @@ class Params:
                 raise ValueError(f"{name} has shape {arrays[name].shape}, expected {shape}")
             params[name][...] = arrays[name]
         return params
-
-    @classmethod
-    def from_format1(cls, arrays: dict[str, np.ndarray], dtype=np.float32) -> "Params":
-        """A format-1 model (U, W, V, b_h, b_y of a one-layer vanilla RNN) in today's layout."""
-        missing = [n for n in FORMAT1_NAMES if n not in arrays]
-        if missing:
-            raise ValueError(f"missing arrays: {', '.join(missing)}")
-        if arrays["U"].ndim != 2:
-            raise ValueError(f"U has shape {arrays['U'].shape}, expected (vocab, hidden)")
-        vocab_size, hidden = (int(n) for n in arrays["U"].shape)
-        spec = ModelSpec("rnn", 1, hidden, vocab_size)
-        return cls.from_arrays(spec, {new: arrays[old] for old, new in FORMAT1_NAMES.items()}, dtype)
-
-
-def format1_flat_order(spec: ModelSpec) -> np.ndarray:
-    """Indices that put a format-1 flat buffer (a one-layer vanilla RNN's U, W, V, b_h, b_y, in
-    that order: charrnn 0.1's training states and optimizer moments) into this layout's order."""
-    V, H = spec.vocab_size, spec.hidden
-    starts, position = {}, 0
-    for name, size in (("U", V * H), ("W", H * H), ("V", H * V), ("b_h", H), ("b_y", V)):
-        starts[name] = position
-        position += size
-    offsets = spec.offsets()
-    order = np.empty(spec.n_params, dtype=np.int64)
-    for old, new in FORMAT1_NAMES.items():
-        start, stop = offsets[new]
-        order[start:stop] = np.arange(starts[old], starts[old] + stop - start)
-    return order
 
 
 def init_params(spec: ModelSpec, rng: np.random.Generator, dtype=np.float32,

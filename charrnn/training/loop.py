@@ -17,155 +17,19 @@ from typing import Callable
 
 import numpy as np
 
-from charrnn import checkpoint
-from charrnn.batches import BatchStreams, split_train_val
+from charrnn.atomic import file_sha256
+from charrnn.corpus.text import load_corpus
 from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
-from charrnn.evaluate import eval_kernels, evaluate_bpc
 from charrnn.kernels.threads import usable_cores
-from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
-from charrnn.params import format1_flat_order, init_params
-from charrnn.spec import CELLS, ModelSpec
-from charrnn.text import load_corpus
-
-PROGRESS_SECONDS = 0.5    # how often a "step" event is sent
-DEFAULT_MINUTES = 10.0    # the budget when none is given
-
-
-# Defaults of each cell, chosen to learn well in 10 minutes on 2 cores (BENCHMARKS.md). Settings
-# not named here share TrainConfig's defaults. The LSTM's dropout of 0.1 was as good as 0.25 on
-# tiny-shakespeare (1.1 MB) and nearly as good as none on a 4.1 MB text, where 0.25 cost 0.02 bpc;
-# the GRU kept 0.25, 0.025 bpc better than 0.1 on tiny-shakespeare.
-CELL_DEFAULTS = {
-    "rnn": {"layers": 1, "hidden": 1024, "dropout": 0.0, "lr": 2e-3, "input_lr_scale": 30.0},
-    "lstm": {"layers": 2, "hidden": 512, "dropout": 0.1, "lr": 3e-3, "input_lr_scale": 10.0},
-    "gru": {"layers": 2, "hidden": 512, "dropout": 0.25, "lr": 3e-3, "input_lr_scale": 10.0},
-}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What defines a training run; stored in the model's metadata and fixed across resumes.
-    A run saved before cells existed has no cell, layers or dropout: it is a one-layer vanilla
-    RNN without dropout, which these defaults say."""
-    cell: str = "rnn"
-    layers: int = 1
-    hidden: int = 1024
-    dropout: float = 0.0             # inverted dropout between layers and before the output layer
-    seq_length: int = 64
-    batch_size: int = 32
-    lr: float = 2e-3
-    optimizer: str = "adam"
-    clip: float = 5.0
-    lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
-    min_lr_frac: float = 0.1
-    input_scale: float = 0.5         # standard deviation of the initial U.0
-    input_lr_scale: float = 30.0     # U.0's learning rate relative to the others (its rows are sparse)
-    val_frac: float = 0.05
-    eval_every: int = 1000
-    seed: int = 0
-
-    @classmethod
-    def for_cell(cls, **settings) -> "TrainConfig":
-        """A config from the given settings, the rest from the cell's defaults (CELL_DEFAULTS)."""
-        cell = settings.get("cell", cls.cell)
-        if cell not in CELL_DEFAULTS:
-            raise InputError(f"--cell must be one of {', '.join(CELLS)}, got {cell!r}")
-        return cls(**{**CELL_DEFAULTS[cell], **settings})
-
-    def spec(self, vocab_size: int) -> ModelSpec:
-        return ModelSpec(self.cell, self.layers, self.hidden, vocab_size)
-
-    def check(self) -> None:
-        """InputError (one line) for values no run could use."""
-        if self.cell not in CELL_DEFAULTS:
-            raise InputError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        positive_ints = ("layers", "hidden", "seq_length", "batch_size", "eval_every")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive whole number, got {value}")
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"--lr must be positive, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.clip >= 0:
-            raise InputError(f"--clip must be 0 (off) or positive, got {self.clip}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise InputError(f"--lr-schedule must be cosine or constant, got {self.lr_schedule!r}")
-        if not 0 < self.min_lr_frac <= 1:
-            raise InputError(f"min_lr_frac must be in (0, 1], got {self.min_lr_frac}")
-        if not 0 < self.val_frac <= 0.5:
-            raise InputError(f"--val-frac must be in (0, 0.5], got {self.val_frac}")
-        if not self.input_scale > 0:
-            raise InputError(f"input_scale must be positive, got {self.input_scale}")
-        if not self.input_lr_scale > 0:
-            raise InputError(f"input_lr_scale must be positive, got {self.input_lr_scale}")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long to train, counted over the whole run (a resumed run continues the same count).
-    Training stops at whichever limit comes first; with none given, DEFAULT_MINUTES."""
-    steps: int | None = None
-    epochs: float | None = None
-    minutes: float | None = None
-
-    def check(self) -> None:
-        for name in ("steps", "epochs", "minutes"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"--{name} must be positive, got {value}")
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """kind: "start" | "note" | "compiling" | "ready" | "step" | "eval" | "sample" | "saved" | "interrupted" | "done"."""
-    kind: str
-    step: int = 0
-    total_steps: int | None = None
-    epoch: float = 0.0
-    train_loss: float | None = None        # nats per character, averaged since the last step event
-    val_bpc: float | None = None
-    best_val_bpc: float | None = None
-    chars_per_sec: float | None = None
-    elapsed: float = 0.0                   # training seconds, over the whole run
-    eta_seconds: float | None = None
-    lr: float | None = None
-    text: str = ""                         # a sample, or a message
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out_dir: Path
-    step: int
-    best_val_bpc: float
-    last_val_bpc: float | None
-    elapsed: float
-    interrupted: bool
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def default_threads() -> int:
-    return usable_cores()
-
-
-def learning_rate(config: TrainConfig, progress: float) -> float:
-    """Cosine decay from lr to lr * min_lr_frac as `progress` goes from 0 to 1."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    progress = min(max(progress, 0.0), 1.0)
-    floor = config.lr * config.min_lr_frac
-    return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * progress))
-
+from charrnn.model import checkpoint
+from charrnn.model.legacy import FORMAT1_CONFIG, format1_state, is_format1_state
+from charrnn.model.params import init_params
+from charrnn.model.spec import ModelSpec
+from charrnn.training.batches import BatchStreams, split_train_val
+from charrnn.training.config import (DEFAULT_MINUTES, PROGRESS_SECONDS, Budget, TrainConfig, TrainEvent,
+                                     TrainResult, learning_rate)
+from charrnn.training.evaluate import estimate_bpc, estimate_kernels, exact_bpc
+from charrnn.training.optim import Optimizer, clip_grad_norm
 
 class _StopOnSigint:
     """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
@@ -195,7 +59,7 @@ def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
         config = TrainConfig.for_cell(**overrides)
     else:
         try:
-            base = TrainConfig(**saved)
+            base = TrainConfig(**({**FORMAT1_CONFIG, **saved} if "cell" not in saved else saved))
         except TypeError as error:
             raise ModelFormatError(f"{checkpoint.STATE_FILE}: corrupt training record (config: "
                                    f"{error})") from None
@@ -214,7 +78,7 @@ def _check_arguments(overrides: dict, budget: Budget, threads: int | None) -> in
     if unknown:
         raise InputError(f"unknown training settings: {', '.join(sorted(unknown))}")
     budget.check()
-    threads = threads or default_threads()
+    threads = threads or usable_cores()
     if threads < 1:
         raise InputError(f"--threads must be positive, got {threads}")
     return threads
@@ -261,6 +125,8 @@ class _Run:
         # training, and a resumed run continues their stream.
         self.sample_rng = np.random.default_rng([config.seed, 1])
         self.step, self.elapsed_before, self.best = 0, 0.0, math.inf
+        self.val_seconds = 0.0            # validation estimates of this session, within the budget
+        self.final_val_seconds = 0.0      # the best model's exact score at the end
         if info is not None:
             self._restore(state_arrays, info)
         else:
@@ -302,8 +168,8 @@ class _Run:
 
     def _restore(self, arrays: dict, info: dict) -> None:
         try:
-            if "hidden" in arrays:
-                arrays = self._from_format1(arrays)
+            if is_format1_state(arrays):
+                arrays = format1_state(arrays, self.spec, self.state.shape)
             self.params.flat[...] = arrays["params"]
             self.optimizer.load_state_arrays(arrays, info["optimizer_steps"])
             self.state[...] = arrays["state"]
@@ -316,22 +182,12 @@ class _Run:
             raise ModelFormatError(f"{self.out_dir / checkpoint.STATE_FILE}: corrupt training "
                                    f"state ({type(error).__name__}: {error})") from None
         try:  # a kill between writing the model and the state leaves the model the better record
-            self.best = min(self.best, checkpoint.read_meta(self.out_dir).get("best_val_bpc") or math.inf)
+            meta = checkpoint.read_meta(self.out_dir)
+            self.best = min(self.best, meta.get("best_val_bpc_estimate", meta.get("best_val_bpc")) or math.inf)
         except ModelFormatError:  # killed before the first model was saved
             pass
         checkpoint.truncate_metrics(self.out_dir, self.step)
         checkpoint.remove_stale_temporaries(self.out_dir)
-
-    def _from_format1(self, arrays: dict) -> dict:
-        """A training state saved by charrnn 0.1 (a vanilla RNN's flat U, W, V, b_h, b_y and a
-        (B, H) "hidden" array) in this layout."""
-        if self.spec.cell != "rnn" or self.spec.layers != 1:
-            raise ValueError("a format-1 training state holds a one-layer vanilla RNN")
-        order = format1_flat_order(self.spec)
-        converted = {name: (a[order] if name == "params" or name.startswith("opt_") else a)
-                     for name, a in arrays.items() if name != "hidden"}
-        converted["state"] = arrays["hidden"].reshape(self.state.shape)
-        return converted
 
     def _start_directory(self, force: bool) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,11 +244,13 @@ class _Run:
         so far, and a line of metrics."""
         config = self.config
         if evaluate:
-            self.last_val = evaluate_bpc(eval_kernels, self.params, self.val_ids)
+            started = time.perf_counter()
+            self.last_val = estimate_bpc(eval_kernels, self.params, self.val_ids)
+            self.val_seconds += time.perf_counter() - started
             if self.last_val < self.best:
                 self.best = self.last_val
                 checkpoint.save_model(self.out_dir, self.params, self.vocab, {
-                    "step": self.step, "best_val_bpc": self.best,
+                    "step": self.step, "best_val_bpc": self.best, "val_bpc_method": "estimate",
                     "config": dataclasses.asdict(config), "corpus": self.corpus,
                     "encoding": self.encoding, "trained_seconds": round(elapsed, 3)})
         checkpoint.save_training_state(self.out_dir, {
@@ -415,6 +273,20 @@ class _Run:
                                  epoch=self.step / self.steps_per_epoch, val_bpc=self.last_val,
                                  best_val_bpc=self.best, elapsed=elapsed))
 
+    def finish(self) -> float | None:
+        """The best model's exact validation bpc (charrnn.training.evaluate.exact_bpc), written to
+        its meta.json in place of the estimate it was chosen on (kept as best_val_bpc_estimate)."""
+        meta = checkpoint.read_meta(self.out_dir)
+        if meta.get("val_bpc_method") != "estimate":
+            return meta.get("best_val_bpc")
+        started = time.perf_counter()
+        model = checkpoint.load_model(self.out_dir)
+        exact = exact_bpc(model.params, model.vocab, self.val_ids)
+        self.final_val_seconds = time.perf_counter() - started
+        checkpoint.write_meta(self.out_dir, {**meta, "best_val_bpc": exact, "val_bpc_method": "exact",
+                                             "best_val_bpc_estimate": meta["best_val_bpc"]})
+        return exact
+
     def sample(self, length: int) -> str:
         from charrnn.sampling import sample_text
         return sample_text(self.params, self.vocab, length, temperature=0.8, rng=self.sample_rng)
@@ -426,7 +298,8 @@ def _warm_up(run: _Run, kernels, eval_kernels, sample_every: int) -> None:
     inputs, targets = run.streams.window(0)
     kernels.loss_and_grad(run.params, inputs, targets, run.state.copy(), run.grads.zeros_like(),
                           seed=run.config.seed, step=run.step)
-    evaluate_bpc(eval_kernels, run.params, run.val_ids[:2])
+    estimate_bpc(eval_kernels, run.params, run.val_ids[:2])
+    exact_bpc(run.params, run.vocab, run.val_ids[:2])
     if sample_every:
         from charrnn.sampling import sample_text
         sample_text(run.params, run.vocab, 1, rng=np.random.default_rng(0))
@@ -489,7 +362,7 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     config = run.config
     kernels = Kernels(run.spec, config.batch_size, config.seq_length, np.float32, threads=threads,
                       dropout=config.dropout)
-    evaluator = eval_kernels(run.spec)
+    evaluator = estimate_kernels(run.spec, threads)
     emit(TrainEvent("start", step=run.step, total_steps=run.total_steps, elapsed=run.elapsed_before,
                     text=f"{run.spec.describe()}, {run.spec.n_params:,} parameters; "
                          f"{len(run.train_ids):,} training and {len(run.val_ids):,} validation "
@@ -535,6 +408,12 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
         emit(TrainEvent("interrupted", step=run.step, elapsed=elapsed, best_val_bpc=run.best))
     elif not evaluated_now or needs_model:
         run.save(elapsed, True, evaluator)
+    best = run.best
+    if not interrupted:
+        emit(TrainEvent("scoring", step=run.step, text="scoring the best model on the whole validation text"))
+        best = run.finish()
     emit(TrainEvent("done", step=run.step, total_steps=run.total_steps, elapsed=elapsed,
-                    val_bpc=run.last_val, best_val_bpc=run.best))
-    return TrainResult(run.out_dir, run.step, run.best, run.last_val, elapsed, interrupted)
+                    val_bpc=run.last_val, best_val_bpc=best, val_seconds=run.val_seconds,
+                    final_val_seconds=run.final_val_seconds))
+    return TrainResult(run.out_dir, run.step, best, run.last_val, elapsed, interrupted, run.val_seconds,
+                       run.final_val_seconds)

@@ -1,0 +1,2 @@
+"""Text in: reading and decoding files (text), Project Gutenberg's conventions (gutenberg), and the
+public-domain corpora charrnn downloads (download)."""
