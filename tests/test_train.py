@@ -10,7 +10,7 @@ from charrnn.model import checkpoint
 from charrnn.errors import InputError, TrainingDiverged
 from charrnn.training.loop import Budget, TrainConfig, train
 
-TINY = {"hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 20, "lr": 1e-2}
+TINY = {"cell": "rnn", "layers": 1, "hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 20, "lr": 1e-2}
 
 
 def weights(directory):

@@ -48,6 +48,11 @@ def _summary(name, model) -> list[str]:
     shapes = f"U.0 {v}x{g}, W {h}x{g}" + (f", U.1.. {h}x{g}" if spec.layers > 1 else "") + \
         f", V {h}x{v}"
     dropout = config.get("dropout", 0.0)
+    choice = meta.get("auto_choice")
+    method = meta.get("val_bpc_method")
+    validation = (f"validation  {meta['best_val_bpc']:.4f} bits per character"
+                  f"{' (estimate; the run ended early)' if method == 'estimate' else ''}"
+                  if meta.get("best_val_bpc") else "validation  none recorded")
     return [
         f"model       {name}",
         f"network     {spec.describe()}, {spec.n_params:,} parameters ({shapes})",
@@ -56,8 +61,8 @@ def _summary(name, model) -> list[str]:
         f"batch {config.get('batch_size', '?')} x {config.get('seq_length', '?')}, "
         f"{config.get('optimizer', '?')} lr {config.get('lr', '?')}, "
         f"dropout {dropout:g}",
-        f"validation  {meta['best_val_bpc']:.4f} bits per character" if meta.get("best_val_bpc") else
-        "validation  none recorded",
+        *([f"chosen      {choice.get('reason', '?')}"] if isinstance(choice, dict) else []),
+        validation,
         f"corpus      {corpus.get('name', '?')} ({corpus.get('bytes', 0):,} bytes, "
         f"sha256 {corpus.get('sha256', '?')[:16]}...)",
         f"format      {meta.get('format_version')} (charrnn {meta.get('charrnn_version', '?')})",

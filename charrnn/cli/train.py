@@ -119,9 +119,11 @@ def _explicit(ctx: click.Context, names) -> dict:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Model directory (created if missing).  [default: models/<TEXT_FILE's name "
                    "without its suffix>]")
-@click.option("--cell", type=click.Choice(CELLS), default=_DEFAULTS.cell, show_default=True,
+@click.option("--cell", type=click.Choice(CELLS), default=None,
               help="The recurrent cell: vanilla rnn, lstm or gru. Each has defaults of its own "
-                   "for --layers, --hidden, --dropout and --lr.")
+                   "for --layers, --hidden, --dropout and --lr.  [default: with none of --cell, "
+                   "--layers, --hidden, --dropout given, the model is chosen for the budget, the "
+                   "text and this machine (an LSTM); otherwise lstm]")
 @click.option("--layers", type=int, default=None,
               help="Recurrent layers stacked, each reading the one below.  " + _per_cell("layers"))
 @click.option("--hidden", type=int, default=None,

@@ -68,9 +68,9 @@ class BatchSampler:
             params = model_or_params
         if not isinstance(params, Params):
             raise InputError(f"params must be a charrnn Params, got {type(params).__name__}")
-        if not isinstance(vocab, Vocab):
+        if vocab is not None and not isinstance(vocab, Vocab):
             raise InputError(f"vocab must be a charrnn Vocab, got {type(vocab).__name__}")
-        if params.vocab_size != len(vocab):
+        if vocab is not None and params.vocab_size != len(vocab):
             raise InputError(f"the weights are for {params.vocab_size} characters but the "
                              f"vocabulary has {len(vocab)}")
         if not np.isfinite(params.flat).all():
@@ -94,7 +94,9 @@ class BatchSampler:
         self._alone_until = 0.0       # time.monotonic() until which the parts run on one thread
         self.last_waiting = 0.0       # the share of the last two-thread call spent at barriers
         # Decoding is one gather and one bytes -> str conversion rather than a join of chars.
-        self._code_points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)  # (vocab,)
+        # (None: a sampler that only scores, for a model whose characters do not matter.)
+        self._code_points = None if vocab is None else \
+            np.array([ord(c) for c in vocab.chars], dtype=np.uint32)                  # (vocab,)
 
     def _weights(self, parts: int) -> tuple:
         """(weights, layout): the model cut in `parts` (charrnn.kernels.sampler), made once.
@@ -159,7 +161,7 @@ class BatchSampler:
     def read(self, states: np.ndarray, row: int, prime_ids) -> None:
         """Run the character ids `prime_ids` through stream `row` of `states`, in place."""
         ids = np.ascontiguousarray(prime_ids, dtype=np.int64)                     # (m,)
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocab)):
+        if ids.size and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
             raise InputError("character ids outside the vocabulary")
         one = states[row:row + 1]                                                 # (1, L, K, H)
         nothing = np.zeros((1, 0))

@@ -30,19 +30,19 @@ CELL_DEFAULTS = {
 class TrainConfig:
     """What defines a training run; stored in the model's metadata and fixed across resumes.
     (A run saved before cells existed has no cell, layers or dropout: see charrnn.model.legacy.)"""
-    cell: str = "rnn"
-    layers: int = 1
-    hidden: int = 1024
-    dropout: float = 0.0             # inverted dropout between layers and before the output layer
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    dropout: float = 0.1             # inverted dropout between layers and before the output layer
     seq_length: int = 64
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     optimizer: str = "adam"
     clip: float = 5.0
     lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
     min_lr_frac: float = 0.1
     input_scale: float = 0.5         # standard deviation of the initial U.0
-    input_lr_scale: float = 30.0     # U.0's learning rate relative to the others (its rows are sparse)
+    input_lr_scale: float = 10.0     # U.0's learning rate relative to the others (its rows are sparse)
     val_frac: float = 0.05
     eval_every: int = 1000
     seed: int = 0

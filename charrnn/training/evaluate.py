@@ -29,7 +29,7 @@ ESTIMATE_WINDOW = 128     # characters per forward call of the estimate
 ESTIMATE_WARMUP = 256     # characters each piece's state reads before its first scored character
 
 
-def exact_bpc(params: Params, vocab: Vocab, ids: np.ndarray, threads: int | None = None) -> float:
+def exact_bpc(params: Params, vocab: Vocab | None, ids: np.ndarray, threads: int | None = None) -> float:
     """Bits per character over a whole text (ids, at least 2), the state carried from start to end
     (no dropout): every character after the first is scored."""
     from charrnn.sampling.batch import BatchSampler   # late: it loads the compiled sampler
@@ -58,12 +58,12 @@ def estimate_bpc(kernels, params: Params, ids: np.ndarray, warmup: int = ESTIMAT
     """An estimate of exact_bpc: the scored characters cut into as many contiguous pieces as the
     kernels have streams, scored side by side. The first piece starts at the text's start from the
     zero state, as the exact pass does; every other piece's state starts at zero `warmup`
-    characters before it. A text too short to cut gets the exact number's method (one stream)."""
+    characters before it. A text too short to cut gets the exact number."""
     streams, window = kernels.batch_size, kernels.seq_length
     scored = len(ids) - 1
     piece = scored // streams
     if piece < 2 * warmup:
-        return _one_stream_bpc(kernels, params, ids)
+        return exact_bpc(params, None, ids)
     ids = np.asarray(ids, dtype=np.int32)
     starts = np.arange(streams) * piece                                     # (B,) first input
     state = np.zeros(params.spec.state_shape(streams), dtype=params.dtype)  # (B, L, K, H)
@@ -81,21 +81,6 @@ def estimate_bpc(kernels, params: Params, ids: np.ndarray, warmup: int = ESTIMAT
         total += kernels.loss(params, ids[columns], ids[columns + 1], state) * streams * width
         state[...] = kernels.state_last
     return total / (streams * piece) / LN2
-
-
-def _one_stream_bpc(kernels, params: Params, ids: np.ndarray) -> float:
-    """Bits per character of a short text with one carried state (the first of the kernels' rows)."""
-    streams, window = kernels.batch_size, kernels.seq_length
-    state = np.zeros(params.spec.state_shape(streams), dtype=params.dtype)  # (B, L, K, H)
-    ids = np.asarray(ids, dtype=np.int32)
-    total = 0.0
-    for a in range(0, len(ids) - 1, window):
-        width = min(window, len(ids) - 1 - a)
-        inputs = np.repeat(ids[None, a:a + width], streams, axis=0)         # (B, width)
-        targets = np.repeat(ids[None, a + 1:a + 1 + width], streams, axis=0)
-        total += kernels.loss(params, inputs, targets, state) * width
-        state[...] = kernels.state_last
-    return total / (len(ids) - 1) / LN2
 
 
 @dataclass(frozen=True)

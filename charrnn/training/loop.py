@@ -25,11 +25,13 @@ from charrnn.model import checkpoint
 from charrnn.model.legacy import FORMAT1_CONFIG, format1_state, is_format1_state
 from charrnn.model.params import init_params
 from charrnn.model.spec import ModelSpec
+from charrnn.training.auto import MODEL_OPTIONS, SHAPES, choose
 from charrnn.training.batches import BatchStreams, split_train_val
 from charrnn.training.config import (DEFAULT_MINUTES, PROGRESS_SECONDS, Budget, TrainConfig, TrainEvent,
                                      TrainResult, learning_rate)
 from charrnn.training.evaluate import estimate_bpc, estimate_kernels, exact_bpc
 from charrnn.training.optim import Optimizer, clip_grad_norm
+from charrnn.training.probe import Probe, machine_probe
 
 class _StopOnSigint:
     """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
@@ -53,8 +55,9 @@ class _StopOnSigint:
 
 
 def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
-    """A new run's config (the cell's defaults under the given settings), or a resumed run's saved
-    one, which the given settings must agree with."""
+    """A new run's config (the cell's defaults under the given settings; the model's shape is
+    chosen later if no setting names it: see _Run._choose_model), or a resumed run's saved one,
+    which the given settings must agree with."""
     if saved is None:
         config = TrainConfig.for_cell(**overrides)
     else:
@@ -101,7 +104,8 @@ class _Run:
     of training it (open, one step, a checkpoint, the finish)."""
 
     def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
-                 force: bool, encoding: str, threads: int, emit, corpus_path=None):
+                 force: bool, encoding: str, threads: int, emit, corpus_path=None,
+                 probe: Probe | None = None):
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
         state_arrays, info = self._previous(text_path, resume, force)
         if info is not None:
@@ -111,8 +115,13 @@ class _Run:
                 budget = Budget(**info["budget"])
         self.budget, self.encoding = budget, encoding
         self.saved_threads = info.get("threads") if info else None
-        self.config = config = _resolve_config(overrides, info["config"] if info else None)
+        self.config = _resolve_config(overrides, info["config"] if info else None)
         self._read_text(Path(text_path), info, corpus_path)
+        self.total_steps, self.time_limit = _total_steps(budget, self.streams.steps_per_epoch)
+        self.choice = info.get("auto_choice") if info else None
+        if info is None and not any(name in overrides for name in MODEL_OPTIONS):
+            self._choose_model(overrides, probe)
+        config = self.config
         self.spec = config.spec(len(self.vocab))
         self.rng = np.random.default_rng(config.seed)
         self.params = init_params(self.spec, self.rng, np.float32, config.input_scale)
@@ -131,7 +140,6 @@ class _Run:
             self._restore(state_arrays, info)
         else:
             self._start_directory(force)
-        self.total_steps, self.time_limit = _total_steps(budget, self.streams.steps_per_epoch)
         self.last_val = None
         self.loss_since_eval = [0.0, 0]          # summed training loss and steps since the last eval
         self.rate_for_log = None
@@ -151,6 +159,20 @@ class _Run:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputError(f"{self.out_dir} exists and is not a directory")
         return None, None
+
+    def _choose_model(self, overrides: dict, probe: Probe | None) -> None:
+        """The model's shape and dropout for this budget, text and machine (charrnn.training.auto)."""
+        config = self.config
+        if self.time_limit is not None and probe is None:
+            self.emit(TrainEvent("note", text="measuring this machine's training speed (once; cached)"))
+            probe, _ = machine_probe(SHAPES, self.threads)
+        choice = choose(self.time_limit, self.total_steps, len(self.train_ids), config.batch_size,
+                        config.seq_length, probe)
+        self.config = TrainConfig.for_cell(**{**overrides, **choice.settings()})
+        self.config.check()
+        self.choice = choice.to_meta()
+        self.emit(TrainEvent("note", text=f"model: {choice.reason} (name --cell, --layers, --hidden or "
+                                          f"--dropout to choose yourself)"))
 
     def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
@@ -252,7 +274,8 @@ class _Run:
                 checkpoint.save_model(self.out_dir, self.params, self.vocab, {
                     "step": self.step, "best_val_bpc": self.best, "val_bpc_method": "estimate",
                     "config": dataclasses.asdict(config), "corpus": self.corpus,
-                    "encoding": self.encoding, "trained_seconds": round(elapsed, 3)})
+                    "encoding": self.encoding, "trained_seconds": round(elapsed, 3),
+                    **({"auto_choice": self.choice} if self.choice else {})})
         checkpoint.save_training_state(self.out_dir, {
             "params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()}, {
             "step": self.step, "elapsed": elapsed,
@@ -261,7 +284,8 @@ class _Run:
             "sample_rng_state": self.sample_rng.bit_generator.state,
             "config": dataclasses.asdict(config), "corpus": self.corpus, "encoding": self.encoding,
             "vocab": list(self.vocab.chars), "threads": self.threads,
-            "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch})
+            "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch,
+            "auto_choice": self.choice})
         if evaluate:
             loss_sum, loss_count = self.loss_since_eval
             checkpoint.append_metrics(self.out_dir, {
@@ -298,7 +322,8 @@ def _warm_up(run: _Run, kernels, eval_kernels, sample_every: int) -> None:
     inputs, targets = run.streams.window(0)
     kernels.loss_and_grad(run.params, inputs, targets, run.state.copy(), run.grads.zeros_like(),
                           seed=run.config.seed, step=run.step)
-    estimate_bpc(eval_kernels, run.params, run.val_ids[:2])
+    one = np.zeros((eval_kernels.batch_size, 1), dtype=np.int32)                  # (B, 1)
+    eval_kernels.loss(run.params, one, one, np.zeros(run.spec.state_shape(eval_kernels.batch_size), np.float32))
     exact_bpc(run.params, run.vocab, run.val_ids[:2])
     if sample_every:
         from charrnn.sampling import sample_text
@@ -344,11 +369,13 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
           budget: Budget = Budget(), resume: bool = False, force: bool = False,
           encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
           sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None,
-          corpus_path: str | Path | None = None) -> TrainResult:
+          corpus_path: str | Path | None = None, probe: Probe | None = None) -> TrainResult:
     """Train (or resume training) a model on a text file; the model directory is `out_dir`.
 
     `overrides` are TrainConfig fields: for a new run, the rest come from the cell's defaults
-    (CELL_DEFAULTS); on resume they must agree with the saved run. `corpus_path`, for a run on
+    (CELL_DEFAULTS), and if none of cell, layers, hidden or dropout is given, the model is chosen
+    for the budget, the text and this machine (charrnn.training.auto; `probe`, if given, stands for
+    this machine's measured speeds); on resume they must agree with the saved run. `corpus_path`, for a run on
     a copy of the text (a sweep's trial on another machine), is the path the model records as
     its corpus, so that `--resume` finds the original.
     """
@@ -356,7 +383,7 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     overrides = dict(overrides or {})
     threads = _check_arguments(overrides, budget, threads)
     run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit,
-               corpus_path)
+               corpus_path, probe)
     from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
 
     config = run.config
