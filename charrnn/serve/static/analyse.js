@@ -203,12 +203,11 @@
     details.append(head);
     const guesses = result.top[t];
     if (guesses && guesses.length) {
-      const table = document.createElement("table");
-      table.id = "a-guesses";
-      const caption = document.createElement("caption");
+      const caption = document.createElement("p");
       caption.className = "hint";
       caption.textContent = "What the model expected here:";
-      table.append(caption);
+      const table = document.createElement("table");
+      table.id = "a-guesses";
       for (const [ch, p] of guesses) {
         const row = table.insertRow();
         const cell = row.insertCell();
@@ -218,7 +217,7 @@
         row.insertCell().textContent = `${(100 * p).toFixed(1)}%`;
         if (ch === result.chars[t]) row.className = "actual";
       }
-      details.append(table);
+      details.append(caption, table);
     }
   }
 
