@@ -143,3 +143,31 @@ def backward(cell, p, inputs, targets, state0, cache, masks=None):
             dstate0[:, layer, 1] = dc
         d_out = d_in
     return g, dstate0
+
+
+def states(cell, p, ids, layers):
+    """Every layer's h (and c for lstm) after reading each of `ids` (one stream from a zero
+    state): h (T, layers, H), c (T, layers, H) or None."""
+    vocab_size, hidden = p["U.0"].shape[0], p["W.0"].shape[0]
+    T = len(ids)
+    h_all = np.zeros((T, layers, hidden))
+    c_all = np.zeros((T, layers, hidden)) if cell == "lstm" else None
+    h = [np.zeros((1, hidden)) for _ in range(layers)]
+    c = [np.zeros((1, hidden)) for _ in range(layers)]
+    for t in range(T):
+        x = one_hot(np.array([ids[t]]), vocab_size)
+        for layer in range(layers):
+            h[layer], c_new, _ = cell_forward(cell, p, layer, x, h[layer], c[layer])
+            if cell == "lstm":
+                c[layer] = c_new
+                c_all[t, layer] = c_new[0]
+            h_all[t, layer] = h[layer][0]
+            x = h[layer]
+    return h_all, c_all
+
+
+def next_char_log2probs(p, h_last):
+    """log2 of the output distribution after each step, from the last layer's h (T, H)."""
+    logits = h_last @ p["V"] + p["b_y"]
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))) / np.log(2.0)

@@ -289,7 +289,7 @@ def test_the_page_and_its_assets_are_served_by_charrnn(live):
     assert status == 200 and response.getheader("content-type").startswith("text/html")
     assert "default-src 'self'" in response.getheader("content-security-policy")
     assets = re.findall(r'(?:src|href)="(/[^"]*)"', html)
-    assert set(assets) == {"/static/app.css", "/static/app.js"}
+    assert set(assets) == {"/static/app.css", "/static/app.js", "/static/analyse.js"}
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html)
     for asset in assets:
         status, _, text = live.request("GET", asset)

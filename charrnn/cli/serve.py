@@ -69,12 +69,15 @@ def _positive(name: str, value: int) -> None:
               help="Most samples one request may ask for.")
 @click.option("--max-prime", default=2000, show_default=True,
               help="Most characters of prime a request may send.")
+@click.option("--max-text", default=20000, show_default=True,
+              help="Most characters of text a request may send to /api/score.")
 @click.option("--max-body", default=65536, show_default=True,
               help="Largest request body, in bytes.")
 @click.option("--max-concurrent", default=64, show_default=True,
               help="Most samples generating at once, over all clients (a request for num "
                    "samples takes num); a request past it is refused with status 429.")
-def serve(model_dirs, host, port, max_length, max_num, max_prime, max_body, max_concurrent):
+def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_body,
+          max_concurrent):
     """Serve a web page at / to write with models, and a JSON API under /api/.
 
     MODEL_DIRS: model directories, each offered under its directory's name (default: the
@@ -95,7 +98,8 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_body, max_
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be from 0 to 65535, got {port}")
     for name, value in (("--max-length", max_length), ("--max-num", max_num),
-                        ("--max-prime", max_prime), ("--max-body", max_body),
+                        ("--max-prime", max_prime), ("--max-text", max_text),
+                        ("--max-body", max_body),
                         ("--max-concurrent", max_concurrent)):
         _positive(name, value)
 
@@ -115,7 +119,7 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_body, max_
         click.echo("(the first start compiles the kernels; later starts are quick)", err=True)
 
     limits = Limits(max_length=max_length, max_num=max_num, max_prime=max_prime,
-                    max_body=max_body, max_streams=max_concurrent)
+                    max_text=max_text, max_body=max_body, max_streams=max_concurrent)
     loopback = _is_loopback(host)
     app = create_app(served, limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     sock = _listen(host, port)

@@ -8,6 +8,8 @@
                         with "stream": true, text/event-stream: `data: {"index": i, "text": ...}`
                         events, then `event: end` (data {"model", "seed"}), or `event: error`
                         (data {"error"}) if the server stopped the generation.
+    POST /api/score     {"model", "text", "top", "unknown", "layer", "units", "packed"}
+                        -> per-character bits, guesses and activations (charrnn.serve.score)
     Errors: {"error": "<what was wrong>"} with a 4xx status (5xx only while shutting down).
 
 Models are offered by name only: a client never sends a path. Every request's options are
@@ -36,6 +38,7 @@ from charrnn.errors import CharRNNError, InputError
 from charrnn.sampling.options import SampleOptions, drop_unknown, unknown_prime_message
 from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job
 from charrnn.serve.models import ServedModel
+from charrnn.serve.score import Scorers, check_score
 
 # charrnn sample's defaults (charrnn.sampling.options), for fields a request leaves out.
 _SAMPLE = SampleOptions()
@@ -61,6 +64,7 @@ class Limits:
     max_prime: int = 2000         # characters of prime (the worker reads it before the batch)
     max_body: int = 65536         # bytes of request body
     max_streams: int = 64         # samples generating at once, over every client and model
+    max_text: int = 20000         # characters of text per /api/score request
 
 
 class ApiError(Exception):
@@ -341,6 +345,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
     static = _static_dir()
     index_html = (static / "index.html").read_bytes()
     listing = {"models": [m.info() for m in models]}
+    scorers = Scorers()
 
     async def index(request: Request) -> Response:
         return Response(index_html, media_type="text/html; charset=utf-8",
@@ -360,6 +365,18 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
         except ApiError as error:
             return _error(error.status, error.message, error.headers)
         return GenerationResponse(engine, checked)
+
+    async def score(request: Request):
+        try:
+            content_type = request.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise ApiError(415, "send the body as JSON with the header "
+                                    "Content-Type: application/json")
+            data = parse_body(await _read_body(request, limits.max_body))
+            checked = check_score(data, by_name, limits, ApiError)
+        except ApiError as error:
+            return _error(error.status, error.message, error.headers)
+        return JSONResponse(await scorers.score(checked))
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         messages = {404: f"nothing at {request.url.path}", 405: f"{request.method} is not "
@@ -383,6 +400,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
             Route("/", index, methods=["GET"]),
             Route("/api/models", list_models, methods=["GET"]),
             Route("/api/generate", generate, methods=["POST"]),
+            Route("/api/score", score, methods=["POST"]),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ],
         middleware=middleware,

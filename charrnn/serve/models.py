@@ -17,6 +17,7 @@ class ServedModel:
     directory: Path
     meta: dict
     sampler: object          # charrnn.sampling.batch.BatchSampler
+    model: object = None     # charrnn.model.checkpoint.Model (what /api/score reads)
 
     @property
     def vocab(self):
@@ -67,4 +68,4 @@ def load_served(name: str, directory: Path) -> ServedModel:
     sampler.read(states, 0, np.zeros(1, dtype=np.int64))
     sampler.draw(states, np.zeros((1, 1)), np.ones(1), np.zeros(1, dtype=np.int64), np.ones(1),
                  np.zeros(1, dtype=np.bool_), np.empty((1, 1), dtype=np.int64))
-    return ServedModel(name, directory, dict(model.meta), sampler)
+    return ServedModel(name, directory, dict(model.meta), sampler, model)

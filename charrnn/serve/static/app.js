@@ -278,7 +278,8 @@
     if (event.key === "Escape" && controller) {
       event.preventDefault();
       stop();
-    } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)
+               && document.body.dataset.view !== "analyse") {
       event.preventDefault();
       generate();
     }
