@@ -34,9 +34,11 @@ fi
 
 if [ ! -x "$ROOT/venv/bin/python" ]; then
     echo "building the arm64 root in $ROOT from $MIRROR (about 10 minutes)"
-    if [ ! -x "$ROOT/usr/bin/python3" ]; then
+    if [ ! -e "$ROOT/.debootstrap-done" ]; then      # none, or one cut short: start afresh
+        rm -rf "$ROOT"
         debootstrap --arch=arm64 --variant=minbase \
             --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$ROOT" "$MIRROR"
+        touch "$ROOT/.debootstrap-done"
     fi
     cp /etc/resolv.conf "$ROOT/etc/"
     # pip's settings and the certificate file they name, at the same paths inside.
