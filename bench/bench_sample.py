@@ -34,6 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "bench"))
+from _isa import add_isa_argument, apply_isa, describe  # noqa: E402
+
+ISA = apply_isa()               # before numba is imported: it may re-execute this script
 from charrnn.model.checkpoint import save_model  # noqa: E402
 from charrnn.model.params import init_params  # noqa: E402
 from charrnn.sampling import iter_samples, sample_text  # noqa: E402
@@ -207,7 +211,7 @@ def measure(args) -> None:
 
     print(f"# bench_sample: {datetime.date.today()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
-          f"{torch_note}")
+          f"{torch_note}; {describe(ISA)}")
     print(f"{args.chars} characters, temperature 1.0, batch 1, median of {args.repeats} runs "
           f"(PyTorch: of {max(1, args.repeats // 2)}); load average at start "
           f"{os.getloadavg()[0]:.2f}\n")
@@ -271,6 +275,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="streams generated together")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="first wait up to this long for other processes to go idle")
+    add_isa_argument(parser)
     args = parser.parse_args()
     if args.wait_quiet:
         wait_until_quiet(args.wait_quiet)

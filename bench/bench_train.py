@@ -42,7 +42,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _timing import windows_rate  # noqa: E402  (bench/ is on sys.path)
+from _isa import add_isa_argument, apply_isa, describe  # noqa: E402  (bench/ is on sys.path)
+
+ISA = apply_isa()               # before numba is imported: it may re-execute this script
+from _timing import windows_rate  # noqa: E402
 from charrnn.kernels.blas import BLAS_BACKEND  # noqa: E402
 from charrnn.kernels.window import Kernels  # noqa: E402
 from charrnn.training.optim import Optimizer, clip_grad_norm  # noqa: E402
@@ -336,6 +339,7 @@ def main():
     ap.add_argument("--wait-quiet", type=float, default=0.0,
                     help="wait up to this many seconds for idle cores before each measurement")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    add_isa_argument(ap)
     args = ap.parse_args()
     if args.quick:
         args.windows, args.window_seconds, args.loads = 1, 1.5, "0"
@@ -360,13 +364,13 @@ def main():
         "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version,
         "blas": BLAS_BACKEND, "threads": args.threads, "cells": cells, "layers": args.layers,
-        "dropout": args.dropout,
+        "dropout": args.dropout, "isa": describe(ISA),
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
     }
     print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, "
           f"numba {info['numba']}, torch {torch_version or 'not installed'}; threads={args.threads}; "
-          f"cells {','.join(cells)}, {args.layers} layer(s), dropout {args.dropout}",
-          flush=True)
+          f"cells {','.join(cells)}, {args.layers} layer(s), dropout {args.dropout}; "
+          f"{info['isa']}", flush=True)
     info["busy_at_start"] = busy_fraction(1.0)
     print(f"# other load at start: {info['busy_at_start']:.0%} of the cores busy", flush=True)
 
@@ -398,7 +402,7 @@ def main():
     print(f"Command: `{info['command']}`  ")
     print(f"Machine: {info['cpu']}, {info['cores']} cores; {info['date']}; numpy {info['numpy']}, "
           f"numba {info['numba']}, PyTorch {torch_version or '-'}; {args.threads} threads both sides; "
-          f"other load at start {info['busy_at_start']:.0%}.  ")
+          f"other load at start {info['busy_at_start']:.0%}; {info['isa']}.  ")
     print("numpy float32 matmul: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
     print()
     print(f"| cell, layers | shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "

@@ -1,8 +1,8 @@
 """The training kernels (rnn, gru, lstm; layers; dropout) against central finite differences
 (float64) and the plain NumPy reference (tests/reference.py)."""
 
-import _thread
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +26,17 @@ VOCAB, HIDDEN, BATCH, SEQ = 7, 5, 3, 6
 # float32 columns) take the recurrent step through that kernel; 5 through BLAS.
 VECTOR_HIDDEN = 32
 TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
-NO_AVX512 = "the CPU (or NUMBA_CPU_NAME) has no AVX-512: the step product goes through OpenBLAS"
+
+def _numba_target() -> str:
+    """The CPU Numba compiles for: NUMBA_CPU_NAME's, else this host's (as LLVM names it)."""
+    from numba.core import config
+    import llvmlite.binding as llvm
+    return config.CPU_NAME or llvm.get_host_cpu_name()
+
+
+NO_AVX512 = (f"needs AVX-512 (Numba compiles for {_numba_target()}: no avx512f); "
+             "test_step_product_at_strip_widths_through_openblas covers the path that runs "
+             "instead")
 
 
 def make_case(cell, layers=1, dtype=np.float64, vocab=VOCAB, hidden=HIDDEN, batch=BATCH,
@@ -225,6 +235,21 @@ def test_step_product_through_openblas(dtype):
     _check_product(*_product_case(dtype, 11, 12, n, n), TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("m", [1, 8, 11, 19])
+@pytest.mark.parametrize("shape", ["forward", "backward"])
+def test_step_product_at_strip_widths_through_openblas(dtype, m, shape):
+    """The shapes of the AVX-512 kernel's tests, as every CPU without AVX-512 runs them: the
+    operand is the plain matrix (one strip of n columns) and OpenBLAS does the product."""
+    itemsize = np.dtype(dtype).itemsize
+    strip = stepgemm.block_columns(itemsize)
+    H = 5 * strip
+    k, n = (H, 4 * H) if shape == "forward" else (4 * H, H)
+    if not stepgemm.AVX512:
+        assert stepgemm.operand_width(n, itemsize) == n
+    _check_product(*_product_case(dtype, m, k, n, n), TOLERANCE[dtype])
+
+
 @pytest.mark.parametrize("dtype, hidden", [(np.float32, 8), (np.float64, 4)])
 def test_forward_and_backward_products_on_different_paths(dtype, hidden):
     """An LSTM whose 4H columns fill the vector kernel's strips but whose H does not: with
@@ -240,12 +265,12 @@ def test_forward_and_backward_products_on_different_paths(dtype, hidden):
     assert_matches_reference(kernels, loss, grads, ref, TOLERANCE[dtype])
 
 
-@pytest.mark.skipif(not stepgemm.AVX512, reason=NO_AVX512)
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("batch", [8, 11, 19])
-def test_avx512_kernel_row_blocks_and_tails(cell, dtype, batch):
-    """The whole kernels with the AVX-512 step product: full blocks of rows and leftover rows."""
+def test_kernel_row_blocks_and_tails(cell, dtype, batch):
+    """The whole kernels at a hidden size of whole strips: with AVX-512 the vector step product
+    (full blocks of rows and leftover rows), without it OpenBLAS on the plain matrices."""
     spec, params, inputs, targets, state0 = make_case(cell, 2, dtype, hidden=64, batch=batch,
                                                       seed=5)
     kernels = Kernels(spec, batch, SEQ, dtype)
@@ -501,23 +526,38 @@ def test_chunk_threads_hand_errors_to_the_caller():
 def test_chunk_threads_wait_for_workers_when_interrupted():
     """Ctrl-C while the caller waits: run() raises only after the worker's chunk is done."""
     threads = ChunkThreads(2, 2)
-    worker_started = threading.Event()
+    worker_started, caller_done, delivered = (threading.Event() for _ in range(3))
     finished = []
+
+    def on_sigint(signum, frame):
+        if not delivered.is_set():            # one Ctrl-C, however many signals it took
+            delivered.set()
+            raise KeyboardInterrupt
 
     def task(w):
         if threading.current_thread() is threading.main_thread():
-            worker_started.wait(5.0)          # leave the other chunk to the worker
+            worker_started.wait(60)           # leave the other chunk to the worker
+            caller_done.set()
             return 1.0
         worker_started.set()
-        time.sleep(0.3)
+        caller_done.wait(60)
+        # Ctrl-C once the caller waits for this chunk, and this chunk ends after the caller got
+        # it. A signal that comes just before the caller blocks in a lock's wait is handled only
+        # when the wait ends (CPython), so it is sent again until the handler has run.
+        while not delivered.is_set():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            delivered.wait(0.05)
+        time.sleep(0.3)                       # (a run() that did not wait would be back by now)
         finished.append(w)
         return 1.0
 
-    timer = threading.Timer(0.05, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        threads.run(task)
-    assert finished == [1]
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            threads.run(task)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert delivered.is_set() and finished == [1]
     assert threads.run(lambda w: 1.0) == 2.0
     threads.close()
 
@@ -592,8 +632,9 @@ def test_bad_arguments_raise_value_error():
 
 @pytest.mark.slow
 def test_kernels_compiled_without_avx512():
-    """Compiled for a CPU without AVX-512 (Haswell) the recurrent step goes through OpenBLAS."""
-    run_in_subprocess({"NUMBA_CPU_NAME": "haswell"}, [
+    """Compiled for a CPU without AVX-512 (Haswell, with its own features: without
+    NUMBA_CPU_FEATURES Numba keeps the host's) the recurrent step goes through OpenBLAS."""
+    run_in_subprocess({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}, [
         "import test_kernels as t",
         "from charrnn.kernels import stepgemm",
         "assert not stepgemm.AVX512",

@@ -187,6 +187,24 @@ def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
     assert len({tuple(r) for r in together}) == n
 
 
+@pytest.mark.parametrize("cell, hidden", [("rnn", 32), ("lstm", 8), ("rnn", 64), ("gru", 32)])
+def test_an_output_layer_of_several_strips_samples_as_the_reference(cell, hidden):
+    """49 characters: the output layer's columns make two strips of 32. Where the layers' G*H
+    columns make exactly one strip (vanilla H=32, LSTM H=8) the sampler packed its operands on
+    any CPU, and without AVX-512 OpenBLAS then read the packed output layer as a plain matrix."""
+    chars = tuple(sorted(set("\n !,.:;?ABCDEFGHIJKLMNOPRSTWYabcdefghilmnorstuvwy")))
+    assert len(chars) == 49
+    params = make_params(hidden, chars=chars, cell=cell, seed=4)
+    vocab = Vocab(chars)
+    assert BatchSampler(params, vocab)._packed == (hidden * params.spec.gates % 32 == 0
+                                                    and stepgemm.AVX512)
+    text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9,
+                       rng=np.random.default_rng(3))
+    uniforms = np.random.default_rng(3).random(120)
+    assert text == vocab.decode(reference_sample(params, vocab.encode("Rose"), uniforms,
+                                                 temperature=0.9))
+
+
 @pytest.mark.parametrize("hidden", [9, 32])          # 32: the packed product (with AVX-512)
 @pytest.mark.parametrize("cell, layers", CELL_CASES[1:])
 def test_gated_and_deep_models_sample_as_the_reference(cell, layers, hidden):

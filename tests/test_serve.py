@@ -276,7 +276,7 @@ def test_a_client_that_disconnects_stops_its_generation(tiny_dirs):
             worker = live.engine.workers()["shakespeare"]
             conn.sock.shutdown(socket.SHUT_RDWR)
             conn.close()
-            assert wait_until(lambda: live.engine.streams == 0 and worker.active_rows == 0, 5)
+            assert wait_until(lambda: live.engine.streams == 0 and worker.active_rows == 0, 30)
             drawn = worker.chars_drawn
             time.sleep(0.3)
             assert worker.chars_drawn == drawn       # nothing more is generated
@@ -346,6 +346,6 @@ def test_load_32_streams_at_once_all_answered(live):
         assert len(texts_of(events, 1)[0]) == len("ROMEO:") + 3000
     for i in (0, 1, 31):   # a few, checked against the same request alone
         assert texts_of(results[i], 1) == live.generate(**bodies[i])["texts"]
-    assert wait_until(lambda: live.engine.streams == 0, 5)
+    assert wait_until(lambda: live.engine.streams == 0, 30)
     assert live.request("GET", "/api/models")[0] == 200
     print(f"32 streams x 3000 characters in {elapsed:.1f} s")

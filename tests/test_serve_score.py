@@ -33,7 +33,7 @@ def score(live, **body):
 @pytest.mark.parametrize("name", ["tiny-rnn", "tiny-lstm", "tiny-gru"])
 def test_score_gives_the_librarys_numbers(live, tiny_dirs, name):
     from charrnn.analysis import score_text
-    from charrnn.sampling.api import load
+    from charrnn.sampling import load
 
     model = load(tiny_dirs[name])
     text = TINY_TEXT * 3
@@ -57,7 +57,7 @@ def test_score_gives_the_librarys_numbers(live, tiny_dirs, name):
 
 def test_packed_activations_are_every_unit_as_int8(live, tiny_dirs):
     from charrnn.analysis import score_text
-    from charrnn.sampling.api import load
+    from charrnn.sampling import load
 
     text = TINY_TEXT
     data = score(live, model="tiny-lstm", text=text, top=0, layer=1, packed=True)

@@ -12,18 +12,36 @@ from charrnn.errors import InputError
 
 
 @click.command("info")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True,
               help="Print meta.json as it is (JSON) instead of the summary.  [default: off]")
-def info_command(model, as_json):
+@click.option("--system", is_flag=True,
+              help="Describe this machine instead: CPU and vector features, the kernel path "
+                   "of each cell, BLAS, versions (paste it when reporting a slow run).  "
+                   "[default: off]")
+def info_command(model, as_json, system):
     """Describe MODEL (a model directory, or a bundled model's name): its cell, layers and
-    sizes, vocabulary, training, validation bpc and corpus.
+    sizes, vocabulary, training, validation bpc and corpus. With --system, describe what runs
+    on this machine and why.
 
     \b
         charrnn info models/tiny-shakespeare
         charrnn info shakespeare-lstm
+        charrnn info --system
     """
     from charrnn.sampling import resolve_model_dir
+
+    if system:
+        if model is not None:
+            raise InputError("give either MODEL or --system, not both")
+        from charrnn.system import describe_system, format_system
+
+        report = describe_system()
+        click.echo(json.dumps(report, indent=1) if as_json else "\n".join(format_system(report)))
+        return
+    if model is None:
+        raise InputError("missing MODEL: give a model directory or a bundled model's name "
+                         "(or --system to describe this machine)")
 
     model_dir = resolve_model_dir(model)
     if not model_dir.is_dir():

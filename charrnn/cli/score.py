@@ -243,7 +243,7 @@ def score_command(model, text_file, encoding, unknown, top, fmt, summary, activa
         echo "To be, or not to be" | charrnn score shakespeare-lstm - --format jsonl
     """
     from charrnn.analysis import Scorer, encode_for_scoring, find_units, score_ids
-    from charrnn.sampling.api import load
+    from charrnn.sampling import load
 
     if top < 0:
         raise InputError(f"--top must be 0 or more, got {top}")

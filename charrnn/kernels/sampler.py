@@ -41,7 +41,7 @@ from numba.core import config as numba_config
 from charrnn.kernels.cells import gru_unit, lstm_unit
 from charrnn.kernels.fastmath import FASTMATH, fast_tanh
 from charrnn.kernels.layout import GRU, LSTM, RNN
-from charrnn.kernels.stepgemm import block_columns, operand_width, pack, step_product
+from charrnn.kernels.stepgemm import AVX512, block_columns, pack, step_product
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 
 # The kernels use the training kernels' fast-math flags (reassociation lets LLVM vectorise the row
@@ -173,9 +173,10 @@ def output_operand(V: np.ndarray, packed: bool, parts: int) -> np.ndarray:
 
 def packs(hidden: int, gates: int, parts: int) -> bool:
     """Whether the register-blocked product runs on the parts' columns (AVX-512, whole strips;
-    compiled code only)."""
+    compiled code only). Without AVX-512 step_product hands OpenBLAS the plain matrix, so nothing
+    is packed, even where the columns make exactly one strip."""
     width = gates * (hidden // parts)
-    return operand_width(width, 4) == STRIP and not numba_config.DISABLE_JIT
+    return AVX512 and width % STRIP == 0 and not numba_config.DISABLE_JIT
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,10 +35,12 @@ from charrnn.kernels.blas import GEMM_SYMBOL, NO_TRANS, gemm
 
 
 def _targets_avx512() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512: this host's, unless NUMBA_CPU_NAME names
-    another target (e.g. "generic" for portable caches)."""
-    if numba_config.CPU_NAME:
-        return "+avx512f" in (numba_config.CPU_FEATURES or "")
+    """Whether Numba compiles with AVX-512, by its own rule: the features NUMBA_CPU_FEATURES
+    gives where set (empty, its default with NUMBA_CPU_NAME=generic: the named CPU's defaults,
+    taken as no AVX-512), else this host's, whatever NUMBA_CPU_NAME names. (So haswell alone on
+    an AVX-512 host still compiles with AVX-512: add NUMBA_CPU_FEATURES= for Haswell's own.)"""
+    if numba_config.CPU_FEATURES is not None:
+        return "+avx512f" in numba_config.CPU_FEATURES
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
