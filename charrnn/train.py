@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from charrnn import checkpoint
+from charrnn import checkpoint, finetune
 from charrnn.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError, ModelFormatError, TrainingDiverged
 from charrnn.evaluate import eval_kernels, evaluate_bpc
@@ -26,6 +26,7 @@ from charrnn.optim import OPTIMIZERS, Optimizer, clip_grad_norm
 from charrnn.params import format1_flat_order, init_params
 from charrnn.spec import CELLS, ModelSpec
 from charrnn.text import load_corpus
+from charrnn.vocab import Vocab
 
 PROGRESS_SECONDS = 0.5    # how often a "step" event is sent
 DEFAULT_MINUTES = 10.0    # the budget when none is given
@@ -237,9 +238,17 @@ class _Run:
     of training it (open, one step, a checkpoint, the finish)."""
 
     def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
-                 force: bool, encoding: str, threads: int, emit, corpus_path=None):
+                 force: bool, encoding: str, threads: int, emit, corpus_path=None, init_from=None):
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
         state_arrays, info = self._previous(text_path, resume, force)
+        # Fine-tuning (charrnn.finetune): the parent's shape, the union of the vocabularies.
+        self.parent, self.parent_record = None, (info or {}).get("parent")
+        if init_from is not None:
+            if resume:
+                raise InputError("--init-from starts a new run; a resumed run already has its "
+                                 "weights (drop --init-from)")
+            self.parent, self.parent_record = finetune.load_parent(init_from)
+            overrides = finetune.carry_shape(self.parent, overrides)
         if info is not None:
             text_path = text_path if text_path is not None else Path(info["corpus"]["path"])
             encoding = info.get("encoding", encoding)
@@ -252,6 +261,8 @@ class _Run:
         self.spec = config.spec(len(self.vocab))
         self.rng = np.random.default_rng(config.seed)
         self.params = init_params(self.spec, self.rng, np.float32, config.input_scale)
+        if self.parent is not None:
+            finetune.widen_params(self.parent, self.vocab, self.params)
         self.grads = self.params.zeros_like()
         start, stop = self.spec.input_span()
         self.optimizer = Optimizer(config.optimizer, self.params.flat.size, np.float32,
@@ -288,6 +299,10 @@ class _Run:
 
     def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
+        if self.parent is not None or self.parent_record is not None:
+            vocab = (finetune.union_vocab(self.parent.vocab, self.vocab) if info is None
+                     else Vocab(tuple(info["vocab"])))
+            self.vocab, ids = vocab, finetune.remap_ids(ids, self.vocab, vocab)
         sha256 = file_sha256(text_path)
         if info is not None and info["corpus"]["sha256"] != sha256:
             raise InputError(f"{text_path} is not the text this model was trained on "
@@ -394,7 +409,8 @@ class _Run:
                 checkpoint.save_model(self.out_dir, self.params, self.vocab, {
                     "step": self.step, "best_val_bpc": self.best,
                     "config": dataclasses.asdict(config), "corpus": self.corpus,
-                    "encoding": self.encoding, "trained_seconds": round(elapsed, 3)})
+                    "encoding": self.encoding, "trained_seconds": round(elapsed, 3),
+                    **({"parent": self.parent_record} if self.parent_record else {})})
         checkpoint.save_training_state(self.out_dir, {
             "params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()}, {
             "step": self.step, "elapsed": elapsed,
@@ -403,7 +419,8 @@ class _Run:
             "sample_rng_state": self.sample_rng.bit_generator.state,
             "config": dataclasses.asdict(config), "corpus": self.corpus, "encoding": self.encoding,
             "vocab": list(self.vocab.chars), "threads": self.threads,
-            "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch})
+            "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch,
+            **({"parent": self.parent_record} if self.parent_record else {})})
         if evaluate:
             loss_sum, loss_count = self.loss_since_eval
             checkpoint.append_metrics(self.out_dir, {
@@ -471,19 +488,21 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
           budget: Budget = Budget(), resume: bool = False, force: bool = False,
           encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
           sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None,
-          corpus_path: str | Path | None = None) -> TrainResult:
+          corpus_path: str | Path | None = None,
+          init_from: str | Path | None = None) -> TrainResult:
     """Train (or resume training) a model on a text file; the model directory is `out_dir`.
 
     `overrides` are TrainConfig fields: for a new run, the rest come from the cell's defaults
     (CELL_DEFAULTS); on resume they must agree with the saved run. `corpus_path`, for a run on
     a copy of the text (a sweep's trial on another machine), is the path the model records as
-    its corpus, so that `--resume` finds the original.
+    its corpus, so that `--resume` finds the original. `init_from` (a model directory or a
+    bundled model's name) starts a new run from that model's weights (charrnn.finetune).
     """
     emit = on_event or (lambda event: None)
     overrides = dict(overrides or {})
     threads = _check_arguments(overrides, budget, threads)
     run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit,
-               corpus_path)
+               corpus_path, init_from)
     from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
 
     config = run.config
@@ -495,6 +514,8 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
                          f"{len(run.train_ids):,} training and {len(run.val_ids):,} validation "
                          f"characters, vocabulary of {len(run.vocab)}, "
                          f"{run.steps_per_epoch:,} steps per epoch"))
+    if run.parent is not None:
+        emit(TrainEvent("note", step=run.step, text=finetune.start_note(run.parent, run.vocab)))
     if run.saved_threads not in (None, threads):
         emit(TrainEvent("note", step=run.step, text=(
             f"note: this run was saved with --threads {run.saved_threads}; continuing with "
