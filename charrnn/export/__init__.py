@@ -22,7 +22,12 @@ NEEDS = {"onnx": ("onnx",), "safetensors": ("safetensors",), "html": ()}
 
 def require(fmt: str) -> None:
     """InputError (one line, saying what to install) if a format's libraries are missing."""
-    missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in NEEDS[fmt]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise InputError(f"export to {fmt} needs {' and '.join(missing)}: {INSTALL} "
                          f"(or pip install {' '.join(missing)})")

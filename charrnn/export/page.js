@@ -4,11 +4,6 @@
   "use strict";
   const cfg = JSON.parse(document.getElementById("charrnn-config").textContent);
   const b64 = document.getElementById("charrnn-weights").textContent.replace(/\s+/g, "");
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  const P = new Float32Array(bytes.buffer);          // the flat buffer, in charrnn.spec's order
-
   const cell = cfg.cell, L = cfg.layers, H = cfg.hidden, vocab = cfg.vocab, NV = vocab.length;
   const G = { rnn: 1, gru: 3, lstm: 4 }[cell], GH = G * H;
   const index = new Map(vocab.map((c, i) => [c, i]));
@@ -23,15 +18,58 @@
   }
   const offV = at; at += H * NV;
   const offBy = at; at += NV;
-  if (at !== P.length) throw new Error("charrnn: the weights do not match the model's shape");
 
-  const h = [], c = [];
-  for (let l = 0; l < L; l++) { h.push(new Float32Array(H)); c.push(new Float32Array(H)); }
-  const ax = new Float32Array(GH), ah = new Float32Array(GH);
-  const logits = new Float32Array(NV);
+  // One memory for the weights (the flat buffer, from byte 0) and the state and scratch arrays
+  // after them, so that the WebAssembly product (cfg.wasm, see charrnn/export/wasm.py) reads
+  // them all.
+  const bin = atob(b64);
+  if (bin.length !== 4 * at) throw new Error("charrnn: the weights do not match the model's shape");
+  let floats = at;
+  const take = (n) => { const start = floats; floats += n + ((4 - n % 4) % 4); return start; };
+  const hAt = [], cAt = [];
+  for (let l = 0; l < L; l++) { hAt.push(take(H)); cAt.push(take(H)); }
+  const NVP = NV + ((4 - NV % 4) % 4);             // the output's columns, padded for SIMD
+  const axAt = take(GH), ahAt = take(GH), logitsAt = take(NVP), vAt = take(H * NVP);
+  const memory = new WebAssembly.Memory({ initial: Math.ceil(4 * floats / 65536) + 1 });
+  const bytes = new Uint8Array(memory.buffer);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  const F = new Float32Array(memory.buffer);
+  const P = F;                                      // the weights: F[0 : at]
+  const h = hAt.map((o) => F.subarray(o, o + H)), c = cAt.map((o) => F.subarray(o, o + H));
+  const ax = F.subarray(axAt, axAt + GH), ah = F.subarray(ahAt, ahAt + GH);
+  const logitsP = F.subarray(logitsAt, logitsAt + NVP), logits = logitsP.subarray(0, NV);
+  for (let i = 0; i < H; i++) {                     // V again, each row padded to NVP columns
+    for (let j = 0; j < NV; j++) F[vAt + i * NVP + j] = P[offV + i * NV + j];
+  }
+  let wasm = null, wasm8 = null;
+  let engine = "js";
+  // "#js" at the end of the address: the JavaScript loop; "#simd": SIMD without relaxed SIMD.
+  const tries = location.hash === "#js" ? [] : location.hash === "#simd" ? ["wasm"]
+    : ["wasm_relaxed", "wasm"];
+  for (const name of tries) {
+    try {
+      const code = Uint8Array.from(atob(cfg[name]), (ch) => ch.charCodeAt(0));
+      const exports = new WebAssembly.Instance(new WebAssembly.Module(code),
+                                               { env: { mem: memory } }).exports;
+      wasm = exports.mv;
+      wasm8 = exports.mv8;                          // for cfg.wasm_cols (G*H) columns
+      engine = name === "wasm" ? "wasm-simd" : "wasm-relaxed-simd";
+      break;
+    } catch (error) {
+      wasm = wasm8 = null;                          // not supported here: the next one
+    }
+  }
 
-  // out[0:cols] += x[0:rows] @ P[base : base + rows*cols] (row-major), four rows at a time.
+  // out[0:cols] += x[0:rows] @ P[base : base + rows*cols] (row-major); x and out are views of F.
   function mv(x, rows, base, cols, out) {
+    if (wasm8 !== null && cols === cfg.wasm_cols && rows % 8 === 0) {
+      wasm8(x.byteOffset, rows, 4 * base, out.byteOffset);
+      return;
+    }
+    if (wasm !== null && rows % 4 === 0 && cols % 4 === 0) {
+      wasm(x.byteOffset, rows, 4 * base, cols, out.byteOffset);
+      return;
+    }
     let i = 0;
     for (; i + 4 <= rows; i += 4) {
       const x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
@@ -90,7 +128,7 @@
   // The logits of the next character, from the top layer's state.
   function output() {
     for (let j = 0; j < NV; j++) logits[j] = P[offBy + j];
-    mv(h[L - 1], H, offV, NV, logits);
+    mv(h[L - 1], H, vAt, NVP, logitsP);
     return logits;
   }
 
@@ -203,7 +241,8 @@
   }
 
   window.charrnn = { logProbs: logProbs, generate: generate, stop: () => { running = null; },
-                     vocab: vocab, info: cfg };
+                     vocab: vocab, info: cfg,
+                     engine: engine };
 
   // The page's controls.
   const $ = (id) => document.getElementById(id);
