@@ -124,4 +124,4 @@ def main():
 
 _COMMAND_MODULES = {"train": "train", "info": "info", "sample": "sample", "download": "download",
                     "corpora": "download", "plot": "plot", "eval": "eval",
-                    "serve": "serve", "sweep": "sweep", "score": "score"}
+                    "serve": "serve", "sweep": "sweep", "score": "score", "export": "export"}

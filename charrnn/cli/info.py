@@ -84,7 +84,12 @@ def _summary(name, model) -> list[str]:
         f"corpus      {corpus.get('name', '?')} ({corpus.get('bytes', 0):,} bytes, "
         f"sha256 {corpus.get('sha256', '?')[:16]}...)",
         f"format      {meta.get('format_version')} (charrnn {meta.get('charrnn_version', '?')})",
-    ]
+    ] + ([f"tuned from  {_parent(meta['parent'])}"] if isinstance(meta.get("parent"), dict) else [])
+
+
+def _parent(record: dict) -> str:
+    from charrnn.training.finetune import describe
+    return describe(record)
 
 
 COMMANDS = [info_command]

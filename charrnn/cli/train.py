@@ -171,6 +171,10 @@ def _explicit(ctx: click.Context, names) -> dict:
               help="Encoding of TEXT_FILE, e.g. utf-8, latin-1, cp1252.")
 @click.option("--sample-every", type=int, default=0, show_default=True,
               help="Steps between the samples printed as the model learns (0: no samples).")
+@click.option("--init-from", "init_from", metavar="MODEL",
+              help="Fine-tune: start from MODEL's weights (a model directory or a bundled "
+                   "model's name). Its cell, layers and hidden size carry over; the vocabulary "
+                   "becomes the union of its characters and the text's.  [default: new weights]")
 @click.option("--resume", is_flag=True,
               help="Continue the run saved in --out, on its text, with its settings and (unless "
                    "a new one is given) its budget.  [default: off]")
@@ -178,7 +182,7 @@ def _explicit(ctx: click.Context, names) -> dict:
               help="Replace a model already in --out.  [default: off]")
 @click.pass_context
 def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, encoding, sample_every,
-                  resume, force, **_):
+                  resume, force, init_from, **_):
     """Train a character-level RNN (vanilla, LSTM or GRU) on TEXT_FILE.
 
     The model directory then holds the best model by validation (model.npz, meta.json), the state
@@ -188,10 +192,14 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
         charrnn train corpora/tiny-shakespeare.txt --minutes 10
         charrnn train corpora/tiny-shakespeare.txt --cell lstm --out models/lstm
         charrnn train --out models/tiny-shakespeare --resume --minutes 15
+        charrnn train corpora/sonnets.txt --init-from shakespeare-lstm --minutes 2
     """
     if text_file is None and not (resume and out_dir):
         raise click.UsageError("give a TEXT_FILE to train on (or --out MODEL_DIR --resume to "
                                "continue a run)")
+    if resume and init_from is not None:
+        raise click.UsageError("--init-from starts a new run from a model's weights and --resume "
+                               "continues a saved run: give one of them")
     if resume and force:
         raise click.UsageError("--resume continues the model in --out and --force replaces it: "
                                "give one of them")
@@ -218,7 +226,7 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
     try:
         result = train(text_file, out_dir, overrides=overrides, budget=budget, resume=resume,
                        force=force, encoding=encoding, threads=threads, sample_every=sample_every,
-                       on_event=display)
+                       on_event=display, init_from=init_from)
     finally:
         display.close()
     if result.interrupted:

@@ -25,6 +25,8 @@ from charrnn.model import checkpoint
 from charrnn.model.legacy import FORMAT1_CONFIG, format1_state, is_format1_state
 from charrnn.model.params import init_params
 from charrnn.model.spec import ModelSpec
+from charrnn.model.vocab import Vocab
+from charrnn.training import finetune
 from charrnn.training.auto import MODEL_OPTIONS, SHAPES, choose
 from charrnn.training.batches import BatchStreams, split_train_val
 from charrnn.training.config import (DEFAULT_MINUTES, PROGRESS_SECONDS, Budget, TrainConfig, TrainEvent,
@@ -105,9 +107,17 @@ class _Run:
 
     def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
                  force: bool, encoding: str, threads: int, emit, corpus_path=None,
-                 probe: Probe | None = None):
+                 probe: Probe | None = None, init_from=None):
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
         state_arrays, info = self._previous(text_path, resume, force)
+        # Fine-tuning (charrnn.training.finetune): the parent's shape, the union of the vocabularies.
+        self.parent, self.parent_record = None, (info or {}).get("parent")
+        if init_from is not None:
+            if resume:
+                raise InputError("--init-from starts a new run; a resumed run already has its "
+                                 "weights (drop --init-from)")
+            self.parent, self.parent_record = finetune.load_parent(init_from)
+            overrides = finetune.carry_shape(self.parent, overrides)
         if info is not None:
             text_path = text_path if text_path is not None else Path(info["corpus"]["path"])
             encoding = info.get("encoding", encoding)
@@ -125,6 +135,8 @@ class _Run:
         self.spec = config.spec(len(self.vocab))
         self.rng = np.random.default_rng(config.seed)
         self.params = init_params(self.spec, self.rng, np.float32, config.input_scale)
+        if self.parent is not None:
+            finetune.widen_params(self.parent, self.vocab, self.params)
         self.grads = self.params.zeros_like()
         start, stop = self.spec.input_span()
         self.optimizer = Optimizer(config.optimizer, self.params.flat.size, np.float32,
@@ -176,6 +188,10 @@ class _Run:
 
     def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
+        if self.parent is not None or self.parent_record is not None:
+            vocab = (finetune.union_vocab(self.parent.vocab, self.vocab) if info is None
+                     else Vocab(tuple(info["vocab"])))
+            self.vocab, ids = vocab, finetune.remap_ids(ids, self.vocab, vocab)
         sha256 = file_sha256(text_path)
         if info is not None and info["corpus"]["sha256"] != sha256:
             raise InputError(f"{text_path} is not the text this model was trained on "
@@ -275,7 +291,8 @@ class _Run:
                     "step": self.step, "best_val_bpc": self.best, "val_bpc_method": "estimate",
                     "config": dataclasses.asdict(config), "corpus": self.corpus,
                     "encoding": self.encoding, "trained_seconds": round(elapsed, 3),
-                    **({"auto_choice": self.choice} if self.choice else {})})
+                    **({"auto_choice": self.choice} if self.choice else {}),
+                    **({"parent": self.parent_record} if self.parent_record else {})})
         checkpoint.save_training_state(self.out_dir, {
             "params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()}, {
             "step": self.step, "elapsed": elapsed,
@@ -285,7 +302,7 @@ class _Run:
             "config": dataclasses.asdict(config), "corpus": self.corpus, "encoding": self.encoding,
             "vocab": list(self.vocab.chars), "threads": self.threads,
             "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch,
-            "auto_choice": self.choice})
+            "auto_choice": self.choice, **({"parent": self.parent_record} if self.parent_record else {})})
         if evaluate:
             loss_sum, loss_count = self.loss_since_eval
             checkpoint.append_metrics(self.out_dir, {
@@ -369,7 +386,8 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
           budget: Budget = Budget(), resume: bool = False, force: bool = False,
           encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
           sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None,
-          corpus_path: str | Path | None = None, probe: Probe | None = None) -> TrainResult:
+          corpus_path: str | Path | None = None, probe: Probe | None = None,
+          init_from: str | Path | None = None) -> TrainResult:
     """Train (or resume training) a model on a text file; the model directory is `out_dir`.
 
     `overrides` are TrainConfig fields: for a new run, the rest come from the cell's defaults
@@ -377,13 +395,14 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     for the budget, the text and this machine (charrnn.training.auto; `probe`, if given, stands for
     this machine's measured speeds); on resume they must agree with the saved run. `corpus_path`, for a run on
     a copy of the text (a sweep's trial on another machine), is the path the model records as
-    its corpus, so that `--resume` finds the original.
+    its corpus, so that `--resume` finds the original. `init_from` (a model directory or a
+    bundled model's name) starts a new run from that model's weights (charrnn.training.finetune).
     """
     emit = on_event or (lambda event: None)
     overrides = dict(overrides or {})
     threads = _check_arguments(overrides, budget, threads)
     run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit,
-               corpus_path, probe)
+               corpus_path, probe, init_from)
     from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
 
     config = run.config
@@ -395,6 +414,8 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
                          f"{len(run.train_ids):,} training and {len(run.val_ids):,} validation "
                          f"characters, vocabulary of {len(run.vocab)}, "
                          f"{run.steps_per_epoch:,} steps per epoch"))
+    if run.parent is not None:
+        emit(TrainEvent("note", step=run.step, text=finetune.start_note(run.parent, run.vocab)))
     if run.saved_threads not in (None, threads):
         emit(TrainEvent("note", step=run.step, text=(
             f"note: this run was saved with --threads {run.saved_threads}; continuing with "
