@@ -192,7 +192,7 @@ def corpora_command(directory):
 def _echo_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
         click.echo("  " + "  ".join(cells).rstrip())
 
 

@@ -45,7 +45,7 @@ def _write_samples(model, prime, echo_prime, num, options, rng) -> None:
         click.echo(prime, nl=False)
     for pieces in iter_samples(model.params, model.vocab, num=num, prime=prime, rng=rng, **options):
         click.echo(pieces[0], nl=False)   # click.echo flushes: the reader sees text as it comes
-        for kept, piece in zip(later, pieces[1:]):
+        for kept, piece in zip(later, pieces[1:], strict=True):
             kept.append(piece)
     click.echo("")
     for kept in later:

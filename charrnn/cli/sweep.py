@@ -110,7 +110,7 @@ def _table(result) -> str:
                      record.status, *[_fmt(n, record.settings[n]) if n in record.settings else "-"
                                       for n in varied]])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *rows])
 
 

@@ -225,7 +225,7 @@ def _step_gemm(typingctx, a, b, c, accumulate):
         real = context.get_value_type(dtype)
         fn = _step_gemm_function(builder.module, real, context.get_abi_sizeof(real))
         arrays = [context.make_array(t)(context, builder, v)
-                  for t, v in zip(sig.args[:3], args[:3])]
+                  for t, v in zip(sig.args[:3], args[:3], strict=True)]
         m = builder.extract_value(arrays[0].shape, 0)
         k = builder.extract_value(arrays[0].shape, 1)
         n = builder.extract_value(arrays[2].shape, 1)

@@ -108,7 +108,7 @@ class ModelSpec:
                 "vocab_size": self.vocab_size}
 
     @classmethod
-    def from_meta(cls, meta: dict, where: str = "meta.json") -> "ModelSpec":
+    def from_meta(cls, meta: dict, where: str = "meta.json") -> ModelSpec:
         """The spec a format-2 meta.json records; ModelFormatError (one line) if it is off."""
         try:
             return cls(meta["cell"], meta["layers"], meta["hidden"], meta["vocab_size"])

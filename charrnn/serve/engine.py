@@ -19,6 +19,7 @@ at the end (or with a CharRNNError if the job was stopped by the engine).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -190,10 +191,8 @@ class ModelWorker:
             return
         job.finished = True
         if job.on_done is not None:     # first, so the slots are free when the client hears
-            try:
+            with contextlib.suppress(Exception):    # never let a callback stop the worker
                 job.on_done()
-            except Exception:   # noqa: BLE001 - never let a callback stop the worker
-                pass
         if not job.cancelled:
             _deliver(job, outcome)
 

@@ -64,7 +64,7 @@ class TrialRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrialRecord":
+    def from_json(cls, data: dict) -> TrialRecord:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 

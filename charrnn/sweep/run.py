@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from charrnn import __version__
 from charrnn.errors import CharRNNError, InputError
@@ -95,7 +95,7 @@ class SweepSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "SweepSettings":
+    def from_json(cls, data: dict) -> SweepSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -284,8 +284,8 @@ def _start_ray(ray, address: str | None, cpus: int) -> str:
 
 
 def run_sweep(text_path: str | Path | None, out_dir: str | Path,
-              settings: SweepSettings | None = None, *, resume: bool = False, force: bool = False, address: str | None = None,
-              on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
+              settings: SweepSettings | None = None, *, resume: bool = False, force: bool = False,
+              address: str | None = None, on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
     """Run (or, with resume, continue) a sweep whose directory is `out_dir`.
 
     On resume the settings come from out_dir/sweep.json and `settings` must be None; `text_path`
@@ -357,7 +357,6 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path,
     from charrnn.sweep import ray_parts  # imports ray.tune
     ray_logger = logging.getLogger("ray")
     previous_level = ray_logger.level
-    result_grid = None
     book = _Bookkeeper(out_dir, settings.trials, records, emit, error_of=lambda name: None)
     try:
         where = _start_ray(ray, address, cpus)
@@ -374,9 +373,9 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path,
         tuner = _make_tuner(ray_parts, settings, space, budget, text_path, data, sink, out_dir,
                             resume)
         ray_parts.ACTIVE = book
-        result_grid = tuner.fit()
+        tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: the state is saved
-        result_grid = None
+        pass
     finally:
         ray_parts.ACTIVE = None
         ray_logger.setLevel(previous_level)
