@@ -81,9 +81,9 @@ class _Display:
         record = event.record
         if event.kind in ("start", "ray", "note"):
             self.line(event.text)
-        elif event.kind == "trial_start":
+        elif event.kind == "trial_start" and record is not None:
             self.line(f"{record.trial} started: {_settings_text(record.settings)}")
-        elif event.kind == "trial_end":
+        elif event.kind == "trial_end" and record is not None:
             if record.status == FAILED:
                 self.line(f"{record.trial} failed: {record.error}")
             else:

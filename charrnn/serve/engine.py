@@ -20,6 +20,7 @@ at the end (or with a CharRNNError if the job was stopped by the engine).
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 import time
 from collections import deque
@@ -90,7 +91,7 @@ def make_job(prime_ids, length: int, num: int, *, temperature: float = 1.0, top_
     """A job as `charrnn sample --seed SEED --num NUM --length LENGTH` would run it (no seed: a
     fresh one). Options must already be checked."""
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy)
+        seed = secrets.randbits(128)   # as np.random.SeedSequence() draws its entropy
     return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), int(num), seed,
                1.0 / float(temperature), int(top_k), float(top_p), bool(greedy), sink)
 

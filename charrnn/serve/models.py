@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from charrnn.errors import InputError
+
+if TYPE_CHECKING:
+    from charrnn.sampling.batch import BatchSampler
 
 
 @dataclass(frozen=True)
@@ -16,7 +20,7 @@ class ServedModel:
     name: str
     directory: Path
     meta: dict
-    sampler: object          # charrnn.sampling.batch.BatchSampler
+    sampler: BatchSampler
 
     @property
     def vocab(self):
@@ -44,7 +48,8 @@ def model_directories(model_dirs) -> list[tuple[str, Path]]:
             raise InputError("this installation of charrnn has no bundled model; give a model "
                              "directory made by `charrnn train`")
         return found
-    found, seen = [], {}
+    found = []
+    seen: dict[str, str] = {}
     for given in model_dirs:
         directory = Path(given)
         name = Path(os.path.abspath(directory)).name or str(directory)

@@ -115,7 +115,7 @@ def write_results(out_dir: Path, records) -> None:
 
 def read_results(out_dir: Path) -> dict[str, TrialRecord]:
     path = out_dir / RESULTS_FILE
-    records = {}
+    records: dict[str, TrialRecord] = {}
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -467,7 +467,7 @@ def _start_sink(ray, ray_parts, out_dir: Path, text_path: Path):
 def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, text_path: Path,
                 data: bytes, sink, out_dir: Path, resume: bool):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     job = {"corpus_name": text_path.name, "corpus_path": str(text_path.resolve()),
@@ -480,6 +480,7 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
     if resume:
         return tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
+    scheduler: TrialScheduler
     if settings.early_stop:
         # Time is training seconds when the budget is in minutes, steps otherwise; rungs at a
         # ninth and a third of the budget, where the worse two thirds of the trials stop.
