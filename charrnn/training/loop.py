@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -31,28 +32,34 @@ from charrnn.training.config import (DEFAULT_MINUTES, PROGRESS_SECONDS, Budget, 
 from charrnn.training.evaluate import estimate_bpc, estimate_kernels, exact_bpc
 from charrnn.training.optim import Optimizer, clip_grad_norm
 
+if TYPE_CHECKING:
+    from charrnn.jsontypes import JSONObject
+    from charrnn.kernels.window import Kernels
+
+Emit = Callable[[TrainEvent], None]
+
 class _StopOnSigint:
     """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: signal.Handlers | Callable[[int, FrameType | None], object] | int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> _StopOnSigint:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
+def _resolve_config(overrides: JSONObject, saved: JSONObject | None) -> TrainConfig:
     """A new run's config (the cell's defaults under the given settings), or a resumed run's saved
     one, which the given settings must agree with."""
     if saved is None:
@@ -73,7 +80,7 @@ def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
     return config
 
 
-def _check_arguments(overrides: dict, budget: Budget, threads: int | None) -> int:
+def _check_arguments(overrides: JSONObject, budget: Budget, threads: int | None) -> int:
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise InputError(f"unknown training settings: {', '.join(sorted(unknown))}")
@@ -100,8 +107,9 @@ class _Run:
     """One training run, new or resumed: its data, model, optimizer and counters, and the steps
     of training it (open, one step, a checkpoint, the finish)."""
 
-    def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
-                 force: bool, encoding: str, threads: int, emit, corpus_path=None):
+    def __init__(self, text_path: str | Path | None, out_dir: Path, overrides: JSONObject, budget: Budget,
+                 resume: bool, force: bool, encoding: str, threads: int, emit: Emit,
+                 corpus_path: str | Path | None = None) -> None:
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
         state_arrays, info = self._previous(text_path, resume, force)
         if info is not None:
@@ -112,6 +120,7 @@ class _Run:
         self.budget, self.encoding = budget, encoding
         self.saved_threads = info.get("threads") if info else None
         self.config = config = _resolve_config(overrides, info["config"] if info else None)
+        assert text_path is not None   # _previous refuses a new run without one
         self._read_text(Path(text_path), info, corpus_path)
         self.spec = config.spec(len(self.vocab))
         self.rng = np.random.default_rng(config.seed)
@@ -127,18 +136,19 @@ class _Run:
         self.step, self.elapsed_before, self.best = 0, 0.0, math.inf
         self.val_seconds = 0.0            # validation estimates of this session, within the budget
         self.final_val_seconds = 0.0      # the best model's exact score at the end
-        if info is not None:
+        if state_arrays is not None and info is not None:   # both or neither
             self._restore(state_arrays, info)
         else:
             self._start_directory(force)
         self.total_steps, self.time_limit = _total_steps(budget, self.streams.steps_per_epoch)
-        self.last_val = None
+        self.last_val: float | None = None
         self.loss_since_eval = [0.0, 0]          # summed training loss and steps since the last eval
-        self.rate_for_log = None
+        self.rate_for_log: float | None = None
 
     # -- opening -------------------------------------------------------------------------------
 
-    def _previous(self, text_path, resume: bool, force: bool):
+    def _previous(self, text_path: str | Path | None, resume: bool,
+                  force: bool) -> tuple[dict[str, np.ndarray], JSONObject] | tuple[None, None]:
         if resume:
             return checkpoint.load_training_state(self.out_dir)
         if text_path is None:
@@ -152,7 +162,7 @@ class _Run:
             raise InputError(f"{self.out_dir} exists and is not a directory")
         return None, None
 
-    def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
+    def _read_text(self, text_path: Path, info: JSONObject | None, corpus_path: str | Path | None = None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
         sha256 = file_sha256(text_path)
         if info is not None and info["corpus"]["sha256"] != sha256:
@@ -166,7 +176,7 @@ class _Run:
         self.corpus = {"name": recorded.stem, "path": str(recorded.resolve()),
                        "bytes": text_path.stat().st_size, "sha256": sha256}
 
-    def _restore(self, arrays: dict, info: dict) -> None:
+    def _restore(self, arrays: dict[str, np.ndarray], info: JSONObject) -> None:
         try:
             if is_format1_state(arrays):
                 arrays = format1_state(arrays, self.spec, self.state.shape)
@@ -215,7 +225,7 @@ class _Run:
         return ((self.total_steps is not None and self.step >= self.total_steps) or
                 (self.time_limit is not None and elapsed >= self.time_limit))
 
-    def train_step(self, kernels, elapsed: float) -> tuple[float, float]:
+    def train_step(self, kernels: Kernels, elapsed: float) -> tuple[float, float]:
         """One window of every stream: gradient, clip, update. Returns (loss in nats, lr)."""
         config = self.config
         position = self.step % self.steps_per_epoch
@@ -239,16 +249,16 @@ class _Run:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def save(self, elapsed: float, evaluate: bool, eval_kernels) -> None:
+    def save(self, elapsed: float, evaluate: bool, eval_kernels: Kernels) -> None:
         """The training state; with `evaluate`, a validation first, the model if it is the best
         so far, and a line of metrics."""
         config = self.config
         if evaluate:
             started = time.perf_counter()
-            self.last_val = estimate_bpc(eval_kernels, self.params, self.val_ids)
+            self.last_val = last_val = estimate_bpc(eval_kernels, self.params, self.val_ids)
             self.val_seconds += time.perf_counter() - started
-            if self.last_val < self.best:
-                self.best = self.last_val
+            if last_val < self.best:
+                self.best = last_val
                 checkpoint.save_model(self.out_dir, self.params, self.vocab, {
                     "step": self.step, "best_val_bpc": self.best, "val_bpc_method": "estimate",
                     "config": dataclasses.asdict(config), "corpus": self.corpus,
@@ -273,12 +283,13 @@ class _Run:
                                  epoch=self.step / self.steps_per_epoch, val_bpc=self.last_val,
                                  best_val_bpc=self.best, elapsed=elapsed))
 
-    def finish(self) -> float | None:
+    def finish(self) -> float:
         """The best model's exact validation bpc (charrnn.training.evaluate.exact_bpc), written to
         its meta.json in place of the estimate it was chosen on (kept as best_val_bpc_estimate)."""
         meta = checkpoint.read_meta(self.out_dir)
         if meta.get("val_bpc_method") != "estimate":
-            return meta.get("best_val_bpc")
+            recorded = meta.get("best_val_bpc")
+            return float(recorded) if recorded is not None else self.best
         started = time.perf_counter()
         model = checkpoint.load_model(self.out_dir)
         exact = exact_bpc(model.params, model.vocab, self.val_ids)
@@ -292,7 +303,7 @@ class _Run:
         return sample_text(self.params, self.vocab, length, temperature=0.8, rng=self.sample_rng)
 
 
-def _warm_up(run: _Run, kernels, eval_kernels, sample_every: int) -> None:
+def _warm_up(run: _Run, kernels: Kernels, eval_kernels: Kernels, sample_every: int) -> None:
     """Compile (first run) or load (later runs) every kernel before the clock starts, so the
     budget, the throughput and the metrics' times count training only. Results are thrown away."""
     inputs, targets = run.streams.window(0)
@@ -309,7 +320,7 @@ class _Progress:
     """The "step" events: throughput and ETA over the time since the last one, leaving out the
     time spent evaluating and saving."""
 
-    def __init__(self, run: _Run):
+    def __init__(self, run: _Run) -> None:
         self.run = run
         self.clock = time.perf_counter()
         self.loss_sum, self.loss_count, self.chars, self.paused = 0.0, 0, 0, 0.0
@@ -324,7 +335,7 @@ class _Progress:
         if now - self.clock < PROGRESS_SECONDS and not first:
             return
         rate = self.chars / max(now - self.clock - self.paused, 1e-9)
-        eta = None
+        eta: float | None = None
         if run.total_steps is not None:
             eta = (run.total_steps - run.step) * self.chars_per_step / rate
         if run.time_limit is not None:
@@ -340,7 +351,7 @@ class _Progress:
         self.clock = now
 
 
-def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict | None = None,
+def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: JSONObject | None = None,
           budget: Budget = Budget(), resume: bool = False, force: bool = False,
           encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
           sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None,
