@@ -169,9 +169,10 @@ def main() -> None:
             rows.append((streams, rate))
             print(f"| {streams} | {rate:,.0f} | {rate / one:.1f}x | {tick * 1000:.1f} |", flush=True)
 
+        kernel_rates = {n: statistics.median(kernel_rate(sampler, n, 64, args.seconds / 2)
+                                             for _ in range(args.repeats)) for n in (1, 16)}
         print("\nThe kernel alone (BatchSampler.draw, 64 characters a call, no engine): "
-              + ", ".join(f"{n} rows {statistics.median(kernel_rate(sampler, n, 64, args.seconds / 2) for _ in range(args.repeats)):,.0f} chars/s"
-                          for n in (1, 16)) + ".", flush=True)
+              + ", ".join(f"{n} rows {rate:,.0f} chars/s" for n, rate in kernel_rates.items()) + ".", flush=True)
 
         print("\n## 2. Tick size, 16 streams\n")
         print("| k (chars per tick) | chars/s | tick (ms) |")

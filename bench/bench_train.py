@@ -112,9 +112,10 @@ def wait_quiet(limit_seconds, threshold=0.15):
 
 def cpu_name():
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
@@ -405,7 +406,7 @@ def main():
           f"other load at start {info['busy_at_start']:.0%}; {info['isa']}.  ")
     print("numpy float32 matmul: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
     print()
-    print(f"| cell, layers | shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
+    print("| cell, layers | shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
           "| GFLOP/s | of rnn's | of 512² rate | of step rate | ours infer | PyTorch infer | ratio "
           "| other load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -9,6 +9,7 @@ The names below are imported when first used, so that `import charrnn` stays lig
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.3.0"
 
@@ -16,6 +17,13 @@ _HOMES = {
     "train": "charrnn.training.loop", "Budget": "charrnn.training.config",
     "sample": "charrnn.sampling.api", "stream": "charrnn.sampling.api", "load": "charrnn.model.checkpoint",
 }
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)
+    from charrnn.model.checkpoint import load as load
+    from charrnn.sampling.api import sample as sample
+    from charrnn.sampling.api import stream as stream
+    from charrnn.training.config import Budget as Budget
+    from charrnn.training.loop import train as train
 
 
 def __getattr__(name: str) -> object:

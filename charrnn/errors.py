@@ -70,7 +70,7 @@ def describe_os_error(error: OSError, path: str | os.PathLike | None = None,
     if error.filename2 is not None and path is None:
         where = f"{error.filename} -> {error.filename2}"
     text = f"{os.fspath(where)}: {reason}" if where is not None else reason
-    advice = _ADVICE.get(error.errno)
+    advice = _ADVICE.get(error.errno) if error.errno is not None else None
     carry_on = then if then and (error.errno in _TRANSIENT or error.errno is None) else None
     if advice and carry_on:
         text += f"; {advice}, then {carry_on}"

@@ -174,7 +174,7 @@ def render_image(curves: Curves, x_axes: tuple[str, ...] = X_AXES, image_format:
     axes = figure.subplots(1, len(x_axes), squeeze=False, sharey=True)[0]
     best = curves.best_index
     many = len(curves.steps) > 60  # markers on every point only while they stay readable
-    for panel, x_axis in zip(axes, x_axes):
+    for panel, x_axis in zip(axes, x_axes, strict=True):
         label, scale = _x_label(x_axis, curves)
         x = curves.x_values(x_axis) / scale  # (N,)
         for values, name, style in ((curves.train_bpc, "training (recent average)", dict(
@@ -282,7 +282,8 @@ def render_ascii(curves: Curves, width: int = 79, height: int = 22, x_axis: str 
     grid = [[" "] * columns for _ in range(rows)]
     for values, mark in series:
         shown = np.isfinite(values) & np.isfinite(x)
-        for c, r in zip(_place(x[shown], x_low, x_high, columns), _place(values[shown], y_low, y_high, rows)):
+        for c, r in zip(_place(x[shown], x_low, x_high, columns), _place(values[shown], y_low, y_high, rows),
+                        strict=True):
             grid[rows - 1 - r][c] = mark
     best = curves.best_index
     if best is not None and np.isfinite(x[best]):
@@ -301,7 +302,7 @@ def render_ascii(curves: Curves, width: int = 79, height: int = 22, x_axis: str 
     axis = ["-"] * columns
     tick_labels = [" "] * (columns + gutter + 8)
     free_from = 0
-    for value, c in zip(x_ticks, _place(x_ticks, x_low, x_high, columns)):
+    for value, c in zip(x_ticks, _place(x_ticks, x_low, x_high, columns), strict=True):
         if c > 0:  # at column 0 the corner stands for the tick
             axis[c] = "+"
         text = _compact(float(round(value, 10)))

@@ -48,7 +48,8 @@ GUTENBERG_FILE = (
     "*** START OF THE PROJECT GUTENBERG EBOOK A TALE OF TWO CITIES ***\r\n\r\n"
     "Produced by Judith Boss\r\n\r\n"
     + GUTENBERG_BOOK.replace("\n", "\r\n")
-    + "\r\n*** END OF THE PROJECT GUTENBERG EBOOK A TALE OF TWO CITIES ***\r\n\r\nThe Full Project Gutenberg License\r\n"
+    + "\r\n*** END OF THE PROJECT GUTENBERG EBOOK A TALE OF TWO CITIES ***\r\n\r\n"
+    + "The Full Project Gutenberg License\r\n"
 )
 
 

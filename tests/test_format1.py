@@ -77,8 +77,10 @@ def test_it_resumes_where_it_stopped(tmp_path):
 
 
 def test_info_and_eval_commands_read_it():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "charrnn", *args],  # noqa: E731
-                                       capture_output=True, text=True, timeout=300)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True,
+                              timeout=300)
+
     info = run("info", str(FIXTURE / "model"))
     assert info.returncode == 0, info.stderr
     assert "vanilla RNN, 1 layer of 8 units" in info.stdout and "format      1" in info.stdout

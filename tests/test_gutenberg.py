@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.corpus.gutenberg import decode_text, declared_encoding, has_gutenberg_markers, parse_header, strip_gutenberg
+from charrnn.corpus.gutenberg import (decode_text, declared_encoding, has_gutenberg_markers, parse_header,
+                                      strip_gutenberg)
 
 BOOK = "".join(
     f"CHAPTER {n}.\n\nAlice was beginning to get very tired of sitting by her sister on the bank,\n"
@@ -125,14 +126,16 @@ def test_produced_by_credit_paragraph_is_dropped():
     text = book_between(
         "*** START OF THE PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN WONDERLAND ***",
         "*** END OF THE PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN WONDERLAND ***",
-        before_book="\n\n\n\nProduced by Arthur DiBianca and David Widger\nand the Online Distributed Proofreading Team\n\n\n\n",
+        before_book=("\n\n\n\nProduced by Arthur DiBianca and David Widger\n"
+                     "and the Online Distributed Proofreading Team\n\n\n\n"),
     )
     assert_clean(text)
 
 
 def test_a_book_that_begins_with_produce_is_not_a_credit():
     book_start = "Produce of the fields\n\n"
-    text = f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n{book_start}{BOOK}\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n"
+    text = (f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n{book_start}{BOOK}\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK X ***\n")
     assert strip_gutenberg(text).text == book_start + BOOK
 
 
@@ -170,7 +173,8 @@ def test_end_without_start_keeps_from_the_beginning_with_a_warning():
 
 def test_never_cuts_a_book_down_to_almost_nothing():
     # The markers enclose a single line: that is a misplaced marker, not a book.
-    text = f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\nonly this\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n{BOOK}"
+    text = (f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\nonly this\n"
+            f"*** END OF THE PROJECT GUTENBERG EBOOK X ***\n{BOOK}")
     cleaned = strip_gutenberg(text)
     assert cleaned.text == text
     assert any("kept the whole text" in w for w in cleaned.warnings)
@@ -203,7 +207,8 @@ def test_utf8_with_bom_and_crlf():
 
 
 def test_declared_header_encoding_is_used_when_not_utf8():
-    raw = ("Title: Les Mis\u00e9rables\r\nCharacter set encoding: ISO-8859-1\r\n\r\n\u00e9t\u00e9 \u00bb\r\n").encode("latin-1")
+    raw = ("Title: Les Mis\u00e9rables\r\nCharacter set encoding: ISO-8859-1\r\n\r\n"
+           "\u00e9t\u00e9 \u00bb\r\n").encode("latin-1")
     assert declared_encoding(raw) == "iso8859-1"
     decoded = decode_text(raw)
     assert decoded.text == "Title: Les Mis\u00e9rables\nCharacter set encoding: ISO-8859-1\n\n\u00e9t\u00e9 \u00bb\n"

@@ -370,7 +370,7 @@ def test_deterministic_for_a_thread_count(cell, threads):
         assert again == loss
         results.append((loss, grads.flat.copy(), kernels.dstate0.copy(), kernels.state_last.copy()))
     assert results[0][0] == results[1][0]
-    for a, b in zip(results[0][1:], results[1][1:]):
+    for a, b in zip(results[0][1:], results[1][1:], strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -503,7 +503,7 @@ def test_fastmath_alone_and_without_the_jit():
               "print(repr([[float(f(v)) for v in x] for f in (fm.fast_exp, fm.fast_tanh, fm.fast_sigmoid)]))"]
     compiled = eval(run_in_subprocess({}, script))
     python = eval(run_in_subprocess({"NUMBA_DISABLE_JIT": "1"}, script))
-    for a, b in zip(compiled, python):
+    for a, b in zip(compiled, python, strict=True):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=3e-7, atol=1e-37)
 
 

@@ -168,7 +168,8 @@ def test_without_matplotlib_says_how_to_install_it(tmp_path, no_matplotlib, make
     result = run(d)
     assert result.exit_code != 0
     assert 'pip install "charrnn[plot]"' in result.output and "--ascii" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (d / "curves.png").exists()
 
 
@@ -248,7 +249,8 @@ def test_ascii_rejects_out_and_tiny_sizes(tmp_path, make_model_dir):
 def test_missing_model_dir(tmp_path):
     result = run(tmp_path / "nope", "--ascii")
     assert result.exit_code == 1 and "no such model directory" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 @pytest.mark.parametrize("metrics", [None, "", '{"step": 5, "val_'])

@@ -276,7 +276,7 @@ def test_a_client_that_disconnects_stops_its_generation(tiny_dirs):
             worker = live.engine.workers()["shakespeare"]
             conn.sock.shutdown(socket.SHUT_RDWR)
             conn.close()
-            assert wait_until(lambda: live.engine.streams == 0 and worker.active_rows == 0, 30)
+            assert wait_until(lambda worker=worker: live.engine.streams == 0 and worker.active_rows == 0, 30)
             drawn = worker.chars_drawn
             time.sleep(0.3)
             assert worker.chars_drawn == drawn       # nothing more is generated

@@ -47,7 +47,7 @@ def test_streams_joining_and_leaving_get_their_text_alone(samplers, tick_chars):
     engine = Engine(samplers, max_streams=100, tick_chars=tick_chars)
     try:
         jobs = []
-        for i in range(24):
+        for _ in range(24):
             name = rng.choice(sorted(samplers))
             sampler = samplers[name]
             prime = rng.choice(["", "R", "ROMEO:", "The king "])

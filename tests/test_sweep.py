@@ -6,6 +6,7 @@ so a test only ever touches processes it started."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,19 +58,15 @@ def processes_of(ray_tmp: Path) -> list[int]:
 def end_processes(pids, grace: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds, to exactly these pids."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.2)
     for pid in pids:
         if _alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _alive(pid: int) -> bool:

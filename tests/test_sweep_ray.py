@@ -1,7 +1,8 @@
 """charrnn sweep on a real Ray: a local sweep (layout, results, ASHA stopping a trial built to be
-clearly worse), --resume after a Ctrl-C and after a killed driver, and a sweep against a one-machine cluster started with
-`ray start --head` on 127.0.0.1. Each test gives Ray a private RAY_TMPDIR and checks that no
-process started under it is left running (and ends any that is, by pid, also on failure)."""
+clearly worse), --resume after a Ctrl-C and after a killed driver, and a sweep against a one-machine
+cluster started with `ray start --head` on 127.0.0.1. Each test gives Ray a private RAY_TMPDIR and
+checks that no process started under it is left running (and ends any that is, by pid, also on
+failure)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_local_sweep_layout_results_and_asha(tmp_path, corpus, ray_tmp):
     for record in results:
         assert set(record) >= {"trial", "settings", "best_val_bpc", "steps", "seconds",
                                "stopped_early", "status"}
-        assert TRIAL_FILES <= {p.name for p in (out / record["dir"]).iterdir()}
+        assert {p.name for p in (out / record["dir"]).iterdir()} >= TRIAL_FILES
         assert record["status"] in ("finished", "stopped early")
     good = [r for r in results if r["settings"]["lr"] == 1e-2]
     bad = [r for r in results if r["settings"]["lr"] == 1e-5]
@@ -191,7 +192,7 @@ def test_sweep_on_a_cluster_with_address(tmp_path, corpus, ray_tmp):
         results = _results(out)
         assert len(results) == 2 and all(r["status"] == "finished" for r in results)
         for record in results:
-            assert TRIAL_FILES <= {p.name for p in (out / record["dir"]).iterdir()}
+            assert {p.name for p in (out / record["dir"]).iterdir()} >= TRIAL_FILES
         assert (out / "best" / "model.npz").is_file()
         assert head.poll() is None  # the driver leaves the cluster running
     finally:
@@ -224,7 +225,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, corpus, ray_tmp):
     if left:
         names = [_cmdline(pid).strip() for pid in left]
         end_processes(left)
-        warnings.warn(f"after SIGKILL to the driver these outlived it by 20 s: {names}")
+        warnings.warn(f"after SIGKILL to the driver these outlived it by 20 s: {names}", stacklevel=1)
     result = run_sweep_cli(["--out", out, "--resume"], env, tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     after = {r["trial"]: r for r in _results(out)}

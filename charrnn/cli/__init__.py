@@ -11,6 +11,7 @@ import copy
 import difflib
 import functools
 import importlib
+import weakref
 from pathlib import Path
 
 import click
@@ -59,10 +60,13 @@ class _Group(click.Group):
             raise click.ClickException(describe_os_error(error, then="try again")) from None
 
 
+_GUARDED: weakref.WeakSet[click.Command] = weakref.WeakSet()   # the copies _guarded made
+
+
 def _guarded(command: click.Command) -> click.Command:
     """A copy of `command` whose OSErrors become one-line messages worded with its options
     (so `charrnn train` can say how to resume from what it saved)."""
-    if getattr(command, "_charrnn_guarded", False) or command.callback is None:
+    if command in _GUARDED or command.callback is None:
         return command
     callback = command.callback
 
@@ -78,7 +82,7 @@ def _guarded(command: click.Command) -> click.Command:
 
     guarded = copy.copy(command)
     guarded.callback = run
-    guarded._charrnn_guarded = True
+    _GUARDED.add(guarded)
     return guarded
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from charrnn.corpus.download import (
     local_corpora,
     resolve_source,
 )
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar  # what click.progressbar returns
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -63,7 +67,7 @@ class _ProgressRenderer:
         self.label = label
         self.enabled = enabled
         self.file = file
-        self._bar = None
+        self._bar: ProgressBar[str] | None = None
         self._done = 0
         self._total: int | None = None
 
@@ -192,7 +196,7 @@ def corpora_command(directory):
 def _echo_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
         click.echo("  " + "  ".join(cells).rstrip())
 
 

@@ -40,12 +40,12 @@ def _write_samples(model, prime, echo_prime, num, options, rng) -> None:
     others (kept meanwhile) after it, each after a blank line."""
     from charrnn.sampling import iter_samples
 
-    later = [[] for _ in range(num - 1)]
+    later: list[list[str]] = [[] for _ in range(num - 1)]
     if echo_prime:
         click.echo(prime, nl=False)
     for pieces in iter_samples(model.params, model.vocab, num=num, prime=prime, rng=rng, **options):
         click.echo(pieces[0], nl=False)   # click.echo flushes: the reader sees text as it comes
-        for kept, piece in zip(later, pieces[1:]):
+        for kept, piece in zip(later, pieces[1:], strict=True):
             kept.append(piece)
     click.echo("")
     for kept in later:

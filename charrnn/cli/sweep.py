@@ -81,9 +81,9 @@ class _Display:
         record = event.record
         if event.kind in ("start", "ray", "note"):
             self.line(event.text)
-        elif event.kind == "trial_start":
+        elif event.kind == "trial_start" and record is not None:
             self.line(f"{record.trial} started: {_settings_text(record.settings)}")
-        elif event.kind == "trial_end":
+        elif event.kind == "trial_end" and record is not None:
             if record.status == FAILED:
                 self.line(f"{record.trial} failed: {record.error}")
             else:
@@ -110,7 +110,7 @@ def _table(result) -> str:
                      record.status, *[_fmt(n, record.settings[n]) if n in record.settings else "-"
                                       for n in varied]])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *rows])
 
 

@@ -90,7 +90,7 @@ class _Display:
         elif event.kind == "ready":
             if self.kernels_since is not None:
                 self._kernels_ready()
-        elif event.kind == "step":
+        elif event.kind == "step" and event.train_loss is not None:
             total = f"/{event.total_steps:,}" if event.total_steps else ""
             best = f" | best val {event.best_val_bpc:.3f} bpc" if event.best_val_bpc else ""
             text = (f"step {event.step:,}{total} | epoch {event.epoch:.2f} | "

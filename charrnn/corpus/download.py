@@ -204,7 +204,7 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
                 pending.append(linked)
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def _one_line(text: object, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -241,7 +241,7 @@ def describe_request_error(error: BaseException, url: str, policy: FetchPolicy =
         return f"invalid URL: {url}"
     os_error = next((c for c in causes if isinstance(c, OSError) and c.strerror), None)
     if os_error is not None:
-        return f"cannot connect to {parts.netloc}: {os_error.strerror.lower()}: {url}"
+        return f"cannot connect to {parts.netloc}: {str(os_error.strerror).lower()}: {url}"
     return f"cannot download {url}: {_one_line(error) or type(error).__name__}"
 
 
@@ -382,7 +382,8 @@ def fetch(
                     total = wire_start + length
                 if total is None and not encoded:
                     total = size_hint
-                if length is not None and (total if not encoded else length) > policy.max_bytes:
+                limited = length if encoded else total   # total is known whenever length is
+                if length is not None and limited is not None and limited > policy.max_bytes:
                     raise DownloadError(
                         f"{url} is {total if not encoded else length:,} bytes, over the limit of "
                         f"{policy.max_bytes:,} bytes (--max-bytes)"
@@ -576,10 +577,9 @@ def resolve_source(spec: str, catalog: Mapping[str, CatalogEntry], *, mirror: st
     spec = spec.strip()
     entry = catalog.get(spec)
     if entry is not None:
-        if entry.gutenberg_id is not None:
-            url = gutenberg_url(entry.gutenberg_id, mirror)
-        else:
-            url = entry.url
+        url = gutenberg_url(entry.gutenberg_id, mirror) if entry.gutenberg_id is not None else entry.url
+        if url is None:   # load_catalog never makes such an entry; one built by hand may be
+            raise DownloadError(f"catalog entry {entry.name}: needs a url or a gutenberg_id")
         return Source(
             name=entry.name,
             url=url,

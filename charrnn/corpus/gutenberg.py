@@ -75,7 +75,8 @@ def declared_encoding(raw: bytes) -> str | None:
 def decode_text(raw: bytes) -> Decoded:
     """Strict UTF-8 (BOM dropped); else the encoding the Gutenberg header declares; else cp1252;
     else latin-1 (which cannot fail). Anything but UTF-8 comes with a warning naming the codec."""
-    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+                       (codecs.BOM_UTF16_BE, "utf-16-be")):
         if raw.startswith(bom):
             try:
                 text = raw[len(bom):].decode(codec)

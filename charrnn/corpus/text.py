@@ -31,7 +31,7 @@ def _codec(encoding: str) -> str:
 
 def _open(path: Path):
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - returned open: the caller closes it
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

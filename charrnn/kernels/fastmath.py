@@ -16,6 +16,7 @@ This module imports only numpy and numba (the sampler imports it alone).
 from __future__ import annotations
 
 import math
+from typing import Literal, TypedDict
 
 import numpy as np
 from llvmlite import ir
@@ -25,7 +26,15 @@ from numba.extending import intrinsic, overload
 # Without "nnan"/"ninf": a NaN loss must stay visible. `error_model="numpy"` drops the division-by-
 # zero check that would otherwise keep the elementwise loops from vectorising.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-FAST = dict(fastmath=FASTMATH, error_model="numpy")
+
+
+class FastOptions(TypedDict):
+    """njit's keywords for the elementwise kernels: `@njit(cache=True, **FAST)`."""
+    fastmath: set[str]
+    error_model: Literal["numpy"]
+
+
+FAST: FastOptions = {"fastmath": FASTMATH, "error_model": "numpy"}
 
 _F32 = np.float32
 

@@ -2,7 +2,8 @@
 split over `parts` threads.
 
 One step, for every stream (a row of the state (n, L, K, H), see charrnn.model.spec): the logits
-h V + b_y of the last layer's h, one id drawn from them (draw_one) or taken from a prime, then every layer's cell fed with it. One stream's step is a matrix-vector product per
+h V + b_y of the last layer's h, one id drawn from them (draw_one) or taken from a prime, then
+every layer's cell fed with it. One stream's step is a matrix-vector product per
 layer, bound by reading W (1 MB for a 512-unit vanilla layer, 4 MB for an LSTM's) from memory:
 on one core it comes from L3 once it is larger than L2. So the units of every layer are split in
 `parts` contiguous ranges and part p computes, on a thread of its own, the columns of its units in
@@ -30,6 +31,7 @@ every stream's logits, and after a barrier each stream's draw reads them all.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 from pathlib import Path
@@ -136,10 +138,8 @@ def part_buffers(parts: int, size: int) -> np.ndarray:
                        flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)         # zeroed
     raw = np.frombuffer(region, dtype=np.uint8)            # keeps the mapping alive
     start = (-raw.ctypes.data) % HUGE_PAGE
-    try:
+    with contextlib.suppress(OSError):                      # huge pages unsupported: fine
         region.madvise(mmap.MADV_HUGEPAGE, start, parts * row)
-    except OSError:                                         # huge pages unsupported: fine
-        pass
     return raw[start:start + parts * row].view(np.float32).reshape(parts, row // 4)
 
 

@@ -109,108 +109,138 @@ def _step_gemm_function(module, real, itemsize):
     width. For each block of rows and strip, the accumulators stay in registers over the whole k
     loop: per k, 2 vector loads of the strip, one broadcast of A per row, 2 FMAs per row."""
     lanes = VECTOR_BYTES // itemsize
-    vec = ir.VectorType(real, lanes)
-    i64, i32 = ir.IntType(64), ir.IntType(32)
     pointer = real.as_pointer()
-    fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, i64, i64, i64, ir.IntType(1)])
+    fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, ir.IntType(64), ir.IntType(64),
+                                           ir.IntType(64), ir.IntType(1)])
     fn = cgutils.get_or_insert_function(
         module, fnty, f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}"
                       f"x{lanes}_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}_rows421")
     if not fn.is_declaration:
         return fn
     fn.linkage = "internal"
-    A, B, C, m, n, k, accumulate = fn.args
-    builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]),
-                                         f"llvm.fma.v{lanes}f{itemsize * 8}")
-    const = lambda value: ir.Constant(i64, value)  # noqa: E731
-    zero = ir.Constant(vec, None)
-    undef = ir.Constant(vec, ir.Undefined)
-    splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-    # Accumulators live in allocas of the entry block, which LLVM promotes to registers.
-    slots = {(rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)]
-                             for _ in range(rows)]
-             for rows, width in {(BLOCK_ROWS, BLOCK_VECTORS)} | {
-                 (rows, narrow) for rows, vectors in LEFTOVER_BLOCKS
-                 for narrow in range(BLOCK_VECTORS, vectors + 1, BLOCK_VECTORS)}}
+    _StepGemmBody(module, fn, real, itemsize).emit()
+    return fn
 
-    def vector_at(base, offset):
-        return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
 
-    prefetch = cgutils.get_or_insert_function(
-        module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-        "llvm.prefetch.p0i8")
-    strip_width = BLOCK_VECTORS * lanes
-    strip_size = builder.mul(k, const(strip_width))
+class _StepGemmBody:
+    """The body of one step-gemm function (see `_step_gemm_function`): its IR builder, and the
+    constants, intrinsics and register accumulators its tiles share."""
 
-    def tile(i0, j0, rows, width):
+    def __init__(self, module, fn, real, itemsize):
+        self.itemsize = itemsize
+        self.lanes = lanes = VECTOR_BYTES // itemsize
+        self.vec = vec = ir.VectorType(real, lanes)
+        self.i64 = ir.IntType(64)
+        self.i32 = i32 = ir.IntType(32)
+        self.A, self.B, self.C, self.m, self.n, self.k, self.accumulate = fn.args
+        self.builder = builder = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]),
+                                                  f"llvm.fma.v{lanes}f{itemsize * 8}")
+        self.zero = ir.Constant(vec, None)
+        self.undef = ir.Constant(vec, ir.Undefined)
+        self.splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        # Accumulators live in allocas of the entry block, which LLVM promotes to registers.
+        self.slots = {(rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)]
+                                      for _ in range(rows)]
+                      for rows, width in {(BLOCK_ROWS, BLOCK_VECTORS)} | {
+                          (rows, narrow) for rows, vectors in LEFTOVER_BLOCKS
+                          for narrow in range(BLOCK_VECTORS, vectors + 1, BLOCK_VECTORS)}}
+        self.prefetch = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        self.strip_width = BLOCK_VECTORS * lanes
+        self.strip_size = builder.mul(self.k, self.const(self.strip_width))
+
+    def const(self, value):
+        return ir.Constant(self.i64, value)
+
+    def vector_at(self, base, offset):
+        return self.builder.bitcast(self.builder.gep(base, [offset]), self.vec.as_pointer())
+
+    def tile(self, i0, j0, rows, width):
         """C[i0:i0+rows, j0:j0+width*lanes] over the whole k loop, in registers."""
-        acc = slots[(rows, width)]
+        builder, const, lanes, strip_width = self.builder, self.const, self.lanes, self.strip_width
+        acc = self.slots[(rows, width)]
         strip0 = builder.udiv(j0, const(strip_width))
         b_bases = [builder.add(builder.mul(builder.add(strip0, const(v * lanes // strip_width)),
-                                           strip_size), const(v * lanes % strip_width))
+                                           self.strip_size), const(v * lanes % strip_width))
                    for v in range(width)]
-        c_ptrs = [[vector_at(C, builder.add(builder.mul(builder.add(i0, const(r)), n),
-                                            builder.add(j0, const(v * lanes))))
+        c_ptrs = [[self.vector_at(self.C, builder.add(builder.mul(builder.add(i0, const(r)), self.n),
+                                                      builder.add(j0, const(v * lanes))))
                    for v in range(width)] for r in range(rows)]
+        self._load_accumulators(acc, c_ptrs)
+        with cgutils.for_range(builder, self.k) as loop:
+            self._k_step(loop.index, i0, rows, width, acc, b_bases)
         for r in range(rows):
             for v in range(width):
-                old = builder.load(c_ptrs[r][v], align=itemsize)
-                builder.store(builder.select(accumulate, old, zero), acc[r][v])
-        with cgutils.for_range(builder, k) as loop:
-            kk = loop.index
-            b_row = builder.mul(kk, const(strip_width))
-            b_vecs = [builder.load(vector_at(B, builder.add(b_bases[v], b_row)), align=itemsize)
-                      for v in range(width)]
-            if width == BLOCK_VECTORS:
-                for v in range(width):
-                    ahead = builder.add(builder.add(b_bases[v], b_row),
-                                        const(PREFETCH_BYTES // itemsize))
-                    address = builder.bitcast(builder.gep(B, [ahead]), ir.IntType(8).as_pointer())
-                    builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3),
-                                            ir.Constant(i32, 1)])
-            for r in range(rows):
-                a_value = builder.load(builder.gep(A, [builder.add(
-                    builder.mul(builder.add(i0, const(r)), k), kk)]))
-                a_vec = builder.shuffle_vector(
-                    builder.insert_element(undef, a_value, ir.Constant(i32, 0)), undef,
-                    splat_mask)
-                for v in range(width):
-                    builder.store(builder.call(fma, [a_vec, b_vecs[v], builder.load(acc[r][v])]),
-                                  acc[r][v])
-        for r in range(rows):
-            for v in range(width):
-                builder.store(builder.load(acc[r][v]), c_ptrs[r][v], align=itemsize)
+                builder.store(builder.load(acc[r][v]), c_ptrs[r][v], align=self.itemsize)
 
-    # Full blocks of rows: column strips outside, row blocks inside (the strip stays in L2).
-    full_rows = builder.sub(m, builder.urem(m, const(BLOCK_ROWS)))
-    strip = const(BLOCK_VECTORS * lanes)
-    with cgutils.for_range_slice(builder, const(0), n, strip) as (j0, _):
-        with cgutils.for_range_slice(builder, const(0), full_rows, const(BLOCK_ROWS)) as (i0, _):
-            tile(i0, j0, BLOCK_ROWS, BLOCK_VECTORS)
-    # Rows left over (fewer than 8: a few streams of the sampler, or batch 1) in blocks of 4,
-    # then 2, then 1 row: each block reads w once, over column blocks wide enough for 16 (or 8)
-    # accumulators, and the columns left (2, 4 or 6 vectors) in one block, whose independent
-    # accumulators hide more of the FMA latency than 2-vector blocks one after another (the
-    # sampler's logits, 64 columns of one row: 0.8 against 1.6 us).
-    def row_block(i0, rows, vectors):
-        span = const(vectors * lanes)
+    def _load_accumulators(self, acc, c_ptrs):
+        """Each accumulator starts at C's value if accumulating, else 0."""
+        builder = self.builder
+        for r, row in enumerate(acc):
+            for v, slot in enumerate(row):
+                old = builder.load(c_ptrs[r][v], align=self.itemsize)
+                builder.store(builder.select(self.accumulate, old, self.zero), slot)
+
+    def _k_step(self, kk, i0, rows, width, acc, b_bases):
+        """One k of a tile: the strip's vectors loaded (and, in 2-vector strips, prefetched ahead),
+        then per row A's element broadcast and multiplied-added into the row's accumulators."""
+        builder, const, itemsize, i32 = self.builder, self.const, self.itemsize, self.i32
+        b_row = builder.mul(kk, const(self.strip_width))
+        b_vecs = [builder.load(self.vector_at(self.B, builder.add(b_bases[v], b_row)), align=itemsize)
+                  for v in range(width)]
+        if width == BLOCK_VECTORS:
+            for v in range(width):
+                ahead = builder.add(builder.add(b_bases[v], b_row),
+                                    const(PREFETCH_BYTES // itemsize))
+                address = builder.bitcast(builder.gep(self.B, [ahead]), ir.IntType(8).as_pointer())
+                builder.call(self.prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                             ir.Constant(i32, 1)])
+        for r in range(rows):
+            a_value = builder.load(builder.gep(self.A, [builder.add(
+                builder.mul(builder.add(i0, const(r)), self.k), kk)]))
+            a_vec = builder.shuffle_vector(
+                builder.insert_element(self.undef, a_value, ir.Constant(i32, 0)), self.undef,
+                self.splat_mask)
+            for v in range(width):
+                builder.store(builder.call(self.fma, [a_vec, b_vecs[v], builder.load(acc[r][v])]),
+                              acc[r][v])
+
+    def row_block(self, i0, rows, vectors):
+        """`rows` rows from i0 over blocks of `vectors` vectors of columns, then the columns left
+        in one narrower block."""
+        builder, const = self.builder, self.const
+        n = self.n
+        span = const(vectors * self.lanes)
         wide = builder.sub(n, builder.urem(n, span))
         with cgutils.for_range_slice(builder, const(0), wide, span) as (j0, _):
-            tile(i0, j0, rows, vectors)
+            self.tile(i0, j0, rows, vectors)
         rest = builder.sub(n, wide)
         for narrow in range(BLOCK_VECTORS, vectors, BLOCK_VECTORS):
-            with builder.if_then(builder.icmp_unsigned("==", rest, const(narrow * lanes))):
-                tile(i0, wide, rows, narrow)
+            with builder.if_then(builder.icmp_unsigned("==", rest, const(narrow * self.lanes))):
+                self.tile(i0, wide, rows, narrow)
 
-    start = full_rows
-    for rows, vectors in LEFTOVER_BLOCKS:
-        fits = builder.icmp_unsigned(">=", builder.sub(m, start), const(rows))
-        with builder.if_then(fits):
-            row_block(start, rows, vectors)
-        start = builder.add(start, builder.select(fits, const(rows), const(0)))
-    builder.ret_void()
-    return fn
+    def emit(self):
+        builder, const, m = self.builder, self.const, self.m
+        # Full blocks of rows: column strips outside, row blocks inside (the strip stays in L2).
+        full_rows = builder.sub(m, builder.urem(m, const(BLOCK_ROWS)))
+        strip = const(BLOCK_VECTORS * self.lanes)
+        with cgutils.for_range_slice(builder, const(0), self.n, strip) as (j0, _), \
+                cgutils.for_range_slice(builder, const(0), full_rows, const(BLOCK_ROWS)) as (i0, _):
+            self.tile(i0, j0, BLOCK_ROWS, BLOCK_VECTORS)
+        # Rows left over (fewer than 8: a few streams of the sampler, or batch 1) in blocks of 4,
+        # then 2, then 1 row: each block reads w once, over column blocks wide enough for 16 (or 8)
+        # accumulators, and the columns left (2, 4 or 6 vectors) in one block, whose independent
+        # accumulators hide more of the FMA latency than 2-vector blocks one after another (the
+        # sampler's logits, 64 columns of one row: 0.8 against 1.6 us).
+        start = full_rows
+        for rows, vectors in LEFTOVER_BLOCKS:
+            fits = builder.icmp_unsigned(">=", builder.sub(m, start), const(rows))
+            with builder.if_then(fits):
+                self.row_block(start, rows, vectors)
+            start = builder.add(start, builder.select(fits, const(rows), const(0)))
+        builder.ret_void()
 
 
 @intrinsic
@@ -227,7 +257,7 @@ def _step_gemm(typingctx, a, b, c, accumulate):
         real = context.get_value_type(dtype)
         fn = _step_gemm_function(builder.module, real, context.get_abi_sizeof(real))
         arrays = [context.make_array(t)(context, builder, v)
-                  for t, v in zip(sig.args[:3], args[:3])]
+                  for t, v in zip(sig.args[:3], args[:3], strict=True)]
         m = builder.extract_value(arrays[0].shape, 0)
         k = builder.extract_value(arrays[0].shape, 1)
         n = builder.extract_value(arrays[2].shape, 1)

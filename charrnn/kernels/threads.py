@@ -34,7 +34,7 @@ class ChunkThreads:
         self._next_chunk = 0
         self._claim = threading.Lock()
         self._results = [0.0] * n_chunks
-        self._errors = []
+        self._errors: list[BaseException] = []
         self._closed = False
         for w in range(1, n_threads):
             threading.Thread(target=self._serve, args=(w,), name=f"charrnn-kernels-{w}",

@@ -449,7 +449,7 @@ class Kernels:
 
         self.bounds = chunk_bounds(self.batch_size, self.threads)
         n_chunks = len(self.bounds) - 1
-        widest = max(b - a for a, b in zip(self.bounds, self.bounds[1:]))
+        widest = max(b - a for a, b in zip(self.bounds, self.bounds[1:], strict=False))
         L, H, V, S = spec.layers, spec.hidden, spec.vocab_size, self.seq_length
         GH = spec.gates * H
         cell = spec.cell

@@ -25,6 +25,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.atomic import atomic_write, atomic_write_all
 from charrnn.errors import ModelFormatError, StorageError, describe_os_error
+from charrnn.jsontypes import JSONObject
 from charrnn.model.legacy import format1_meta, format1_params
 from charrnn.model.params import Params
 from charrnn.model.spec import ModelSpec
@@ -49,11 +50,11 @@ def remove_stale_temporaries(directory: str | Path) -> None:
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)   # numbers only: nothing a reader would unpickle
     return buffer.getvalue()
 
 
-def _json_bytes(obj) -> bytes:
+def _json_bytes(obj: JSONObject) -> bytes:
     return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -73,7 +74,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 class Model:
     vocab: Vocab
     params: Params
-    meta: dict
+    meta: JSONObject
 
     @property
     def spec(self) -> ModelSpec:
@@ -84,7 +85,7 @@ class Model:
         return self.params.hidden
 
 
-def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) -> None:
+def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: JSONObject) -> None:
     """Write model.npz then meta.json, in format 2 (the vocabulary, the model's shape and the
     format fields are filled in here)."""
     directory = Path(directory)
@@ -98,12 +99,12 @@ def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) 
                       (directory / META_FILE, _json_bytes(full_meta))])
 
 
-def write_meta(directory: str | Path, meta: dict) -> None:
+def write_meta(directory: str | Path, meta: JSONObject) -> None:
     """Replace a model's meta.json (whole or not at all), its model.npz untouched."""
     atomic_write(Path(directory) / META_FILE, _json_bytes(meta))
 
 
-def read_meta(directory: str | Path) -> dict:
+def read_meta(directory: str | Path) -> JSONObject:
     directory = Path(directory)
     path = directory / META_FILE
     if not directory.is_dir():
@@ -125,7 +126,7 @@ def read_meta(directory: str | Path) -> dict:
     return meta
 
 
-def model_spec(meta: dict, where: str | Path = META_FILE) -> ModelSpec:
+def model_spec(meta: JSONObject, where: str | Path = META_FILE) -> ModelSpec:
     """The shape of the model a meta.json describes (format 1: a one-layer vanilla RNN)."""
     return ModelSpec.from_meta(format1_meta(meta), str(where))
 
@@ -158,7 +159,7 @@ def load_model(directory: str | Path) -> Model:
     return Model(vocab, params, meta)
 
 
-def save_training_state(directory: str | Path, arrays: dict[str, np.ndarray], info: dict) -> None:
+def save_training_state(directory: str | Path, arrays: dict[str, np.ndarray], info: JSONObject) -> None:
     """Arrays and a JSON record in one file, so a kill can never pair one save's arrays with
     another's record."""
     payload = dict(arrays)
@@ -166,7 +167,7 @@ def save_training_state(directory: str | Path, arrays: dict[str, np.ndarray], in
     atomic_write(Path(directory) / STATE_FILE, _npz_bytes(payload))
 
 
-def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], JSONObject]:
     path = Path(directory) / STATE_FILE
     if not path.exists():
         raise ModelFormatError(f"{directory}: no training state to resume from ({STATE_FILE} missing)")
@@ -180,11 +181,11 @@ def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], d
 
 
 # What the training record holds, and the type of each entry (None: any JSON value).
-_RECORD = {"step": int, "elapsed": (int, float), "optimizer_steps": int, "rng_state": dict,
+_RECORD: dict[str, type | tuple[type, ...]] = {"step": int, "elapsed": (int, float), "optimizer_steps": int, "rng_state": dict,
            "config": dict, "corpus": dict, "vocab": list, "budget": dict}
 
 
-def _check_training_state(path: Path, arrays: dict, info) -> None:
+def _check_training_state(path: Path, arrays: dict[str, np.ndarray], info: object) -> None:
     """ModelFormatError (one line) for a record or arrays that no run could resume from. Shapes
     are checked against the model when the run is rebuilt."""
     if not isinstance(info, dict):
@@ -207,7 +208,7 @@ def _check_training_state(path: Path, arrays: dict, info) -> None:
         raise ModelFormatError(f"{path}: corrupt training state (no {', '.join(missing)} array)")
 
 
-def read_metrics(directory: str | Path) -> list[dict]:
+def read_metrics(directory: str | Path) -> list[JSONObject]:
     """The metrics log; a line cut short by a kill is skipped."""
     path = Path(directory) / METRICS_FILE
     if not path.exists():
@@ -221,7 +222,7 @@ def read_metrics(directory: str | Path) -> list[dict]:
     return records
 
 
-def append_metrics(directory: str | Path, record: dict) -> None:
+def append_metrics(directory: str | Path, record: JSONObject) -> None:
     """Add a line to the log. A line left cut short by a full disk or a kill is ended first, so
     that it costs only itself (read_metrics skips it), not the record written after it."""
     path = Path(directory) / METRICS_FILE
@@ -247,7 +248,7 @@ def truncate_metrics(directory: str | Path, last_step: int) -> None:
 
 # Finding a model by name.
 
-def resolve_model_dir(model: str | os.PathLike | None) -> Path:
+def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
     """A model directory, a bundled model's name, or None (the default bundled model)."""
     names = bundled_model_names()
     if model is None:
@@ -268,7 +269,7 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
     return path
 
 
-def load(model: Model | str | os.PathLike | None = None) -> Model:
+def load(model: Model | str | os.PathLike[str] | None = None) -> Model:
     """A Model as is, the model in a directory, a bundled model by name, or (None) the default
     model that ships with charrnn."""
     if isinstance(model, Model):

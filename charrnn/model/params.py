@@ -57,17 +57,17 @@ class Params:
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(self._views)
 
-    def zeros_like(self) -> "Params":
+    def zeros_like(self) -> Params:
         return Params(self.spec, self.dtype)
 
-    def copy(self) -> "Params":
+    def copy(self) -> Params:
         return Params(self.spec, flat=self.flat.copy())
 
-    def astype(self, dtype) -> "Params":
+    def astype(self, dtype) -> Params:
         return Params(self.spec, flat=self.flat.astype(dtype))
 
     @classmethod
-    def from_arrays(cls, spec: ModelSpec, arrays: dict[str, np.ndarray], dtype=np.float32) -> "Params":
+    def from_arrays(cls, spec: ModelSpec, arrays: dict[str, np.ndarray], dtype=np.float32) -> Params:
         """Build from named arrays; ValueError (one line) if a name is missing or a shape is off.
         Arrays not in the spec are refused too, so a file of another layout is never half-read."""
         shapes = spec.array_shapes()

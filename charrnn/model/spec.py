@@ -23,7 +23,9 @@ The recurrent state of a batch is one float array of shape (batch, layers, K, H)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from charrnn.errors import ModelFormatError
 
@@ -39,7 +41,7 @@ class ModelSpec:
     hidden: int
     vocab_size: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.cell not in GATES:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("layers", "hidden", "vocab_size"):
@@ -103,12 +105,12 @@ class ModelSpec:
         layers = f"{self.layers} layers" if self.layers > 1 else "1 layer"
         return f"{CELL_NAMES[self.cell]}, {layers} of {self.hidden} units"
 
-    def to_meta(self) -> dict:
+    def to_meta(self) -> dict[str, str | int]:
         return {"cell": self.cell, "layers": self.layers, "hidden": self.hidden,
                 "vocab_size": self.vocab_size}
 
     @classmethod
-    def from_meta(cls, meta: dict, where: str = "meta.json") -> "ModelSpec":
+    def from_meta(cls, meta: Mapping[str, Any], where: str = "meta.json") -> ModelSpec:
         """The spec a format-2 meta.json records; ModelFormatError (one line) if it is off."""
         try:
             return cls(meta["cell"], meta["layers"], meta["hidden"], meta["vocab_size"])

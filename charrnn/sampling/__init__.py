@@ -8,6 +8,7 @@ imported when first used, so that reading the options does not compile the kerne
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _HOMES = {
     "load": "charrnn.model.checkpoint", "resolve_model_dir": "charrnn.model.checkpoint",
@@ -17,6 +18,21 @@ _HOMES = {
     "DEFAULT_TEMPERATURE": "charrnn.sampling.options", "SampleOptions": "charrnn.sampling.options",
     "drop_unknown": "charrnn.sampling.options", "unknown_prime_message": "charrnn.sampling.options",
 }
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)
+    from charrnn.model.checkpoint import load as load
+    from charrnn.model.checkpoint import resolve_model_dir as resolve_model_dir
+    from charrnn.sampling.api import iter_sample as iter_sample
+    from charrnn.sampling.api import iter_samples as iter_samples
+    from charrnn.sampling.api import sample as sample
+    from charrnn.sampling.api import sample_text as sample_text
+    from charrnn.sampling.api import stream as stream
+    from charrnn.sampling.batch import BatchSampler as BatchSampler
+    from charrnn.sampling.batch import default_threads as default_threads
+    from charrnn.sampling.options import DEFAULT_TEMPERATURE as DEFAULT_TEMPERATURE
+    from charrnn.sampling.options import SampleOptions as SampleOptions
+    from charrnn.sampling.options import drop_unknown as drop_unknown
+    from charrnn.sampling.options import unknown_prime_message as unknown_prime_message
 
 __all__ = sorted(_HOMES)
 

@@ -23,19 +23,23 @@ from charrnn.sampling.options import (DEFAULT_LENGTH, DEFAULT_TEMPERATURE, Sampl
                                       unknown_prime_message)
 
 
-def _check_rng(rng) -> None:
+def _check_rng(rng: object) -> None:
     if not isinstance(rng, np.random.Generator):
         raise InputError("rng must be a numpy.random.Generator, e.g. numpy.random.default_rng(seed)")
 
 
-def _uniforms(rng, greedy: bool, shape) -> np.ndarray:
+def _uniforms(rng: np.random.Generator, greedy: bool, shape: tuple[int, int]) -> np.ndarray:
     """The draws' random numbers; nothing is drawn when greedy (the generator does not move)."""
     if greedy:
         return np.zeros(shape, dtype=np.float64)
     return rng.random(shape)
 
 
-def _batch_options(n: int, options: SampleOptions) -> tuple:
+# (inv_temperature, top_k, top_p, greedy), each of shape (n,): the sampler's per-stream options.
+OptionArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _batch_options(n: int, options: SampleOptions) -> OptionArrays:
     """(inv_temperature, top_k, top_p, greedy) as the sampler's (n,) arrays."""
     return (np.full(n, 1.0 / options.temperature), np.full(n, options.top_k, dtype=np.int64),
             np.full(n, options.top_p), np.full(n, options.greedy))
@@ -68,7 +72,8 @@ def iter_samples(params: Params, vocab: Vocab, length: int, *, num: int = 1, pri
                      _batch_options(num, options), chunk_size)
 
 
-def _generate(sampler, length, num, prime_ids, greedy, rng, options, chunk_size):
+def _generate(sampler: BatchSampler, length: int, num: int, prime_ids: np.ndarray, greedy: bool,
+              rng: np.random.Generator, options: OptionArrays, chunk_size: int) -> Iterator[list[str]]:
     """The generator behind iter_samples, over checked arguments."""
     states = sampler.new_states(1)
     sampler.read(states, 0, prime_ids)
@@ -119,7 +124,7 @@ def sample_text(params: Params, vocab: Vocab, length: int, *, prime: str = "",
                                top_k=top_k, top_p=top_p, greedy=greedy, rng=rng))
 
 
-def _rng(seed, rng) -> np.random.Generator:
+def _rng(seed: int | None, rng: np.random.Generator | None) -> np.random.Generator:
     if rng is not None and seed is not None:
         raise InputError("give a seed or a generator, not both")
     if rng is not None:
@@ -127,7 +132,7 @@ def _rng(seed, rng) -> np.random.Generator:
     return np.random.default_rng(SampleOptions(seed=seed).check().seed)
 
 
-def stream(model: Model | str | os.PathLike | None = None, length: int = DEFAULT_LENGTH, *,
+def stream(model: Model | str | os.PathLike[str] | None = None, length: int = DEFAULT_LENGTH, *,
            prime: str = "", temperature: float = DEFAULT_TEMPERATURE, top_k: int = 0,
            top_p: float = 1.0, greedy: bool = False,
            seed: int | None = None, rng: np.random.Generator | None = None) -> Iterator[str]:
@@ -138,7 +143,7 @@ def stream(model: Model | str | os.PathLike | None = None, length: int = DEFAULT
                        top_k=top_k, top_p=top_p, greedy=greedy, rng=_rng(seed, rng))
 
 
-def sample(model: Model | str | os.PathLike | None = None, length: int = DEFAULT_LENGTH, *,
+def sample(model: Model | str | os.PathLike[str] | None = None, length: int = DEFAULT_LENGTH, *,
            prime: str = "", temperature: float = DEFAULT_TEMPERATURE, top_k: int = 0,
            top_p: float = 1.0, greedy: bool = False,
            seed: int | None = None, rng: np.random.Generator | None = None) -> str:

@@ -83,12 +83,12 @@ class BatchSampler:
             threads = default_threads()
         if not is_whole(threads) or threads < 1:
             raise InputError(f"threads must be a whole number of 1 or more, got {threads!r}")
-        threads = 1 if numba_config.DISABLE_JIT else int(threads)
+        threads = 1 if numba_config.DISABLE_JIT else int(threads)  # type: ignore[attr-defined]  # set at run time
         self._packed = packs(spec.hidden, spec.gates, 1)
         self.parts = part_count(spec.hidden, spec.gates, threads, self._packed)
         self._arrays = {name: np.asarray(params[name], dtype=np.float32)
                         for name in spec.array_shapes()}
-        self._split = {}              # parts -> (weights, layout), made when first needed
+        self._split: dict[int, tuple] = {}   # parts -> (weights, layout), made when first needed
         self._b_y = np.ascontiguousarray(self._arrays["b_y"])                 # (vocab,)
         self._cell = np.int64(spec.cell_code)
         self._alone_until = 0.0       # time.monotonic() until which the parts run on one thread

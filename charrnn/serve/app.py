@@ -24,7 +24,9 @@ import json
 import secrets
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeGuard
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,8 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from charrnn.errors import CharRNNError, InputError
+from charrnn.jsontypes import JSONObject
 from charrnn.sampling.options import SampleOptions, drop_unknown, unknown_prime_message
 from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job
 from charrnn.serve.models import ServedModel
@@ -68,25 +72,25 @@ class Limits:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # ----------------------------------------------------------------------------------------------
 # Checking a request
 
-def _whole(value) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -104,7 +108,7 @@ class GenerateRequest:
     stream: bool
 
 
-def parse_body(body: bytes) -> dict:
+def parse_body(body: bytes) -> JSONObject:
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -116,7 +120,7 @@ def parse_body(body: bytes) -> dict:
     return data
 
 
-def check_generate(data: dict, models: dict[str, ServedModel], limits: Limits) -> GenerateRequest:
+def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Limits) -> GenerateRequest:
     """The request's options, checked; ApiError naming the first thing wrong."""
     unknown_fields = [key for key in data if key not in FIELDS]
     if unknown_fields:
@@ -176,7 +180,7 @@ def check_generate(data: dict, models: dict[str, ServedModel], limits: Limits) -
 _DISCONNECTED = object()
 
 
-def _sse(data: dict, event: str | None = None) -> str:
+def _sse(data: JSONObject, event: str | None = None) -> str:
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -189,11 +193,12 @@ class GenerationResponse:
         self.engine = engine
         self.request = request
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        # The engine's items (a list of new pieces, then None or an error), or _DISCONNECTED.
+        queue: asyncio.Queue[object] = asyncio.Queue()
 
-        def sink(item):   # on the worker thread
+        def sink(item: object) -> None:   # on the worker thread
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         r = self.request
@@ -228,7 +233,7 @@ class GenerationResponse:
             job.cancel()         # a no-op once the job has ended
             watcher.cancel()
 
-    async def _stream(self, queue: asyncio.Queue, send) -> None:
+    async def _stream(self, queue: asyncio.Queue[object], send: Send) -> None:
         r = self.request
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -265,7 +270,7 @@ class GenerationResponse:
             if ending is not None:
                 return
 
-    async def _whole(self, queue: asyncio.Queue, scope, receive, send) -> None:
+    async def _whole(self, queue: asyncio.Queue[object], scope: Scope, receive: Receive, send: Send) -> None:
         r = self.request
         texts = [r.prime] * r.num
         while True:
@@ -313,11 +318,11 @@ class HostCheck:
     """Refuses requests whose Host header is not one of `allowed` (JSON 400): a page elsewhere
     that points its own name at 127.0.0.1 (DNS rebinding) cannot use a loopback server."""
 
-    def __init__(self, app, allowed: list[str]):
+    def __init__(self, app: ASGIApp, allowed: list[str]):
         self.app = app
         self.allowed = {_host_name(name) for name in allowed}
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = dict(scope.get("headers") or [])
             host = _host_name(headers.get(b"host", b"").decode("latin-1"))
@@ -354,7 +359,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
     async def list_models(request: Request) -> Response:
         return JSONResponse(listing)
 
-    async def generate(request: Request):
+    async def generate(request: Request) -> Response | GenerationResponse:
         try:
             content_type = request.headers.get("content-type", "")
             if content_type.split(";")[0].strip().lower() != "application/json":
@@ -366,7 +371,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
             return _error(error.status, error.message, error.headers)
         return GenerationResponse(engine, checked)
 
-    async def score(request: Request):
+    async def score(request: Request) -> Response:
         try:
             content_type = request.headers.get("content-type", "")
             if content_type.split(";")[0].strip().lower() != "application/json":
@@ -378,7 +383,8 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
             return _error(error.status, error.message, error.headers)
         return JSONResponse(await scorers.score(checked))
 
-    async def http_error(request: Request, error: HTTPException) -> Response:
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)   # the handler of HTTPException only
         messages = {404: f"nothing at {request.url.path}", 405: f"{request.method} is not "
                     f"allowed on {request.url.path}"}
         return _error(error.status_code, messages.get(error.status_code, str(error.detail)),
@@ -388,7 +394,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
         return _error(500, "internal error (see the server's log)")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         engine.close()
 

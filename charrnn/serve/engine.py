@@ -19,6 +19,8 @@ at the end (or with a CharRNNError if the job was stopped by the engine).
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import threading
 import time
 from collections import deque
@@ -89,7 +91,7 @@ def make_job(prime_ids, length: int, num: int, *, temperature: float = 1.0, top_
     """A job as `charrnn sample --seed SEED --num NUM --length LENGTH` would run it (no seed: a
     fresh one). Options must already be checked."""
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy)
+        seed = secrets.randbits(128)   # as np.random.SeedSequence() draws its entropy
     return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), int(num), seed,
                1.0 / float(temperature), int(top_k), float(top_p), bool(greedy), sink)
 
@@ -190,10 +192,8 @@ class ModelWorker:
             return
         job.finished = True
         if job.on_done is not None:     # first, so the slots are free when the client hears
-            try:
+            with contextlib.suppress(Exception):    # never let a callback stop the worker
                 job.on_done()
-            except Exception:   # noqa: BLE001 - never let a callback stop the worker
-                pass
         if not job.cancelled:
             _deliver(job, outcome)
 

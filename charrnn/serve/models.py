@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from charrnn.errors import InputError
+
+if TYPE_CHECKING:
+    from charrnn.model.checkpoint import Model
+    from charrnn.sampling.batch import BatchSampler
 
 
 @dataclass(frozen=True)
@@ -16,8 +21,8 @@ class ServedModel:
     name: str
     directory: Path
     meta: dict
-    sampler: object          # charrnn.sampling.batch.BatchSampler
-    model: object = None     # charrnn.model.checkpoint.Model (what /api/score reads)
+    sampler: BatchSampler
+    model: Model | None = None     # what /api/score reads
 
     @property
     def vocab(self):
@@ -45,7 +50,8 @@ def model_directories(model_dirs) -> list[tuple[str, Path]]:
             raise InputError("this installation of charrnn has no bundled model; give a model "
                              "directory made by `charrnn train`")
         return found
-    found, seen = [], {}
+    found = []
+    seen: dict[str, str] = {}
     for given in model_dirs:
         directory = Path(given)
         name = Path(os.path.abspath(directory)).name or str(directory)

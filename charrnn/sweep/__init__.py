@@ -7,6 +7,7 @@ missing. See `charrnn sweep -h` and the README's "Sweeps" section.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "TrialRecord": "layout",
@@ -15,6 +16,21 @@ _EXPORTS = {
     "run_sweep": "run",
     "Dimension": "space", "parse_dimension": "space", "parse_space": "space",
 }
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)
+    from charrnn.sweep.layout import TrialRecord as TrialRecord
+    from charrnn.sweep.run import INSTALL_HINT as INSTALL_HINT
+    from charrnn.sweep.run import RayMissing as RayMissing
+    from charrnn.sweep.run import SweepError as SweepError
+    from charrnn.sweep.run import SweepEvent as SweepEvent
+    from charrnn.sweep.run import SweepProgress as SweepProgress
+    from charrnn.sweep.run import SweepResult as SweepResult
+    from charrnn.sweep.run import SweepSettings as SweepSettings
+    from charrnn.sweep.run import require_ray as require_ray
+    from charrnn.sweep.run import run_sweep as run_sweep
+    from charrnn.sweep.space import Dimension as Dimension
+    from charrnn.sweep.space import parse_dimension as parse_dimension
+    from charrnn.sweep.space import parse_space as parse_space
 __all__ = sorted(_EXPORTS)
 
 

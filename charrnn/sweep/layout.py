@@ -64,7 +64,7 @@ class TrialRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrialRecord":
+    def from_json(cls, data: dict) -> TrialRecord:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -115,7 +115,7 @@ def write_results(out_dir: Path, records) -> None:
 
 def read_results(out_dir: Path) -> dict[str, TrialRecord]:
     path = out_dir / RESULTS_FILE
-    records = {}
+    records: dict[str, TrialRecord] = {}
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

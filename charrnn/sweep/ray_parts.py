@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
 from ray import tune
@@ -21,9 +22,12 @@ from charrnn.model import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED, TRIAL_FILES
 
+if TYPE_CHECKING:
+    from charrnn.sweep.run import _Bookkeeper
+
 # The driver's bookkeeper while a sweep runs (see run.py). The callback Tune pickles into its
 # experiment state holds nothing, so a restored sweep reports to the bookkeeper of the new run.
-ACTIVE = None
+ACTIVE: _Bookkeeper | None = None
 
 
 def trial_name(trial) -> str:

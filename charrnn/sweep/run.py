@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from charrnn import __version__
 from charrnn.errors import CharRNNError, InputError
@@ -95,7 +95,7 @@ class SweepSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "SweepSettings":
+    def from_json(cls, data: dict) -> SweepSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -284,8 +284,8 @@ def _start_ray(ray, address: str | None, cpus: int) -> str:
 
 
 def run_sweep(text_path: str | Path | None, out_dir: str | Path,
-              settings: SweepSettings | None = None, *, resume: bool = False, force: bool = False, address: str | None = None,
-              on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
+              settings: SweepSettings | None = None, *, resume: bool = False, force: bool = False,
+              address: str | None = None, on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
     """Run (or, with resume, continue) a sweep whose directory is `out_dir`.
 
     On resume the settings come from out_dir/sweep.json and `settings` must be None; `text_path`
@@ -293,80 +293,115 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path,
     """
     emit = on_event or (lambda event: None)
     out_dir = Path(out_dir)
-    records: dict[str, TrialRecord] = {}
     if resume:
-        if settings is not None:
-            raise InputError("a resumed sweep keeps its settings; give only --out, --resume "
-                             "(and --address)")
-        if force:
-            raise InputError("--resume continues the sweep in --out and --force replaces it: "
-                             "give one of them")
-        stored = layout.read_settings(out_dir)
-        settings = SweepSettings.from_json(stored["settings"])
-        corpus = stored["corpus"]
-        text_path = Path(text_path) if text_path is not None else Path(corpus["path"])
-        if not layout.tune_experiment_dir(out_dir).is_dir():
-            raise InputError(f"{out_dir}: the sweep's Tune state ({layout.TUNE_DIR}/) is missing; "
-                             "start it again with --force")
-        records = layout.read_results(out_dir)
+        settings, text_path, corpus, records = _resumed_sweep(text_path, out_dir, settings, force)
     else:
-        settings = settings or SweepSettings()
-        if text_path is None:
-            raise InputError("give a text file to sweep on")
-        text_path = Path(text_path)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"{out_dir} exists and is not a directory")
-        if layout.holds_sweep(out_dir) and not force:
-            raise InputError(f"{out_dir} already holds a sweep; pass --resume to continue it or "
-                             "--force to replace it")
+        settings, text_path = _new_sweep(text_path, out_dir, settings, force)
+        corpus, records = None, {}
     space = settings.check()
-    if not text_path.is_file():
-        raise InputError(f"{text_path}: no such file; `charrnn download NAME` fetches a text "
-                         "(`charrnn corpora` lists them)")
-    data = text_path.read_bytes()  # sent to the trials through Ray's object store
-    sha256 = hashlib.sha256(data).hexdigest()
-    if resume and sha256 != corpus["sha256"]:
-        raise InputError(f"{text_path} is not the text this sweep ran on (its sha256 differs "
-                         f"from the one recorded in {out_dir / layout.SETTINGS_FILE})")
-    _check_text(text_path, data, settings.encoding)
+    data, sha256 = _read_text(text_path, settings.encoding, corpus, out_dir)
     address = resolve_address(address)
     _prepare_ray_environment(address)
     ray = require_ray()
 
     if not resume:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if force:
-            layout.clear_sweep(out_dir)
-        layout.write_settings(out_dir, {
-            "settings": settings.to_json(),
-            "corpus": {"name": text_path.name, "path": str(text_path.resolve()),
-                       "bytes": text_path.stat().st_size, "sha256": sha256},
-            "charrnn_version": __version__, "ray_version": ray.__version__})
+        _write_new_sweep(out_dir, settings, text_path, sha256, ray.__version__, force)
     (out_dir / layout.TRIALS_DIR).mkdir(parents=True, exist_ok=True)
 
     budget = settings.budget()
-    emit(SweepEvent("start", SweepProgress(settings.trials), text=(
-        f"{'Resuming a sweep' if resume else 'Sweep'} of {settings.trials} trial"
-        f"{'s' if settings.trials != 1 else ''} over {describe_space(space)}; "
-        f"each {_budget_text(budget)}, {settings.threads} thread"
-        f"{'s' if settings.threads != 1 else ''}"
-        + (f", {settings.concurrent} at once" if settings.concurrent else "")
-        + ("; ASHA early stopping" if settings.early_stop else ""))))
+    emit(SweepEvent("start", SweepProgress(settings.trials), text=_start_text(settings, space, budget, resume)))
+    book = _Bookkeeper(out_dir, settings.trials, records, emit, error_of=lambda name: None)
+    _run_trials(ray, address, settings, space, budget, text_path, data, out_dir, resume, book)
+    return _finish(out_dir, records, settings.trials, space, book)
 
+
+def _resumed_sweep(text_path: str | Path | None, out_dir: Path, settings: SweepSettings | None,
+                   force: bool) -> tuple[SweepSettings, Path, dict, dict[str, TrialRecord]]:
+    """A sweep to resume: its stored settings, its text, the corpus it recorded, its trials so far."""
+    if settings is not None:
+        raise InputError("a resumed sweep keeps its settings; give only --out, --resume "
+                         "(and --address)")
+    if force:
+        raise InputError("--resume continues the sweep in --out and --force replaces it: "
+                         "give one of them")
+    stored = layout.read_settings(out_dir)
+    settings = SweepSettings.from_json(stored["settings"])
+    corpus = stored["corpus"]
+    text_path = Path(text_path) if text_path is not None else Path(corpus["path"])
+    if not layout.tune_experiment_dir(out_dir).is_dir():
+        raise InputError(f"{out_dir}: the sweep's Tune state ({layout.TUNE_DIR}/) is missing; "
+                         "start it again with --force")
+    return settings, text_path, corpus, layout.read_results(out_dir)
+
+
+def _new_sweep(text_path: str | Path | None, out_dir: Path, settings: SweepSettings | None,
+               force: bool) -> tuple[SweepSettings, Path]:
+    """A new sweep: its settings (the defaults if none) and its text; out_dir must be free for it."""
+    settings = settings or SweepSettings()
+    if text_path is None:
+        raise InputError("give a text file to sweep on")
+    text_path = Path(text_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a directory")
+    if layout.holds_sweep(out_dir) and not force:
+        raise InputError(f"{out_dir} already holds a sweep; pass --resume to continue it or "
+                         "--force to replace it")
+    return settings, text_path
+
+
+def _read_text(text_path: Path, encoding: str, corpus: dict | None, out_dir: Path) -> tuple[bytes, str]:
+    """The text's bytes (sent to the trials through Ray's object store) and their sha256; a resumed
+    sweep's text (`corpus` recorded) must be the one it ran on."""
+    if not text_path.is_file():
+        raise InputError(f"{text_path}: no such file; `charrnn download NAME` fetches a text "
+                         "(`charrnn corpora` lists them)")
+    data = text_path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if corpus is not None and sha256 != corpus["sha256"]:
+        raise InputError(f"{text_path} is not the text this sweep ran on (its sha256 differs "
+                         f"from the one recorded in {out_dir / layout.SETTINGS_FILE})")
+    _check_text(text_path, data, encoding)
+    return data, sha256
+
+
+def _write_new_sweep(out_dir: Path, settings: SweepSettings, text_path: Path, sha256: str,
+                     ray_version: str, force: bool) -> None:
+    """out_dir (emptied of an old sweep with force) with the new sweep's sweep.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if force:
+        layout.clear_sweep(out_dir)
+    layout.write_settings(out_dir, {
+        "settings": settings.to_json(),
+        "corpus": {"name": text_path.name, "path": str(text_path.resolve()),
+                   "bytes": text_path.stat().st_size, "sha256": sha256},
+        "charrnn_version": __version__, "ray_version": ray_version})
+
+
+def _start_text(settings: SweepSettings, space: dict[str, Dimension], budget: dict, resume: bool) -> str:
+    return (f"{'Resuming a sweep' if resume else 'Sweep'} of {settings.trials} trial"
+            f"{'s' if settings.trials != 1 else ''} over {describe_space(space)}; "
+            f"each {_budget_text(budget)}, {settings.threads} thread"
+            f"{'s' if settings.threads != 1 else ''}"
+            + (f", {settings.concurrent} at once" if settings.concurrent else "")
+            + ("; ASHA early stopping" if settings.early_stop else ""))
+
+
+def _run_trials(ray, address: str | None, settings: SweepSettings, space: dict[str, Dimension], budget: dict,
+                text_path: Path, data: bytes, out_dir: Path, resume: bool, book: _Bookkeeper) -> None:
+    """Ray started (or reached), the trials run by Tune until done or a second Ctrl-C, Ray shut
+    down; `book` follows the trials meanwhile."""
     cpus = max(usable_cores(), (settings.concurrent or 1) * settings.threads)
     from charrnn.sweep import ray_parts  # imports ray.tune
     ray_logger = logging.getLogger("ray")
     previous_level = ray_logger.level
-    result_grid = None
-    book = _Bookkeeper(out_dir, settings.trials, records, emit, error_of=lambda name: None)
     try:
         where = _start_ray(ray, address, cpus)
         # Trials' tracebacks go to Tune's error files; the one-line reason comes through the sink.
         ray_logger.setLevel(logging.CRITICAL)
-        emit(SweepEvent("ray", book.progress(), text=where))
+        book.emit(SweepEvent("ray", book.progress(), text=where))
         cluster_cpus = ray.cluster_resources().get("CPU", 0)
         if address is not None and cluster_cpus < settings.threads:
-            emit(SweepEvent("note", book.progress(), text=(
+            book.emit(SweepEvent("note", book.progress(), text=(
                 f"note: each trial asks for {settings.threads} CPUs (--threads) and the cluster "
                 f"has {cluster_cpus:g} now; trials wait until a node with that many joins")))
         sink = _start_sink(ray, ray_parts, out_dir, text_path)
@@ -374,22 +409,26 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path,
         tuner = _make_tuner(ray_parts, settings, space, budget, text_path, data, sink, out_dir,
                             resume)
         ray_parts.ACTIVE = book
-        result_grid = tuner.fit()
+        tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: the state is saved
-        result_grid = None
+        pass
     finally:
         ray_parts.ACTIVE = None
         ray_logger.setLevel(previous_level)
         ray.shutdown()
 
-    interrupted = _reconcile(records, settings.trials)
+
+def _finish(out_dir: Path, records: dict[str, TrialRecord], trials: int, space: dict[str, Dimension],
+            book: _Bookkeeper) -> SweepResult:
+    """The trials ranked into results.jsonl, best/ linked to the best trial with a model, "done"."""
+    interrupted = _reconcile(records, trials)
     ranked = layout.rank(records.values())
     best = next((r for r in ranked if r.best_val_bpc is not None and math.isfinite(r.best_val_bpc)
                  and (layout.trial_dir(out_dir, r.trial) / "model.npz").is_file()), None)
     layout.write_results(out_dir, ranked)
     layout.link_best(out_dir, best.trial if best else None)
     varied = tuple(name for name, dim in space.items() if not dim.is_fixed)
-    emit(SweepEvent("done", book.progress()))
+    book.emit(SweepEvent("done", book.progress()))
     return SweepResult(out_dir, ranked, best, interrupted, varied)
 
 
@@ -428,7 +467,7 @@ def _start_sink(ray, ray_parts, out_dir: Path, text_path: Path):
 def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, text_path: Path,
                 data: bytes, sink, out_dir: Path, resume: bool):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     job = {"corpus_name": text_path.name, "corpus_path": str(text_path.resolve()),
@@ -441,6 +480,7 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
     if resume:
         return tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
+    scheduler: TrialScheduler
     if settings.early_stop:
         # Time is training seconds when the budget is in minutes, steps otherwise; rungs at a
         # ninth and a third of the budget, where the worse two thirds of the trials stop.

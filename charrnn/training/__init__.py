@@ -8,6 +8,7 @@ to use; names are imported when first used, so that reading a config does not co
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _HOMES = {
     "train": "charrnn.training.loop",
@@ -15,6 +16,14 @@ _HOMES = {
     "TrainEvent": "charrnn.training.config", "TrainResult": "charrnn.training.config",
     "CELL_DEFAULTS": "charrnn.training.config",
 }
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)
+    from charrnn.training.config import CELL_DEFAULTS as CELL_DEFAULTS
+    from charrnn.training.config import Budget as Budget
+    from charrnn.training.config import TrainConfig as TrainConfig
+    from charrnn.training.config import TrainEvent as TrainEvent
+    from charrnn.training.config import TrainResult as TrainResult
+    from charrnn.training.loop import train as train
 
 __all__ = sorted(_HOMES)
 

@@ -48,7 +48,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def for_cell(cls, **settings) -> "TrainConfig":
+    def for_cell(cls, **settings) -> TrainConfig:
         """A config from the given settings, the rest from the cell's defaults (CELL_DEFAULTS)."""
         cell = settings.get("cell", cls.cell)
         if cell not in CELL_DEFAULTS:
@@ -104,7 +104,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """kind: "start" | "note" | "compiling" | "ready" | "step" | "eval" | "sample" | "saved" | "interrupted" | "scoring" | "done"."""
+    """kind: "start" | "note" | "compiling" | "ready" | "step" | "eval" | "sample" | "saved" | "interrupted" |
+    "scoring" | "done"."""
     kind: str
     step: int = 0
     total_steps: int | None = None

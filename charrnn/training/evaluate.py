@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from charrnn.model.params import Params
 from charrnn.model.spec import ModelSpec
 from charrnn.corpus.text import load_corpus
 from charrnn.model.vocab import Vocab
+
+if TYPE_CHECKING:
+    from charrnn.kernels.window import Kernels
 
 LN2 = math.log(2.0)
 EXACT_CHUNK = 4096        # characters per call of the exact pass (the state carried from call to call)
@@ -48,13 +52,13 @@ def exact_bpc(params: Params, vocab: Vocab | None, ids: np.ndarray, threads: int
     return total / (len(ids) - 1) / LN2
 
 
-def estimate_kernels(spec: ModelSpec, threads: int):
+def estimate_kernels(spec: ModelSpec, threads: int) -> Kernels:
     """Kernels for estimate_bpc: ESTIMATE_STREAMS x ESTIMATE_WINDOW, no dropout."""
     from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
     return Kernels(spec, ESTIMATE_STREAMS, ESTIMATE_WINDOW, np.float32, threads=threads)
 
 
-def estimate_bpc(kernels, params: Params, ids: np.ndarray, warmup: int = ESTIMATE_WARMUP) -> float:
+def estimate_bpc(kernels: Kernels, params: Params, ids: np.ndarray, warmup: int = ESTIMATE_WARMUP) -> float:
     """An estimate of exact_bpc: the scored characters cut into as many contiguous pieces as the
     kernels have streams, scored side by side. The first piece starts at the text's start from the
     zero state, as the exact pass does; every other piece's state starts at zero `warmup`

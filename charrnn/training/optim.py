@@ -100,6 +100,7 @@ class Optimizer:
             part = slice(start, stop)
             rate = lr * factor
             if self.name == "adam":
+                assert m is not None  # adam keeps both moments
                 # Fold the bias corrections into the step size and epsilon (the usual rewriting).
                 c1 = 1.0 - self.beta1 ** self.steps
                 c2 = 1.0 - self.beta2 ** self.steps
