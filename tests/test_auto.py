@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"seq_length": 16, "batch_size": 4, "eval_every": 20}
 
 
-def fixed_probe(base: float = 20_000.0) -> Probe:
-    """Rates that fall with the recurrent work, as measured ones do."""
-    return Probe({shape_key(c.cell, c.layers, c.hidden): base * (256 / c.hidden) ** 2 / c.layers
+def fixed_probe(scale: float = 1.0) -> Probe:
+    """Rates that fall with the recurrent work per character, as measured ones do."""
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}
+    return Probe({shape_key(c.cell, c.layers, c.hidden): scale * 4e9 / (c.layers * gates[c.cell] * c.hidden ** 2)
                   for c in CANDIDATES}, "fixed")
 
 
@@ -31,10 +32,11 @@ def test_the_choice_is_a_function_of_budget_text_and_probe():
     probe = fixed_probe()
     first = choose(600.0, None, 1_000_000, 32, 64, probe)
     assert first == choose(600.0, None, 1_000_000, 32, 64, probe)
+    assert choose(600.0, None, 1_000_000, 32, 64, fixed_probe(4.0)) != first     # the machine matters
     # A faster machine, or a longer budget, never chooses a smaller model.
     order = [(c.cell, c.layers, c.hidden) for c in CANDIDATES]
     sizes = [order.index((choice.cell, choice.layers, choice.hidden)) for choice in
-             (choose(minutes * 60.0, None, 1_000_000, 32, 64, probe) for minutes in (0.2, 1, 3, 10, 30))]
+             (choose(minutes * 60.0, None, 1_000_000, 32, 64, probe) for minutes in (0.2, 1, 3, 10, 30, 60))]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     assert order.index((first.cell, first.layers, first.hidden)) <= sizes[-1]
 
