@@ -152,9 +152,9 @@ class _Run:
             self._restore(state_arrays, info)
         else:
             self._start_directory(force)
-        self.last_val = None
+        self.last_val: float | None = None
         self.loss_since_eval = [0.0, 0]          # summed training loss and steps since the last eval
-        self.rate_for_log = None
+        self.rate_for_log: float | None = None
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -189,8 +189,11 @@ class _Run:
     def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
         if self.parent is not None or self.parent_record is not None:
-            vocab = (finetune.union_vocab(self.parent.vocab, self.vocab) if info is None
-                     else Vocab(tuple(info["vocab"])))
+            if self.parent is not None:
+                vocab = finetune.union_vocab(self.parent.vocab, self.vocab)
+            else:                  # a resumed fine-tuning run: the vocabulary it saved
+                assert info is not None
+                vocab = Vocab(tuple(info["vocab"]))
             self.vocab, ids = vocab, finetune.remap_ids(ids, self.vocab, vocab)
         sha256 = file_sha256(text_path)
         if info is not None and info["corpus"]["sha256"] != sha256:
@@ -314,12 +317,12 @@ class _Run:
                                  epoch=self.step / self.steps_per_epoch, val_bpc=self.last_val,
                                  best_val_bpc=self.best, elapsed=elapsed))
 
-    def finish(self) -> float | None:
+    def finish(self) -> float:
         """The best model's exact validation bpc (charrnn.training.evaluate.exact_bpc), written to
         its meta.json in place of the estimate it was chosen on (kept as best_val_bpc_estimate)."""
         meta = checkpoint.read_meta(self.out_dir)
         if meta.get("val_bpc_method") != "estimate":
-            return meta.get("best_val_bpc")
+            return float(meta.get("best_val_bpc") or self.best)
         started = time.perf_counter()
         model = checkpoint.load_model(self.out_dir)
         exact = exact_bpc(model.params, model.vocab, self.val_ids)
