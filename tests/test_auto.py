@@ -125,3 +125,36 @@ def test_a_real_probe_measures_a_positive_rate():
     from charrnn.model.spec import ModelSpec
 
     assert probe_module.measure_rate(ModelSpec("lstm", 1, 16, 20), threads=1, seconds=0.05) > 0
+
+
+@pytest.mark.slow
+def test_an_automatic_run_resumes_bit_for_bit(text_file, tmp_path, monkeypatch):
+    """The automatic model (here the steps budget's: chosen without a probe) resumes exactly, its
+    dropout masks, its learning-rate schedule and its choice included."""
+    import os
+    import signal
+
+    import numpy as np
+
+    import charrnn.training.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)           # a step event after every step
+    small = {"seq_length": 64, "batch_size": 8, "eval_every": 10}   # > 2 epochs of the text: dropout
+
+    def interrupt_at(step):
+        def on_event(event):
+            if event.kind == "step" and event.step == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return on_event
+
+    full = train(text_file, tmp_path / "full", overrides=small, budget=Budget(steps=25), threads=1)
+    cut = train(text_file, tmp_path / "cut", overrides=small, budget=Budget(steps=25), threads=1,
+                on_event=interrupt_at(12))
+    assert cut.interrupted and cut.step == 12
+    resumed = train(None, tmp_path / "cut", resume=True, threads=1)
+    assert resumed.step == 25
+    full_meta, cut_meta = checkpoint.read_meta(tmp_path / "full"), checkpoint.read_meta(tmp_path / "cut")
+    assert cut_meta["auto_choice"] == full_meta["auto_choice"] and full_meta["config"]["dropout"] > 0
+    full_model = checkpoint.load_model(tmp_path / "full")
+    np.testing.assert_array_equal(checkpoint.load_model(tmp_path / "cut").params.flat, full_model.params.flat)
+    assert resumed.best_val_bpc == full.best_val_bpc
