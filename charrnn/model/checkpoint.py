@@ -25,7 +25,8 @@ import numpy as np
 from charrnn import __version__
 from charrnn.atomic import atomic_write, atomic_write_all
 from charrnn.errors import ModelFormatError, StorageError, describe_os_error
-from charrnn.model.legacy import format1_meta, format1_params
+from charrnn.model.legacy import FORMAT1_NAMES, format1_meta, format1_params
+from charrnn.model.npz_check import check_arrays, read_headers
 from charrnn.model.params import Params
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
@@ -67,6 +68,31 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise StorageError(describe_os_error(error, path)) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise ModelFormatError(f"{path}: not a readable .npz file ({error})") from None
+    except MemoryError:
+        raise ModelFormatError(f"{path}: too large to load in this machine's memory") from None
+
+
+def _expected_spec(directory: Path, meta: dict, vocab: Vocab, headers: dict) -> ModelSpec:
+    """The spec model.npz must match: format 2's meta.json, or (format 1) a one-layer vanilla RNN
+    whose size U's header gives; the arrays' names and shapes checked against it."""
+    path = directory / MODEL_FILE
+    if meta["format_version"] == 1:
+        u = headers.get("U")
+        if u is None or len(u.shape) != 2:
+            raise ModelFormatError(f"{path}: U is missing or not a (vocab, hidden) matrix")
+        try:
+            spec = ModelSpec("rnn", 1, u.shape[1], u.shape[0])
+        except ValueError as error:
+            raise ModelFormatError(f"{path}: {error}") from None
+        shapes = {old: spec.array_shapes()[new] for old, new in FORMAT1_NAMES.items()}
+    else:
+        spec = model_spec(meta, directory / META_FILE)
+        if spec.vocab_size != len(vocab):
+            raise ModelFormatError(f"{directory / META_FILE}: vocab_size {spec.vocab_size} but "
+                                   f"its vocabulary has {len(vocab)} characters")
+        shapes = spec.array_shapes()
+    check_arrays(path, headers, shapes, spec.describe())
+    return spec
 
 
 @dataclass(frozen=True)
@@ -138,18 +164,19 @@ def load_model(directory: str | Path) -> Model:
         vocab = Vocab(tuple(meta["vocab"]))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFormatError(f"{directory / META_FILE}: bad vocabulary ({error})") from None
+    # The listing and headers first: names, dtypes, shapes and sizes, before any data is read.
+    spec = _expected_spec(directory, meta, vocab, read_headers(directory / MODEL_FILE))
     arrays = _load_npz(directory / MODEL_FILE)
     try:
         if meta["format_version"] == 1:
             params = format1_params(arrays, dtype=np.float32)
         else:
-            spec = model_spec(meta, directory / META_FILE)
-            if spec.vocab_size != len(vocab):
-                raise ModelFormatError(f"{directory / META_FILE}: vocab_size {spec.vocab_size} but "
-                                       f"its vocabulary has {len(vocab)} characters")
             params = Params.from_arrays(spec, arrays, dtype=np.float32)
     except ValueError as error:
         raise ModelFormatError(f"{directory / MODEL_FILE}: {error}") from None
+    except MemoryError:
+        raise ModelFormatError(f"{directory / MODEL_FILE}: too large to load in this machine's "
+                               f"memory") from None
     if params.vocab_size != len(vocab):
         raise ModelFormatError(f"{directory}: model.npz has {params.vocab_size} characters but "
                                f"meta.json's vocabulary has {len(vocab)}")
