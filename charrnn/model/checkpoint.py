@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import __version__
-from charrnn.atomic import atomic_write, atomic_write_all
+from charrnn.atomic import atomic_write, atomic_write_all, finish_interrupted
 from charrnn.errors import ModelFormatError, StorageError, describe_os_error
 from charrnn.model.legacy import FORMAT1_NAMES, format1_meta, format1_params
 from charrnn.model.npz_check import check_arrays, read_headers
@@ -39,10 +39,21 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 STATE_FILE = "training_state.npz"
 METRICS_FILE = "metrics.jsonl"
+PAIR_JOURNAL = ".model-pair.json"    # present only while a save renames model.npz and meta.json
+
+
+def finish_interrupted_save(directory: str | Path) -> None:
+    """If a save of model.npz and meta.json was killed between their renames, complete it (a
+    directory we may not write to is read as it is)."""
+    try:
+        finish_interrupted(Path(directory) / PAIR_JOURNAL)
+    except OSError:
+        pass
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:
     """Delete temporary files a killed process left half-written (never a finished file)."""
+    finish_interrupted_save(directory)
     for name in (MODEL_FILE, META_FILE, STATE_FILE, METRICS_FILE):
         for tmp in Path(directory).glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -121,7 +132,7 @@ def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: dict) 
     # Both written before either is renamed into place: a full disk never pairs a new model.npz
     # with the old meta.json.
     atomic_write_all([(directory / MODEL_FILE, _npz_bytes(arrays)),
-                      (directory / META_FILE, _json_bytes(full_meta))])
+                      (directory / META_FILE, _json_bytes(full_meta))], journal=directory / PAIR_JOURNAL)
 
 
 def write_meta(directory: str | Path, meta: dict) -> None:
@@ -134,6 +145,8 @@ def read_meta(directory: str | Path) -> dict:
     path = directory / META_FILE
     if not directory.is_dir():
         raise ModelFormatError(f"{directory}: no such model directory")
+    if (directory / PAIR_JOURNAL).exists():
+        finish_interrupted_save(directory)
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
