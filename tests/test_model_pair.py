@@ -84,3 +84,17 @@ def test_the_umask_is_read_without_being_changed(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+@pytest.mark.parametrize("name", [".", "..", "...", "a/b", "", "../x", "a\x00"])
+def test_dot_names_and_paths_are_never_trial_names(tmp_path, name):
+    from charrnn.errors import InputError
+    from charrnn.sweep import layout
+    from charrnn.sweep.sink import TrialSink
+
+    assert not layout.is_trial_name(name)
+    with pytest.raises(InputError):
+        layout.trial_dir(tmp_path, name)
+    with pytest.raises(ValueError):
+        TrialSink(str(tmp_path / "trials"), "corpus.txt")._dir(name)
+    assert layout.is_trial_name("trial_00003") and layout.is_trial_name("a.b-c")
