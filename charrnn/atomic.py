@@ -80,13 +80,15 @@ def _write_temporary(path: Path, data: bytes) -> str:
     return tmp
 
 
-def atomic_write_all(files: list[tuple[str | Path, bytes]], journal: str | Path | None = None) -> None:
+def atomic_write_all(files: list[tuple[str | Path, bytes]], journal: str | Path | None = None, *,
+                     ready: list[tuple[str | Path, str | Path]] = ()) -> None:
     """Write several files that belong together: every one to its temporary first, and only once
     all are on disk are they renamed into place, in order. A full disk or any other failure while
     writing leaves every target as it was (a rename itself needs no space). With `journal` (a
     path in the same directory, all files in one directory), a kill between two renames is
-    completed by finish_interrupted(journal) (see the module's docstring)."""
-    written: list[tuple[str, Path]] = []
+    completed by finish_interrupted(journal) (see the module's docstring). `ready`: (temporary,
+    target) pairs already written (by temporary_beside), renamed first; removed on failure."""
+    written: list[tuple[str, Path]] = [(str(tmp), Path(path)) for tmp, path in ready]
     try:
         for path, data in files:
             path = Path(path)
@@ -111,6 +113,31 @@ def atomic_write_all(files: list[tuple[str | Path, bytes]], journal: str | Path 
         for tmp, _ in written:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def temporary_beside(path: str | Path):
+    """A new temporary file beside `path`, open for binary writing, for data too large to hold in
+    memory: yields (file, temporary's path); flushed to disk when the block ends, removed if it
+    raises. Rename it into place with atomic_write_all(..., ready=[(temporary, path)])."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        _name_the_target(error, path, None)
+        raise
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.chmod(f.fileno(), _mode_for(path))
+            yield f, Path(tmp)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(error, OSError):
+            _name_the_target(error, path, tmp)
+        raise
 
 
 def _rename_all(pairs: list[tuple[str, Path]]) -> None:
