@@ -115,7 +115,7 @@ def test_streamed_cleaning_gives_what_the_in_memory_functions_give(tmp_path_fact
 def test_downloading_a_large_file_holds_a_few_megabytes(server, tmp_path):  # noqa: F811
     from test_download import send
 
-    book = "It was the best of times, it was the worst of times, caf\u00e9.\r\n" * 200_000   # ~12 MB
+    book = "It was the best of times, it was the worst of times, caf\u00e9.\r\n" * 100_000   # ~6 MB
     raw = ("Title: Big\r\n\r\n*** START OF THE PROJECT GUTENBERG EBOOK BIG ***\r\n" + book
            + "*** END OF THE PROJECT GUTENBERG EBOOK BIG ***\r\n").encode("utf-8")
     url = server.route("/big.txt", lambda handler: send(handler, raw))
