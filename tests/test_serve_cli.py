@@ -127,7 +127,7 @@ def test_mistakes_are_one_line_errors(tiny_dirs, tmp_path):
             (("--max-num", "0"), "--max-num must be 1 or more"),
         ]:
             ran = _run(*args)
-            assert ran.returncode != 0, (args, ran.stderr)
+            assert ran.returncode == 1, (args, ran.stderr)
             assert "Traceback" not in ran.stderr, ran.stderr
             errors = [line for line in ran.stderr.splitlines() if line.startswith("Error:")]
             assert len(errors) == 1 and words in errors[0], (args, ran.stderr)

@@ -4,6 +4,7 @@ strings and numbers are 4xx naming the field, and one client cannot take every s
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import socket
@@ -217,3 +218,12 @@ def test_headers_that_never_end_close_the_connection(tiny_dirs):
         assert sock.recv(4096) == b""   # closed by the server (our own timeout would raise)
         sock.close()
         assert live.request("GET", "/api/models")[0] == 200                    # others unaffected
+
+
+def test_a_model_directory_whose_name_is_not_text_is_refused_at_start(tmp_path):
+    from charrnn.errors import InputError
+    from charrnn.serve.models import model_directories
+
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")            # a Latin-1 name on a UTF-8 system
+    with pytest.raises(InputError, match="must be UTF-8 text"):
+        model_directories([odd])

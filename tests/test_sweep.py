@@ -346,7 +346,7 @@ def test_bad_input_is_one_line_and_leaves_no_ray_process(tmp_path, text_file, ar
                                       for a in args)]
         result = run_sweep_cli([*args, "--out", tmp_path / "sw"], ray_env(ray_tmp), tmp_path,
                                timeout=120)
-        assert result.returncode != 0
+        assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], result.stderr
