@@ -112,7 +112,8 @@ def texts_of(events, num: int) -> list[str]:
 
 
 @contextmanager
-def live_server(model_dirs: dict[str, Path] | None = None, *, bundled: bool = True, **limits):
+def live_server(model_dirs: dict[str, Path] | None = None, *, bundled: bool = True,
+                uvicorn_options: dict | None = None, **limits):
     """A real server (uvicorn, in a thread) on a free loopback port."""
     import uvicorn
 
@@ -130,7 +131,8 @@ def live_server(model_dirs: dict[str, Path] | None = None, *, bundled: bool = Tr
     sock.listen(128)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           lifespan="on", timeout_graceful_shutdown=2))
+                                           lifespan="on", timeout_graceful_shutdown=2,
+                                           **(uvicorn_options or {})))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -135,6 +136,21 @@ def test_tune_objects_sample_inside_the_space():
         assert choice.sample() in (16, 32)
     assert {hidden.sample() for _ in range(400)} == set(range(16, 25))  # both ends included
     assert parse_dimension("hidden", "64").to_tune() == 64
+
+
+def test_the_learning_rate_is_searched_log_uniformly():
+    """Each decade of 1e-4..1e-1 gets a third of the draws (uniform would give the top decade 90%),
+    and within a decade the draws are log-uniform too (uniform: 0.5 would sit near 5.5e-3)."""
+    pytest.importorskip("ray.tune")
+    lr = parse_dimension("lr", "1e-4:1e-1").to_tune()
+    draws = np.array([lr.sample() for _ in range(6000)])
+    assert ((1e-4 <= draws) & (draws <= 1e-1)).all()
+    decades = np.histogram(np.log10(draws), bins=[-4, -3, -2, -1])[0] / len(draws)
+    assert np.all(np.abs(decades - 1 / 3) < 0.04), decades
+    assert abs(np.median(np.log10(draws)) - (-2.5)) < 0.08        # log-uniform's median: 10^-2.5
+    # The 'other' dimensions stay uniform.
+    hidden = parse_dimension("seq_length", "10:1000").to_tune()
+    assert abs(np.median([hidden.sample() for _ in range(4000)]) - 505) < 40
 
 
 @pytest.mark.parametrize("name, text, words", [
@@ -327,7 +343,7 @@ def test_bad_input_is_one_line_and_leaves_no_ray_process(tmp_path, text_file, ar
                                       for a in args)]
         result = run_sweep_cli([*args, "--out", tmp_path / "sw"], ray_env(ray_tmp), tmp_path,
                                timeout=120)
-        assert result.returncode != 0
+        assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], result.stderr

@@ -132,6 +132,7 @@ def test_resume_after_ctrl_c_keeps_finished_trials(tmp_path, corpus, ray_tmp):
     assert before["trial_00001"]["status"] == "unfinished"
     steps_then = _metric_steps(out / "trials" / "trial_00001")
     assert 0 < steps_then[-1] < 4000
+    lines_then = (out / "trials" / "trial_00001" / "metrics.jsonl").read_text().splitlines()
     kept = {name: (out / "trials" / "trial_00000" / name).read_bytes() for name in TRIAL_FILES}
 
     result = run_sweep_cli(["--out", out, "--resume"], env, tmp_path, timeout=600)
@@ -142,6 +143,10 @@ def test_resume_after_ctrl_c_keeps_finished_trials(tmp_path, corpus, ray_tmp):
     assert {name: (out / "trials" / "trial_00000" / name).read_bytes() for name in TRIAL_FILES} == kept
     steps = _metric_steps(out / "trials" / "trial_00001")
     assert steps == sorted(set(steps)) and steps[-1] == 4000 and steps[:len(steps_then)] == steps_then
+    # Continued, not trained again from the start: the records made before the Ctrl-C are the very
+    # lines written then (a second run from step 0 would write them again with other times).
+    lines = (out / "trials" / "trial_00001" / "metrics.jsonl").read_text().splitlines()
+    assert lines[:len(lines_then)] == lines_then
     assert "trial_00000 started" not in result.stdout  # a finished trial is not run again
     # An exact resume: the same settings and seed give the same model, interrupted or not.
     assert after["trial_00001"]["best_val_bpc"] == after["trial_00000"]["best_val_bpc"]

@@ -76,8 +76,13 @@ def _positive(name: str, value: int) -> None:
 @click.option("--max-concurrent", default=64, show_default=True,
               help="Most samples generating at once, over all clients (a request for num "
                    "samples takes num); a request past it is refused with status 429.")
-def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_body,
-          max_concurrent):
+@click.option("--max-per-client", type=int, default=None,
+              help="Most of those one client (remote address) may hold at once; past it, 429. "
+                   "[default: a quarter of --max-concurrent, at least --max-num]")
+@click.option("--max-connections", default=256, show_default=True,
+              help="Most open connections; past it uvicorn answers 503.")
+def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_body, max_concurrent,
+          max_per_client, max_connections):
     """Serve a web page at / to write with models, and a JSON API under /api/.
 
     MODEL_DIRS: model directories, each offered under its directory's name (default: the
@@ -98,13 +103,15 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be from 0 to 65535, got {port}")
     for name, value in (("--max-length", max_length), ("--max-num", max_num),
-                        ("--max-prime", max_prime), ("--max-text", max_text),
-                        ("--max-body", max_body),
-                        ("--max-concurrent", max_concurrent)):
+                        ("--max-prime", max_prime), ("--max-text", max_text), ("--max-body", max_body),
+                        ("--max-concurrent", max_concurrent), ("--max-connections", max_connections)):
         _positive(name, value)
+    if max_per_client is not None:
+        _positive("--max-per-client", max_per_client)
 
     from charrnn.serve.app import LOOPBACK_HOSTS, Limits, create_app
     from charrnn.serve.models import load_served, model_directories
+    from charrnn.serve.protocol import protocol_with_header_deadline
 
     found = model_directories(model_dirs)
     started = time.perf_counter()
@@ -119,7 +126,8 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_
         click.echo("(the first start compiles the kernels; later starts are quick)", err=True)
 
     limits = Limits(max_length=max_length, max_num=max_num, max_prime=max_prime,
-                    max_text=max_text, max_body=max_body, max_streams=max_concurrent)
+                    max_text=max_text, max_body=max_body, max_streams=max_concurrent,
+                    max_per_client=max_per_client)
     loopback = _is_loopback(host)
     app = create_app(served, limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     sock = _listen(host, port)
@@ -137,7 +145,9 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False)
+                            timeout_graceful_shutdown=5, server_header=False,
+                            http=protocol_with_header_deadline(), limit_concurrency=max_connections,
+                            timeout_keep_alive=5)
     try:
         Server(config).run(sockets=[sock])
     except KeyboardInterrupt:   # uvicorn hands the Ctrl-C back once it has shut down

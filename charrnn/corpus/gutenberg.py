@@ -151,23 +151,63 @@ def _match_marker(lines: list[str], i: int, pattern: re.Pattern) -> int:
     return 0
 
 
+def marker_at(line: str, following: str) -> tuple[str | None, int]:
+    """("start", span) if a start marker begins on `line` (the book begins `span` lines on),
+    ("end", 0) if an end marker does, else (None, 0). `following`: the next line ("" at the end)."""
+    pair = [line, following]
+    first = line.lstrip()[:1]
+    if first == "*":
+        span = _match_marker(pair, 0, _START) or _match_marker(pair, 0, _SMALL_PRINT_END)
+        if span:
+            return "start", span
+        if _match_marker(pair, 0, _END_STARRED):
+            return "end", 0
+    elif first in ("E", "e") and _match_marker(pair, 0, _END_PLAIN):
+        return "end", 0
+    return None, 0
+
+
 def _find_markers(lines: list[str]) -> tuple[list[int], list[int]]:
     """Line indices where the book may begin (the line after a start marker), and where an end
     marker begins."""
     body_starts: list[int] = []
     end_lines: list[int] = []
     for i, line in enumerate(lines):
-        first = line.lstrip()[:1]
-        if first == "*":
-            span = _match_marker(lines, i, _START) or _match_marker(lines, i, _SMALL_PRINT_END)
-            if span:
-                body_starts.append(i + span)
-                continue
-            if _match_marker(lines, i, _END_STARRED):
-                end_lines.append(i)
-        elif first in ("E", "e") and _match_marker(lines, i, _END_PLAIN):
+        kind, span = marker_at(line, lines[i + 1] if i + 1 < len(lines) else "")
+        if kind == "start":
+            body_starts.append(i + span)
+        elif kind == "end":
             end_lines.append(i)
     return body_starts, end_lines
+
+
+def choose_body(body_starts: list[int], end_lines: list[int], *,
+                warn_if_unmarked: bool = True) -> tuple[int | None, int | None, list[str]]:
+    """The book's first line and the end marker's line (None: not found) from the markers'
+    lines, and the warnings to give."""
+    first_start = body_starts[0] if body_starts else 0
+    end = next((e for e in end_lines if e >= first_start), None)
+    # The last start marker before the end: an old small-print block may follow a START line.
+    usable_starts = [s for s in body_starts if end is None or s <= end]
+    start = usable_starts[-1] if usable_starts else None
+    warnings: list[str] = []
+    if start is None and end is None:
+        if warn_if_unmarked:
+            warnings.append("no Project Gutenberg start or end marker found; kept the whole text")
+        return None, None, warnings
+    if start is None:
+        warnings.append("no Project Gutenberg start marker found; kept the text from the beginning")
+    if end is None:
+        warnings.append("no Project Gutenberg end marker found; kept the text to the end")
+    return start, end, warnings
+
+
+def kept_too_little(cleaned_chars: int, text_chars: int, stripped_chars: int) -> str | None:
+    """The warning when the book between the markers is too short to be right (None: it is not)."""
+    if cleaned_chars < MIN_KEPT_FRACTION * stripped_chars:
+        return (f"the text between the Project Gutenberg markers is only {cleaned_chars} of "
+                f"{text_chars} characters; kept the whole text")
+    return None
 
 
 def _drop_credit_paragraph(lines: list[str]) -> list[str]:
@@ -202,31 +242,15 @@ def strip_gutenberg(text: str, *, warn_if_unmarked: bool = True) -> Cleaned:
     """
     text = normalise_newlines(text)
     lines = text.split("\n")
-    body_starts, end_lines = _find_markers(lines)
-
-    first_start = body_starts[0] if body_starts else 0
-    end = next((e for e in end_lines if e >= first_start), None)
-    # The last start marker before the end: an old small-print block may follow a START line.
-    usable_starts = [s for s in body_starts if end is None or s <= end]
-    start = usable_starts[-1] if usable_starts else None
-
-    warnings: list[str] = []
+    start, end, warnings = choose_body(*_find_markers(lines), warn_if_unmarked=warn_if_unmarked)
     if start is None and end is None:
-        if warn_if_unmarked:
-            warnings.append("no Project Gutenberg start or end marker found; kept the whole text")
         return Cleaned(text, False, False, tuple(warnings))
-    if start is None:
-        warnings.append("no Project Gutenberg start marker found; kept the text from the beginning")
-    if end is None:
-        warnings.append("no Project Gutenberg end marker found; kept the text to the end")
 
     body_lines = _drop_credit_paragraph(lines[start or 0 : end if end is not None else len(lines)])
     cleaned = _trim_blank_lines(body_lines)
-    if len(cleaned) < MIN_KEPT_FRACTION * len(text.strip()):
-        warnings.append(
-            f"the text between the Project Gutenberg markers is only {len(cleaned)} of {len(text)} "
-            "characters; kept the whole text"
-        )
+    too_little = kept_too_little(len(cleaned), len(text), len(text.strip()))
+    if too_little is not None:
+        warnings.append(too_little)
         return Cleaned(text, start is not None, end is not None, tuple(warnings))
     return Cleaned(cleaned, start is not None, end is not None, tuple(warnings))
 

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import __version__
-from charrnn.atomic import atomic_write, atomic_write_all
+from charrnn.atomic import atomic_write, atomic_write_all, finish_interrupted
 from charrnn.errors import ModelFormatError, StorageError, describe_os_error
 from charrnn.jsontypes import JSONObject
-from charrnn.model.legacy import format1_meta, format1_params
+from charrnn.model.legacy import FORMAT1_NAMES, format1_meta, format1_params
+from charrnn.model.npz_check import check_arrays, read_headers
 from charrnn.model.params import Params
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
@@ -39,10 +40,21 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 STATE_FILE = "training_state.npz"
 METRICS_FILE = "metrics.jsonl"
+PAIR_JOURNAL = ".model-pair.json"    # present only while a save renames model.npz and meta.json
+
+
+def finish_interrupted_save(directory: str | Path) -> None:
+    """If a save of model.npz and meta.json was killed between their renames, complete it (a
+    directory we may not write to is read as it is)."""
+    try:
+        finish_interrupted(Path(directory) / PAIR_JOURNAL)
+    except OSError:
+        pass
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:
     """Delete temporary files a killed process left half-written (never a finished file)."""
+    finish_interrupted_save(directory)
     for name in (MODEL_FILE, META_FILE, STATE_FILE, METRICS_FILE):
         for tmp in Path(directory).glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -68,6 +80,31 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise StorageError(describe_os_error(error, path)) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise ModelFormatError(f"{path}: not a readable .npz file ({error})") from None
+    except MemoryError:
+        raise ModelFormatError(f"{path}: too large to load in this machine's memory") from None
+
+
+def _expected_spec(directory: Path, meta: dict, vocab: Vocab, headers: dict) -> ModelSpec:
+    """The spec model.npz must match: format 2's meta.json, or (format 1) a one-layer vanilla RNN
+    whose size U's header gives; the arrays' names and shapes checked against it."""
+    path = directory / MODEL_FILE
+    if meta["format_version"] == 1:
+        u = headers.get("U")
+        if u is None or len(u.shape) != 2:
+            raise ModelFormatError(f"{path}: U is missing or not a (vocab, hidden) matrix")
+        try:
+            spec = ModelSpec("rnn", 1, u.shape[1], u.shape[0])
+        except ValueError as error:
+            raise ModelFormatError(f"{path}: {error}") from None
+        shapes = {old: spec.array_shapes()[new] for old, new in FORMAT1_NAMES.items()}
+    else:
+        spec = model_spec(meta, directory / META_FILE)
+        if spec.vocab_size != len(vocab):
+            raise ModelFormatError(f"{directory / META_FILE}: vocab_size {spec.vocab_size} but "
+                                   f"its vocabulary has {len(vocab)} characters")
+        shapes = spec.array_shapes()
+    check_arrays(path, headers, shapes, spec.describe())
+    return spec
 
 
 @dataclass(frozen=True)
@@ -96,7 +133,7 @@ def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: JSONOb
     # Both written before either is renamed into place: a full disk never pairs a new model.npz
     # with the old meta.json.
     atomic_write_all([(directory / MODEL_FILE, _npz_bytes(arrays)),
-                      (directory / META_FILE, _json_bytes(full_meta))])
+                      (directory / META_FILE, _json_bytes(full_meta))], journal=directory / PAIR_JOURNAL)
 
 
 def write_meta(directory: str | Path, meta: JSONObject) -> None:
@@ -109,6 +146,8 @@ def read_meta(directory: str | Path) -> JSONObject:
     path = directory / META_FILE
     if not directory.is_dir():
         raise ModelFormatError(f"{directory}: no such model directory")
+    if (directory / PAIR_JOURNAL).exists():
+        finish_interrupted_save(directory)
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -139,18 +178,19 @@ def load_model(directory: str | Path) -> Model:
         vocab = Vocab(tuple(meta["vocab"]))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFormatError(f"{directory / META_FILE}: bad vocabulary ({error})") from None
+    # The listing and headers first: names, dtypes, shapes and sizes, before any data is read.
+    spec = _expected_spec(directory, meta, vocab, read_headers(directory / MODEL_FILE))
     arrays = _load_npz(directory / MODEL_FILE)
     try:
         if meta["format_version"] == 1:
             params = format1_params(arrays, dtype=np.float32)
         else:
-            spec = model_spec(meta, directory / META_FILE)
-            if spec.vocab_size != len(vocab):
-                raise ModelFormatError(f"{directory / META_FILE}: vocab_size {spec.vocab_size} but "
-                                       f"its vocabulary has {len(vocab)} characters")
             params = Params.from_arrays(spec, arrays, dtype=np.float32)
     except ValueError as error:
         raise ModelFormatError(f"{directory / MODEL_FILE}: {error}") from None
+    except MemoryError:
+        raise ModelFormatError(f"{directory / MODEL_FILE}: too large to load in this machine's "
+                               f"memory") from None
     if params.vocab_size != len(vocab):
         raise ModelFormatError(f"{directory}: model.npz has {params.vocab_size} characters but "
                                f"meta.json's vocabulary has {len(vocab)}")

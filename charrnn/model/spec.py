@@ -32,6 +32,14 @@ from charrnn.errors import ModelFormatError
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 CELLS = tuple(GATES)
 CELL_NAMES = {"rnn": "vanilla RNN", "gru": "GRU", "lstm": "LSTM"}
+# Bounds on a model's shape: far past what trains on a CPU, short of what a meta.json could ask
+# for to exhaust memory (an LSTM of 16,384 units holds 2^32 weights in a layer's W alone).
+LIMITS = {"layers": 64, "hidden": 16384, "vocab_size": 0x110000}   # vocab: every code point
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,9 @@ class ModelSpec:
         for name in ("layers", "hidden", "vocab_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+                raise ValueError(f"{name} must be a positive whole number, got {_shown(value)}")
+            if value > LIMITS[name]:
+                raise ValueError(f"{name} {value} is over charrnn's limit of {LIMITS[name]}")
 
     @property
     def gates(self) -> int:

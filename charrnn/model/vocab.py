@@ -22,8 +22,10 @@ class Vocab:
     _index: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if any(len(c) != 1 for c in self.chars):
+        if any(not isinstance(c, str) or len(c) != 1 for c in self.chars):
             raise ValueError("every vocabulary entry must be a single character")
+        if any("\ud800" <= c <= "\udfff" for c in self.chars):
+            raise ValueError("the vocabulary holds a lone surrogate, which is not text")
         if list(self.chars) != sorted(set(self.chars)):
             raise ValueError("vocabulary must be distinct characters in code-point order")
         object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.chars)})

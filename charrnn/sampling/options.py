@@ -61,8 +61,13 @@ class SampleOptions:
         length, temperature, top_k, top_p = self.length, self.temperature, self.top_k, self.top_p
         if not is_whole(length) or length < 0:
             raise InputError(f"{spell('length')} must be a whole number, 0 or more, got {_shown(length)}")
+        if is_number(temperature):
+            try:
+                temperature = float(temperature)      # a whole number past float's range: inf
+            except OverflowError:
+                temperature = math.inf
         if not is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):
-            raise InputError(f"{spell('temperature')} must be a number above 0, got {_shown(temperature)} "
+            raise InputError(f"{spell('temperature')} must be a number above 0, got {_shown(self.temperature)} "
                              f"(for the most likely character every time, use {spell('greedy')})")
         if not math.isfinite(1.0 / temperature):
             raise InputError(f"{spell('temperature')} {temperature} is too small to compute with; "

@@ -10,7 +10,13 @@
                         (data {"error"}) if the server stopped the generation.
     POST /api/score     {"model", "text", "top", "unknown", "layer", "units", "packed"}
                         -> per-character bits, guesses and activations (charrnn.serve.score)
-    Errors: {"error": "<what was wrong>"} with a 4xx status (5xx only while shutting down).
+    Errors: {"error": "<what was wrong>"} with a 4xx status, naming the field at fault; 429 with
+    Retry-After when the server, or this client's share of it, is full; 408 for a body that takes
+    too long; 5xx only while shutting down or if generation itself failed (a generic message to the
+    client, the detail in the server's log "charrnn.serve").
+
+A client is its remote address: behind a reverse proxy every request comes from the proxy's
+address and they all share one client's share (see the README's Serve section).
 
 Models are offered by name only: a client never sends a path. Every request's options are
 checked here; generation runs in charrnn.serve.engine.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
@@ -40,7 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from charrnn.errors import CharRNNError, InputError
 from charrnn.jsontypes import JSONObject
 from charrnn.sampling.options import SampleOptions, drop_unknown, unknown_prime_message
-from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job
+from charrnn.serve.engine import INT64_MAX, Engine, EngineBusy, EngineClosed, make_job
 from charrnn.serve.models import ServedModel
 from charrnn.serve.score import Scorers, check_score
 
@@ -50,6 +57,7 @@ DEFAULTS = {"prime": "", "length": _SAMPLE.length, "temperature": _SAMPLE.temper
             "top_p": _SAMPLE.top_p, "seed": None, "num": 1, "unknown": "error", "stream": False}
 FIELDS = ("model", *DEFAULTS)
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
+log = logging.getLogger("charrnn.serve")
 
 SECURITY_HEADERS = {
     # Everything the page uses comes from this server; nothing is fetched from anywhere else.
@@ -69,6 +77,14 @@ class Limits:
     max_body: int = 65536         # bytes of request body
     max_streams: int = 64         # samples generating at once, over every client and model
     max_text: int = 20000         # characters of text per /api/score request
+    max_per_client: int | None = None   # ... of which one client (remote address) may hold;
+                                        # None: a quarter of max_streams, and at least max_num
+    body_seconds: float = 10.0    # time a client has to send its whole body
+
+    def client_share(self) -> int:
+        if self.max_per_client is not None:
+            return self.max_per_client
+        return min(self.max_streams, max(self.max_num, self.max_streams // 4))
 
 
 class ApiError(Exception):
@@ -91,8 +107,31 @@ def _whole(value: object) -> TypeGuard[int]:
 
 
 def _shown(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):     # NaN, or a lone surrogate: escaped
+        text = json.dumps(value, ensure_ascii=True)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _not_text(value: str) -> bool:
+    """A string JSON can carry but UTF-8 cannot: it holds a lone surrogate (e.g. "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(data: dict) -> None:
+    """ApiError naming the first field whose name or string value is not text."""
+    for key, value in data.items():
+        if _not_text(key):
+            raise ApiError(400, f"a field's name is not text (it holds a lone surrogate: "
+                                f"{json.dumps(key)[:40]})")
+        if isinstance(value, str) and _not_text(value):
+            raise ApiError(400, f"{key} is not text (it holds a lone surrogate)")
 
 
 @dataclass(frozen=True)
@@ -122,6 +161,7 @@ def parse_body(body: bytes) -> JSONObject:
 
 def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Limits) -> GenerateRequest:
     """The request's options, checked; ApiError naming the first thing wrong."""
+    _check_text(data)
     unknown_fields = [key for key in data if key not in FIELDS]
     if unknown_fields:
         raise ApiError(400, f"unknown field {unknown_fields[0]!r}; the fields are "
@@ -149,6 +189,8 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
         raise ApiError(400, f"length {checked.length} is over this server's limit of "
                             f"{limits.max_length} characters")
     seed = secrets.randbits(32) if checked.seed is None else checked.seed
+    # top_k at or past the vocabulary's size is off: the same as its size.
+    top_k = min(checked.top_k, len(model.vocab), INT64_MAX)
     num = options["num"]
     if not _whole(num) or num < 1:
         raise ApiError(400, f"num must be a whole number, 1 or more, got {_shown(num)}")
@@ -170,7 +212,7 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
     if len(prime) > limits.max_prime:
         raise ApiError(400, f"the prime has {len(prime)} characters, over this server's limit "
                             f"of {limits.max_prime}")
-    return GenerateRequest(model, prime, checked.length, checked.temperature, checked.top_k, checked.top_p,
+    return GenerateRequest(model, prime, checked.length, checked.temperature, top_k, checked.top_p,
                            seed, num, stream)
 
 
@@ -189,9 +231,10 @@ class GenerationResponse:
     """Submits the job when the response starts, relays its text, and cancels it if the client
     goes away (an http.disconnect, or a send that fails)."""
 
-    def __init__(self, engine: Engine, request: GenerateRequest):
+    def __init__(self, engine: Engine, request: GenerateRequest, client: str | None = None):
         self.engine = engine
         self.request = request
+        self.client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -205,7 +248,7 @@ class GenerationResponse:
         job = make_job(r.model.vocab.encode(r.prime), r.length, r.num, temperature=r.temperature,
                        top_k=r.top_k, top_p=r.top_p, seed=r.seed, sink=sink)
         try:
-            self.engine.submit(r.model.name, job)
+            self.engine.submit(r.model.name, job, self.client)
         except EngineBusy as error:
             await _error(429, str(error), {"Retry-After": "1"})(scope, receive, send)
             return
@@ -283,14 +326,30 @@ class GenerationResponse:
                 continue
             if item is None:
                 response = JSONResponse({"model": r.model.name, "seed": r.seed, "texts": texts})
-            else:
+            elif isinstance(item, EngineClosed):
                 response = _error(503, str(item))
+            else:                               # GenerationFailed: a generic message
+                response = _error(500, str(item))
             await response(scope, receive, send)
             return
 
 
 # ----------------------------------------------------------------------------------------------
 # The app
+
+async def _read_body_within(request: Request, limits: Limits) -> bytes:
+    """The body, or ApiError 408 if the client takes longer than limits.body_seconds to send it."""
+    try:
+        return await asyncio.wait_for(_read_body(request, limits.max_body), limits.body_seconds)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the body took longer than {limits.body_seconds:g} seconds to "
+                            f"arrive") from None
+
+
+def client_of(request: Request) -> str:
+    """Who a request counts against: its remote address (behind a proxy, the proxy's)."""
+    return request.client.host if request.client else "unknown"
+
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
@@ -346,7 +405,8 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
     by_name = {m.name: m for m in models}
     if len(by_name) != len(models):
         raise CharRNNError("two models have the same name")
-    engine = engine or Engine({m.name: m.sampler for m in models}, max_streams=limits.max_streams)
+    engine = engine or Engine({m.name: m.sampler for m in models}, max_streams=limits.max_streams,
+                              max_per_client=limits.client_share())
     static = _static_dir()
     index_html = (static / "index.html").read_bytes()
     listing = {"models": [m.info() for m in models]}
@@ -365,11 +425,11 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
             if content_type.split(";")[0].strip().lower() != "application/json":
                 raise ApiError(415, "send the body as JSON with the header "
                                     "Content-Type: application/json")
-            data = parse_body(await _read_body(request, limits.max_body))
+            data = parse_body(await _read_body_within(request, limits))
             checked = check_generate(data, by_name, limits)
         except ApiError as error:
             return _error(error.status, error.message, error.headers)
-        return GenerationResponse(engine, checked)
+        return GenerationResponse(engine, checked, client_of(request))
 
     async def score(request: Request) -> Response:
         try:
@@ -391,6 +451,8 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
                       getattr(error, "headers", None))
 
     async def server_error(request: Request, error: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path,
+                  exc_info=(type(error), error, error.__traceback__))
         return _error(500, "internal error (see the server's log)")
 
     @contextlib.asynccontextmanager

@@ -15,11 +15,17 @@ Python work (options, decoding, delivery) stays small beside the kernel
 Nothing here knows about HTTP or asyncio: a job reports through a callable `sink`, called on the
 worker thread with a list of `num` new pieces of text (some possibly empty), then once with None
 at the end (or with a CharRNNError if the job was stopped by the engine).
+
+A failure belongs to one job: a job whose options cannot be admitted, whose prime cannot be read or
+whose text cannot be decoded ends alone with GenerationFailed (a generic message; the detail goes
+to the log "charrnn.serve"); if a tick's shared draw fails, the tick is run again job by job from
+the states before it, so that only the jobs that fail alone end and the others' text is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -37,8 +43,20 @@ MAX_TICK_CHARS = 1024               # a lone 512-unit vanilla stream: 8 ms
 FIRST_TICK_CHARS = 16
 
 
+log = logging.getLogger("charrnn.serve")
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
 class EngineBusy(CharRNNError):
-    """Every generation slot is taken."""
+    """Every generation slot is taken (or this client's share of them)."""
+
+
+class GenerationFailed(CharRNNError):
+    """One job could not be generated; the detail is in the server's log."""
+
+    def __init__(self, message: str = "generation failed (see the server's log)"):
+        super().__init__(message)
 
 
 class EngineClosed(CharRNNError):
@@ -92,8 +110,10 @@ def make_job(prime_ids, length: int, num: int, *, temperature: float = 1.0, top_
     fresh one). Options must already be checked."""
     if seed is None:
         seed = secrets.randbits(128)   # as np.random.SeedSequence() draws its entropy
+    # top_k at or past the vocabulary's size is off: any larger whole number means the same, so it
+    # is held where an int64 row of the worker's arrays can keep it.
     return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), int(num), seed,
-               1.0 / float(temperature), int(top_k), float(top_p), bool(greedy), sink)
+               1.0 / float(temperature), min(int(top_k), INT64_MAX), float(top_p), bool(greedy), sink)
 
 
 class _Stream:
@@ -166,16 +186,16 @@ class ModelWorker:
                     break
                 joining = list(self._pending)
                 self._pending.clear()
+            for job in joining:
+                self._admit_alone(job)
             try:
-                for job in joining:
-                    self._admit(job)
                 self._drop_cancelled()
                 if self._streams:
                     self._tick()
-            except Exception as error:   # noqa: BLE001 - a bug: end the jobs, never hang them
-                failed = CharRNNError(f"generation failed ({type(error).__name__}: {error})")
-                for job in [*{id(s.job): s.job for s in self._streams}.values(), *joining]:
-                    self._end(job, failed)
+            except Exception:   # noqa: BLE001 - a bug outside any one job: end the jobs, never hang them
+                log.exception("model %s: generation failed for every running job", self.name)
+                for job in {id(s.job): s.job for s in self._streams}.values():
+                    self._end(job, GenerationFailed())
                 self._streams.clear()
                 self.active_rows = 0
         stopped = EngineClosed("the server is shutting down")
@@ -212,6 +232,17 @@ class ModelWorker:
             setattr(self, name, grown)
         self._capacity = capacity
 
+    def _admit_alone(self, job: Job) -> None:
+        """Admit `job`; if that fails, it ends alone (its rows, if any were added, go again)."""
+        rows = len(self._streams)
+        try:
+            self._admit(job)
+        except Exception:   # noqa: BLE001 - this job's failure is its own
+            log.exception("model %s: a job could not start", self.name)
+            del self._streams[rows:]
+            self.active_rows = len(self._streams)
+            self._end(job, GenerationFailed())
+
     def _admit(self, job: Job) -> None:
         if job.cancelled:
             self._end(job)
@@ -223,16 +254,13 @@ class ModelWorker:
         self._grow(first + job.num)
         rows = slice(first, first + job.num)
         self._states[first] = 0.0
-        try:
-            self.sampler.read(self._states, first, job.prime_ids)
-        except CharRNNError as error:      # ids outside the vocabulary: checked before, but never crash
-            self._end(job, error)
-            return
-        self._states[first + 1:first + job.num] = self._states[first]
+        # Every option into its row first: a value the arrays cannot hold fails here, on this job.
         self._inv_t[rows] = job.inv_temperature
         self._top_k[rows] = job.top_k
         self._top_p[rows] = job.top_p
         self._greedy[rows] = job.greedy
+        self.sampler.read(self._states, first, job.prime_ids)
+        self._states[first + 1:first + job.num] = self._states[first]
         self._streams.extend(_Stream(job, i) for i in range(job.num))
         job._left = job.num
         self.active_rows = len(self._streams)
@@ -267,34 +295,82 @@ class ModelWorker:
             if stream.rng is not None:
                 uniforms[row, :m] = stream.rng.random(m)
         out = np.empty((n, k), dtype=np.int64)                            # (n, k)
+        before = self._states[:n].copy()                                  # (n, L, K, H)
         started = time.perf_counter()
-        self.sampler.draw(self._states[:n], uniforms, self._inv_t[:n], self._top_k[:n],
-                          self._top_p[:n], self._greedy[:n], out)
+        try:
+            self._draw(slice(0, n), uniforms, out)
+            failed = set()
+        except Exception:   # noqa: BLE001 - find the jobs that fail alone; the others go on
+            log.exception("model %s: a tick of %d streams failed; running it job by job", self.name, n)
+            self._states[:n] = before
+            failed = self._draw_job_by_job(uniforms, out)
         elapsed = time.perf_counter() - started
         self.ticks += 1
         self.chars_drawn += int(counts.sum())
-        if self._fixed_k is None and elapsed > 0:
+        if self._fixed_k is None and elapsed > 0 and not failed:
             wanted = int(k * self._target_tick / elapsed)
             self._k = max(MIN_TICK_CHARS, min(MAX_TICK_CHARS, (self._k + wanted) // 2 or 1))
+        self._hand_out(out, counts, failed)
 
+    def _draw(self, rows, uniforms, out) -> None:
+        """Draw for `rows` (a slice, or an index array whose rows are copied out and back)."""
+        if isinstance(rows, slice):
+            self.sampler.draw(self._states[rows], uniforms[rows], self._inv_t[rows], self._top_k[rows],
+                              self._top_p[rows], self._greedy[rows], out[rows])
+            return
+        states, drawn = self._states[rows], out[rows]
+        self.sampler.draw(states, uniforms[rows], self._inv_t[rows], self._top_k[rows],
+                          self._top_p[rows], self._greedy[rows], drawn)
+        self._states[rows] = states
+        out[rows] = drawn
+
+    def _draw_job_by_job(self, uniforms, out) -> set[int]:
+        """Each job's rows drawn on their own (a row's text does not depend on the others); the
+        ids of the jobs that failed."""
+        by_job: dict[int, list[int]] = {}
+        for row, stream in enumerate(self._streams):
+            by_job.setdefault(id(stream.job), []).append(row)
+        failed = set()
+        for key, rows in by_job.items():
+            try:
+                self._draw(np.array(rows, dtype=np.int64), uniforms, out)
+            except Exception:   # noqa: BLE001 - this job's failure is its own
+                log.exception("model %s: a job failed alone", self.name)
+                failed.add(key)
+        return failed
+
+    def _hand_out(self, out, counts, failed: set[int]) -> None:
+        """Decode and deliver each job's new text; end the jobs that are done or that failed."""
         pieces: dict[int, tuple[Job, list[str]]] = {}
-        done_rows = set()
         for row, stream in enumerate(self._streams):
             job = stream.job
+            if id(job) in failed:
+                continue
             m = int(counts[row])
             entry = pieces.get(id(job))
             if entry is None:
                 entry = pieces[id(job)] = (job, [""] * job.num)
-            entry[1][stream.index] = self.sampler.decode(out[row, :m])
+            try:
+                entry[1][stream.index] = self.sampler.decode(out[row, :m])
+            except Exception:   # noqa: BLE001 - e.g. a vocabulary the decoder cannot hold
+                log.exception("model %s: a job's text could not be decoded", self.name)
+                failed.add(id(job))
             stream.done += m
             job.generated += m
-            if stream.done >= job.length:
+        done_rows = set()
+        for row, stream in enumerate(self._streams):
+            job = stream.job
+            if id(job) in failed or stream.done >= job.length:
                 done_rows.add(row)
                 job._left -= 1
-        for job, texts in pieces.values():
-            if not job.cancelled:
+        for key, (job, texts) in pieces.items():
+            if key not in failed and not job.cancelled:
                 _deliver(job, texts)
-            if job._left == 0:
+        for row in done_rows:
+            job = self._streams[row].job
+            if id(job) in failed:
+                self._end(job, GenerationFailed())
+            elif job._left == 0:
                 self._end(job)
         if done_rows:
             self._remove_rows(done_rows)
@@ -310,12 +386,15 @@ def _deliver(job: Job, item) -> None:
 
 class Engine:
     """One ModelWorker per model, made when the model is first used, and a cap on the streams
-    running at once over all models (a request for `num` samples takes `num` of them)."""
+    running at once over all models (a request for `num` samples takes `num` of them), and on
+    the streams of any one client (`max_per_client`; None: no share)."""
 
-    def __init__(self, samplers: dict, *, max_streams: int = 64,
+    def __init__(self, samplers: dict, *, max_streams: int = 64, max_per_client: int | None = None,
                  target_tick: float = TARGET_TICK_SECONDS, tick_chars: int | None = None):
         self._samplers = dict(samplers)
         self.max_streams = max_streams
+        self.max_per_client = max_per_client
+        self._by_client: dict[str, int] = {}
         self._target_tick = target_tick
         self._tick_chars = tick_chars
         self._workers: dict[str, ModelWorker] = {}
@@ -340,23 +419,41 @@ class Engine:
                 tick_chars=self._tick_chars)
         return worker
 
-    def submit(self, name: str, job: Job) -> None:
-        """Queue `job` on model `name`'s worker: EngineBusy if it would pass the stream cap,
-        EngineClosed once the engine is stopping. The slots come back when the job ends."""
+    def client_streams(self, client: str) -> int:
+        with self._lock:
+            return self._by_client.get(client, 0)
+
+    def submit(self, name: str, job: Job, client: str | None = None) -> None:
+        """Queue `job` on model `name`'s worker: EngineBusy if it would pass the stream cap or
+        `client`'s share of it, EngineClosed once the engine is stopping. The slots come back
+        when the job ends."""
         with self._lock:
             if self._closed:
                 raise EngineClosed("the server is shutting down")
             if self._streams + job.num > self.max_streams:
                 raise EngineBusy(f"the server is already generating {self._streams} samples at "
                                  f"once and its limit is {self.max_streams}; try again shortly")
+            mine = self._by_client.get(client, 0) if client is not None else 0
+            if client is not None and self.max_per_client is not None and \
+                    mine + job.num > self.max_per_client:
+                raise EngineBusy(f"this client is already generating {mine} samples at once and "
+                                 f"each client's share is {self.max_per_client}; try again shortly")
             worker = self._worker(name)
             self._streams += job.num
+            if client is not None:
+                self._by_client[client] = mine + job.num
         released = threading.Lock()
 
         def on_done():
             if released.acquire(blocking=False):    # once, whoever ends the job
                 with self._lock:
                     self._streams -= job.num
+                    if client is not None:
+                        left = self._by_client.get(client, 0) - job.num
+                        if left > 0:
+                            self._by_client[client] = left
+                        else:
+                            self._by_client.pop(client, None)
 
         job.on_done = on_done
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +30,14 @@ class ServedModel:
         return self.sampler.vocab
 
     def info(self) -> dict:
-        """The model's entry in GET /api/models (a format-1 meta.json has no cell or layers: it
-        is a one-layer vanilla RNN)."""
-        meta, spec = self.meta, self.sampler.spec
-        bpc = meta.get("best_val_bpc")
-        return {"name": self.name, "cell": meta.get("cell", "rnn"), "layers": meta.get("layers", 1),
-                "hidden": meta.get("hidden", spec.hidden),
-                "vocab_size": meta.get("vocab_size", spec.vocab_size),
-                "best_val_bpc": bpc if isinstance(bpc, (int, float)) else None}
+        """The model's entry in GET /api/models. The shape comes from the loaded model (checked),
+        not from meta.json as written; best_val_bpc only when it is a finite number (a meta.json
+        holding NaN or a string gives null), so the listing is always valid JSON."""
+        spec = self.sampler.spec
+        bpc = self.meta.get("best_val_bpc")
+        finite = isinstance(bpc, (int, float)) and not isinstance(bpc, bool) and math.isfinite(bpc)
+        return {"name": self.name, "cell": spec.cell, "layers": spec.layers, "hidden": spec.hidden,
+                "vocab_size": spec.vocab_size, "best_val_bpc": float(bpc) if finite else None}
 
 
 def model_directories(model_dirs) -> list[tuple[str, Path]]:
@@ -55,6 +56,11 @@ def model_directories(model_dirs) -> list[tuple[str, Path]]:
     for given in model_dirs:
         directory = Path(given)
         name = Path(os.path.abspath(directory)).name or str(directory)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{os.fsencode(given)!r}: a model's directory name must be UTF-8 text, "
+                             f"as clients see it by that name") from None
         if name in seen:
             raise InputError(f"{seen[name]} and {os.fspath(given)} would both be served as "
                              f"{name!r}; give models whose directories have different names")

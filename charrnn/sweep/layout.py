@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,8 +79,23 @@ def rank(records) -> list[TrialRecord]:
     return sorted(records, key=key)
 
 
+_TRIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def is_trial_name(name) -> bool:
+    """A name that is one directory entry under trials/: letters, digits, _ . -, and not `.` or
+    `..` (which would name trials/ itself or the sweep's directory)."""
+    return isinstance(name, str) and _TRIAL_NAME.fullmatch(name) is not None and name.strip(".") != ""
+
+
+def check_trial_name(name) -> str:
+    if not is_trial_name(name):
+        raise InputError(f"{str(name)[:60]!r} is not a trial's name (letters, digits, _ . -; not . or ..)")
+    return name
+
+
 def trial_dir(out_dir: Path, name: str) -> Path:
-    return out_dir / TRIALS_DIR / name
+    return out_dir / TRIALS_DIR / check_trial_name(name)
 
 
 def tune_experiment_dir(out_dir: Path) -> Path:
@@ -136,7 +152,7 @@ def link_best(out_dir: Path, name: str | None) -> None:
         if link.is_symlink():
             link.unlink()
         return
-    target = Path(TRIALS_DIR) / name
+    target = Path(TRIALS_DIR) / check_trial_name(name)
     tmp = out_dir / f".{BEST_LINK}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp, target_is_directory=True)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from charrnn.atomic import atomic_write
-from charrnn.sweep.layout import META_FILE, TRIAL_FILES
+from charrnn.sweep.layout import META_FILE, TRIAL_FILES, is_trial_name
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -27,7 +27,7 @@ class TrialSink:
         self.errors: dict[str, str] = {}
 
     def _dir(self, name: str) -> Path:
-        if not _NAME.match(name):
+        if not _NAME.match(name) or not is_trial_name(name):
             raise ValueError(f"bad trial name {name!r}")
         return self.trials_dir / name
 
