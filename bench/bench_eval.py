@@ -71,7 +71,7 @@ def main() -> None:
     estimate_bpc(kernels, model.params, ids[:20_000])
     exact, exact_s = timed(lambda: exact_bpc(model.params, model.vocab, ids))
     estimate, estimate_s = timed(lambda: estimate_bpc(kernels, model.params, ids))
-    print(f"| pass | bpc | seconds | chars/s |\n|---|---|---|---|")
+    print("| pass | bpc | seconds | chars/s |\n|---|---|---|---|")
     print(f"| exact (sampler scoring pass, batch 1) | {exact:.5f} | {exact_s:.1f} | {n / exact_s:,.0f} |")
     print(f"| estimate (32 pieces, warm-up 256) | {estimate:.5f} ({estimate - exact:+.5f}) | {estimate_s:.1f} | "
           f"{n / estimate_s:,.0f} |")

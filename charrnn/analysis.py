@@ -2,8 +2,9 @@
 
 Everything is measured the way `charrnn eval` measures it (charrnn.training.evaluate): batch 1, the state
 carried from the first character to the last, no dropout; the forward pass is the training kernels'
-(charrnn.kernels.window) over windows of SCORE_CHUNK characters, which keep every step's states (eval's
-faster scoring pass keeps only the last), so the bits agree with eval's to rounding (about 1e-6). Row t of a result is character t of the text:
+(charrnn.kernels.window) over windows of SCORE_CHUNK characters, which keep every step's states
+(eval's faster scoring pass keeps only the last), so the bits agree with eval's to rounding (about
+1e-6). Row t of a result is character t of the text:
 - bits[t] = -log2 p(text[t] | text[:t]), the surprisal (NaN for t = 0: the first character is only
   read, as in eval), so the mean of bits[1:] is eval's bits per character;
 - the top-k guesses for position t (what the model expected there, before reading text[t]);

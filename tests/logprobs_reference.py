@@ -17,7 +17,7 @@ def random_model(cell, layers, hidden, chars, seed=0, scale=1.0):
     spec = ModelSpec(cell, layers, hidden, len(vocab))
     rng = np.random.default_rng(seed)
     params = init_params(spec, rng, input_scale=scale)
-    for name, array in params.arrays().items():
+    for array in params.arrays().values():
         if array.ndim == 1:
             array[...] = rng.uniform(-0.5, 0.5, size=array.shape)
     return params, vocab

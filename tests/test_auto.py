@@ -43,8 +43,10 @@ def test_the_choice_is_a_function_of_budget_text_and_probe():
 
 def test_the_largest_candidate_that_gets_its_steps_is_chosen():
     probe = fixed_probe()
-    shape = lambda c: (c.cell, c.layers, c.hidden)   # noqa: E731
-    for before, candidate in zip(CANDIDATES, CANDIDATES[1:]):
+    def shape(c):
+        return (c.cell, c.layers, c.hidden)
+
+    for before, candidate in zip(CANDIDATES, CANDIDATES[1:], strict=False):
         rate = probe.rate(*shape(candidate))
         seconds = candidate.min_steps * 32 * 64 / rate / (1 - auto.VALIDATION_SHARE)
         assert shape(choose(seconds * 1.01, None, 10**8, 32, 64, probe)) == shape(candidate)

@@ -54,7 +54,7 @@ def test_safetensors_file_holds_the_weights_and_vocabulary(cell, layers, tmp_pat
     export(model, "safetensors", path)
     with safe_open(str(path), "np") as f:
         meta = f.metadata()
-        stored = {name: f.get_tensor(name) for name in f.keys()}
+        stored = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has keys(), no __iter__)
     assert json.loads(meta["vocab"]) == list(model.vocab.chars)
     assert (meta["cell"], int(meta["layers"]), int(meta["hidden"])) == (cell, layers, HIDDEN)
     expected = torch_arrays(model.params)

@@ -18,7 +18,10 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
-from test_serve_browser import browser, el, fill  # noqa: E402,F401  (the browser fixture)
+from test_serve_browser import el, fill  # noqa: E402
+from test_serve_browser import browser as browser_fixture  # noqa: E402  (the fixture, under its name below)
+
+browser = browser_fixture
 
 TEXT = TINY_TEXT * 4
 
@@ -103,7 +106,7 @@ def test_colouring_by_a_unit_shows_that_units_activation(browser, live):
     Select(el(browser, "a-colour")).select_by_value("unit")
     for unit in (3, 17):
         fill(browser, "a-unit", unit)
-        assert wait_until(lambda: el(browser, "a-output").get_attribute("data-colour")
+        assert wait_until(lambda unit=unit: el(browser, "a-output").get_attribute("data-colour")
                           == f"unit {unit}", 10)
         expected = [f"u{min(20, max(0, round((v / 127 + 1) * 10)))}" for v in acts[unit]]
         shown = [c.split()[0] for c in classes(browser)]

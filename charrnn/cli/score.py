@@ -95,7 +95,7 @@ def _write_rows(result, vocab, fmt: str) -> None:
         head += [f"c{u}" for u in result.units] if c is not None else []
         lines.append("\t".join(head))
     for t in range(len(text)):
-        guesses = [(chars[i], float(p)) for i, p in zip(result.top_ids[t], result.top_probs[t])
+        guesses = [(chars[i], float(p)) for i, p in zip(result.top_ids[t], result.top_probs[t], strict=True)
                    if i >= 0]
         bits = float(result.bits[t])
         if fmt == "tsv":

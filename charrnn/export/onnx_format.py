@@ -107,7 +107,9 @@ def build(model):
     if lstm:
         nodes.append(helper.make_node("Concat", c_outs, ["c_out"], axis=0))
 
-    state = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [L, "N", H])
+    def state(name: str):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [L, "N", H])
+
     graph_inputs = [helper.make_tensor_value_info("char", TensorProto.INT64, ["N"]), state("h")]
     graph_outputs = [helper.make_tensor_value_info("logprobs", TensorProto.FLOAT, ["N", V]),
                      state("h_out")]

@@ -147,7 +147,7 @@ def _mv8_body(cols: int, relaxed: bool) -> bytes:
         get(O8)
         get(O8); c.extend(_simd(V128_LOAD)); c.extend([2]); c.extend(_uleb(at))
 
-        def product(k):
+        def product(k, at=at):
             get(A8); c.extend(_simd(V128_LOAD)); c.extend([2]); c.extend(_uleb(k * cb + at))
             get(Y0 + k); c.extend(_simd(F32X4_MUL))
 
@@ -174,7 +174,8 @@ def _mv8_body(cols: int, relaxed: bool) -> bytes:
 def module(cols: int = 8, min_pages: int = 1, relaxed: bool = False) -> bytes:
     """The module's bytes: `mv` (any shape of multiples of 4) and `mv8` (`cols` columns, a multiple
     of 8; rows a multiple of 8); `relaxed` builds mv8 on relaxed SIMD's fused multiply-add
-    (Chromium 114 and later; about 15% faster here, its rounding the machine's). It imports env.mem (a memory of at least `min_pages` 64 KiB pages)."""
+    (Chromium 114 and later; about 15% faster here, its rounding the machine's). It imports env.mem
+    (a memory of at least `min_pages` 64 KiB pages)."""
     if cols % (4 * UNROLL):
         raise ValueError(f"cols must be a multiple of {4 * UNROLL}")
     types = _section(1, _uleb(2) + bytes([0x60]) + _uleb(5) + bytes([I32] * 5) + _uleb(0)

@@ -13,6 +13,7 @@ Nothing is ever unpickled: arrays are read with allow_pickle=False and everythin
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -46,10 +47,8 @@ PAIR_JOURNAL = ".model-pair.json"    # present only while a save renames model.n
 def finish_interrupted_save(directory: str | Path) -> None:
     """If a save of model.npz and meta.json was killed between their renames, complete it (a
     directory we may not write to is read as it is)."""
-    try:
+    with contextlib.suppress(OSError):
         finish_interrupted(Path(directory) / PAIR_JOURNAL)
-    except OSError:
-        pass
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:
@@ -221,8 +220,9 @@ def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], J
 
 
 # What the training record holds, and the type of each entry (None: any JSON value).
-_RECORD: dict[str, type | tuple[type, ...]] = {"step": int, "elapsed": (int, float), "optimizer_steps": int, "rng_state": dict,
-           "config": dict, "corpus": dict, "vocab": list, "budget": dict}
+_RECORD: dict[str, type | tuple[type, ...]] = {
+    "step": int, "elapsed": (int, float), "optimizer_steps": int, "rng_state": dict,
+    "config": dict, "corpus": dict, "vocab": list, "budget": dict}
 
 
 def _check_training_state(path: Path, arrays: dict[str, np.ndarray], info: object) -> None:

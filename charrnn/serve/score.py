@@ -141,7 +141,8 @@ def answer(name: str, result, vocab, packed: bool) -> dict:
     chars = vocab.chars
     top = [[] for _ in range(1)]
     ids, probs = result.top_ids[1:].tolist(), np.round(result.top_probs[1:], 4).tolist()
-    top += [[[chars[i], p] for i, p in zip(row_ids, row_p)] for row_ids, row_p in zip(ids, probs)]
+    top += [[[chars[i], p] for i, p in zip(row_ids, row_p, strict=True)]
+            for row_ids, row_p in zip(ids, probs, strict=True)]
     data = {"model": name, "text": result.text, "skipped": result.skipped, "chars": result.chars,
             "bpc": round(result.bpc, 6), "bits": bits, "top": top}
     if result.layer is not None:

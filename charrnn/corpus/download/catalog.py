@@ -169,10 +169,7 @@ def resolve_source(spec: str, catalog: Mapping[str, CatalogEntry], *, mirror: st
     spec = spec.strip()
     entry = catalog.get(spec)
     if entry is not None:
-        if entry.gutenberg_id is not None:
-            url = gutenberg_url(entry.gutenberg_id, mirror)
-        else:
-            url = entry.url
+        url = gutenberg_url(entry.gutenberg_id, mirror) if entry.gutenberg_id is not None else entry.url
         return Source(
             name=entry.name,
             url=url,

@@ -82,7 +82,7 @@ def detect_encoding(path: Path) -> Encoding:
 
 def _reader(path: Path, encoding: Encoding) -> io.TextIOWrapper:
     """The text, newlines normalised ("\\r\\n" and a lone "\\r" read as "\\n")."""
-    raw = open(path, "rb")
+    raw = open(path, "rb")  # noqa: SIM115 (the TextIOWrapper returned owns and closes it)
     raw.seek(encoding.skip)
     return io.TextIOWrapper(raw, encoding=encoding.codec, errors="strict", newline=None)
 
