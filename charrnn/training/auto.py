@@ -3,7 +3,7 @@
 Per step, a two-layer LSTM of 512 units learns more than a one-layer vanilla RNN of 1,024, but a step
 costs it about twice the time, and early on the RNN's lead in steps wins: in step-budgeted runs on
 tiny-shakespeare (BENCHMARKS.md, "Quality per minute") the RNN with twice the LSTM's steps stays
-ahead until the LSTM has about 1,200 steps. So a candidate carries the steps from which it beats the
+ahead until the LSTM has about 900 steps. So a candidate carries the steps from which it beats the
 one before it in the same time, and the budget gets the last candidate it buys that many steps. The
 steps come from the budget itself (--steps, --epochs) or, for --minutes, from this machine's measured
 training speed of each candidate (charrnn.training.probe). Dropout follows the passes over the text
@@ -35,7 +35,7 @@ class Candidate:
 # In order; each beat the one before it, given the same time, from about min_steps of its own on.
 CANDIDATES = (
     Candidate("rnn", 1, 1024, 0),
-    Candidate("lstm", 2, 512, 1200),
+    Candidate("lstm", 2, 512, 900),
 )
 SHAPES = tuple((c.cell, c.layers, c.hidden) for c in CANDIDATES)
 
