@@ -14,9 +14,8 @@ import json
 
 import numpy as np
 import torch
-from torch import nn
-
 from _timing import windows_rate  # bench/ is on sys.path when run as a script
+from torch import nn
 
 
 class CharRNN(nn.Module):

@@ -40,9 +40,9 @@ from _isa import add_isa_argument, apply_isa, describe  # noqa: E402
 ISA = apply_isa()               # before numba is imported: it may re-execute this script
 from charrnn.model.checkpoint import save_model  # noqa: E402
 from charrnn.model.params import init_params  # noqa: E402
-from charrnn.sampling import iter_samples, sample_text  # noqa: E402
 from charrnn.model.spec import ModelSpec  # noqa: E402
 from charrnn.model.vocab import Vocab  # noqa: E402
+from charrnn.sampling import iter_samples, sample_text  # noqa: E402
 
 # 65 characters, as many as tinyshakespeare has.
 CHARS = tuple(sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")))

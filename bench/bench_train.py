@@ -46,11 +46,12 @@ from _isa import add_isa_argument, apply_isa, describe  # noqa: E402  (bench/ is
 
 ISA = apply_isa()               # before numba is imported: it may re-execute this script
 from _timing import windows_rate  # noqa: E402
+
 from charrnn.kernels.blas import BLAS_BACKEND  # noqa: E402
 from charrnn.kernels.window import Kernels  # noqa: E402
-from charrnn.training.optim import Optimizer, clip_grad_norm  # noqa: E402
 from charrnn.model.params import init_params  # noqa: E402
 from charrnn.model.spec import CELLS, GATES, ModelSpec  # noqa: E402
+from charrnn.training.optim import Optimizer, clip_grad_norm  # noqa: E402
 
 VOCAB = 65
 SHAPES = {"128": (128, 32, 64), "256": (256, 32, 64), "512": (512, 32, 64),

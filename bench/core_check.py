@@ -25,8 +25,7 @@ TOLERANCE = 2e-3          # bits per character: float32 kernels, another CPU's r
 
 def corpus(length: int = 12_000) -> str:
     """A text of fixed content (no numpy, no randomness that a version could change)."""
-    words = ("the king and his men rode on to the sea ROMEO JULIET sweet love doth "
-             "night day o what light through yonder window breaks").split()
+    words = ["the", "king", "and", "his", "men", "rode", "on", "to", "the", "sea", "ROMEO", "JULIET", "sweet", "love", "doth", "night", "day", "o", "what", "light", "through", "yonder", "window", "breaks"]
     state, out = 12345, []
     while sum(len(w) + 1 for w in out) < length:
         state = (1103515245 * state + 12345) % (1 << 31)

@@ -122,7 +122,7 @@ class Scorer:
         self.spec = model.spec
         params = model.params
         self.params = params if params.dtype == np.float32 else params.astype(np.float32)
-        from charrnn.kernels.window import Kernels   # late: it compiles or loads the kernels
+        from charrnn.kernels.window import Kernels  # late: it compiles or loads the kernels
 
         self.kernels = Kernels(self.spec, 1, SCORE_CHUNK, np.float32, threads=1)   # batch 1, no dropout
         self.V = np.ascontiguousarray(self.params.V)                      # (H, vocab)

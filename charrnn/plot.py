@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.model import checkpoint
 from charrnn.atomic import atomic_write
 from charrnn.errors import InputError, ModelFormatError, StorageError, describe_os_error
+from charrnn.model import checkpoint
 
 LN2 = math.log(2.0)
 X_AXES = ("steps", "time")

@@ -36,10 +36,10 @@ def main() -> None:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-
-    from charrnn.resources import bundled_model_dir
     from test_serve_browser import FLAGS
     from test_serve_support import live_server, wait_until
+
+    from charrnn.resources import bundled_model_dir
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")

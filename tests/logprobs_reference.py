@@ -2,7 +2,6 @@
 model's equations (tests/reference.py's cells): what every export is checked against."""
 
 import numpy as np
-
 from reference import cell_forward, one_hot
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from charrnn.model import checkpoint
-from charrnn.training import auto, probe as probe_module
+from charrnn.training import auto
+from charrnn.training import probe as probe_module
 from charrnn.training.auto import CANDIDATES, choose, dropout_for
 from charrnn.training.config import Budget
 from charrnn.training.loop import train

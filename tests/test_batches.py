@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from charrnn.training.batches import BatchStreams, split_train_val
 from charrnn.errors import InputError
+from charrnn.training.batches import BatchStreams, split_train_val
 
 
 def test_validation_is_the_end_of_the_text():

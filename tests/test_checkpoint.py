@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from charrnn import atomic
-from charrnn.model import checkpoint
 from charrnn.errors import ModelFormatError
+from charrnn.model import checkpoint
 from charrnn.model.params import init_params
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 import charrnn
 import charrnn.cli.train as cli_train
 import charrnn.training.loop as library_train
-from charrnn.kernels.threads import usable_cores
 from charrnn.cli import main
+from charrnn.kernels.threads import usable_cores
 from charrnn.training.config import TrainEvent
 
 TINY = ["--hidden", "16", "--seq-length", "16", "--batch-size", "4", "--threads", "1"]

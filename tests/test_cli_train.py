@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.model import checkpoint
 from charrnn.cli import main
+from charrnn.model import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "24", "--seq-length", "16", "--batch-size", "4", "--threads", "1"]

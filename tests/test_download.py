@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-import io
 import gzip
 import hashlib
+import io
 import json
 import socket
 import threading
@@ -22,7 +22,6 @@ from click.testing import CliRunner
 import charrnn.cli.download as cli_download
 from charrnn import __version__
 from charrnn.cli import main
-from charrnn.resources import catalog_path
 from charrnn.corpus.download import (
     USER_AGENT,
     DownloadError,
@@ -37,6 +36,7 @@ from charrnn.corpus.download import (
     local_corpora,
     resolve_source,
 )
+from charrnn.resources import catalog_path
 
 TEXT = "".join(f"Line {n}: the quick brown fox jumps over the lazy dog.\n" for n in range(2000)).encode()
 TEXT_SHA = hashlib.sha256(TEXT).hexdigest()

@@ -12,8 +12,8 @@ import tracemalloc
 
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_download import server  # noqa: F401 - the local HTTP server fixture
 
 from charrnn.corpus.download import DownloadError, FetchPolicy, download, resolve_source, safe_text

@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from charrnn.model.checkpoint import Model, save_model
-from charrnn.export.torch_names import torch_arrays
 from logprobs_reference import logprobs, random_model
+
+from charrnn.export.torch_names import torch_arrays
+from charrnn.model.checkpoint import Model, save_model
 
 CHARS = "abcdé\n ;—ü"          # non-ASCII, one of them beyond Latin-1
 SHAPES = [(cell, layers) for cell in ("rnn", "gru", "lstm") for layers in (1, 2)]
@@ -47,6 +47,7 @@ def test_torch_names_follow_the_readme_mapping():
 def test_safetensors_file_holds_the_weights_and_vocabulary(cell, layers, tmp_path):
     pytest.importorskip("safetensors")
     from safetensors import safe_open
+
     from charrnn.export import export
 
     model = model_for(cell, layers)
@@ -70,6 +71,7 @@ def test_pytorch_modules_loaded_from_safetensors_match(cell, layers, tmp_path):
     pytest.importorskip("safetensors")
     from safetensors import safe_open
     from safetensors.torch import load_file
+
     from charrnn.export import export
 
     model = model_for(cell, layers, seed=5)
@@ -116,6 +118,7 @@ def test_onnx_step_model_matches_charrnn(cell, layers, tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     import onnx
+
     from charrnn.export import export
 
     model = model_for(cell, layers, seed=2)

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 import pytest
-
-from charrnn.model.checkpoint import Model
-from charrnn.export.html_format import write
 from logprobs_reference import logprobs, random_model
+
+from charrnn.export.html_format import write
+from charrnn.model.checkpoint import Model
 
 pytestmark = pytest.mark.slow
 

@@ -2,18 +2,17 @@
 characters predicted rarely, the parent recorded, resume, and the CLI's one-line errors."""
 
 import json
-import math
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
-from charrnn.training import finetune
-from charrnn.model.checkpoint import load_model, save_model
-from charrnn.training.loop import Budget, _Run, train
 from logprobs_reference import logprobs, random_model
+
+from charrnn.model.checkpoint import load_model, save_model
+from charrnn.training import finetune
+from charrnn.training.loop import Budget, _Run, train
 
 PARENT_TEXT = "abcde\n é"
 NEW_TEXT = ("the cat sat on a mat; béé éa ba~ " * 100)

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from charrnn.corpus.text import load_corpus
 from charrnn.model import checkpoint
-from charrnn.training.batches import split_train_val
-from charrnn.training.evaluate import evaluate_file
 from charrnn.model.legacy import format1_flat_order
 from charrnn.sampling import sample
-from charrnn.corpus.text import load_corpus
+from charrnn.training.batches import split_train_val
+from charrnn.training.evaluate import evaluate_file
 from charrnn.training.loop import Budget, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "format1"

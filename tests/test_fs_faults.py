@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_text
 
 import charrnn.corpus.download as download_module

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.corpus.gutenberg import (decode_text, declared_encoding, has_gutenberg_markers, parse_header,
-                                      strip_gutenberg)
+from charrnn.corpus.gutenberg import (
+    declared_encoding,
+    decode_text,
+    has_gutenberg_markers,
+    parse_header,
+    strip_gutenberg,
+)
 
 BOOK = "".join(
     f"CHAPTER {n}.\n\nAlice was beginning to get very tired of sitting by her sister on the bank,\n"

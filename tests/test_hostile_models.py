@@ -13,7 +13,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from charrnn.errors import CharRNNError, ModelFormatError
 from charrnn.model import checkpoint

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 import reference
+
 from charrnn.kernels import dropout as dropout_module
 from charrnn.kernels import stepgemm
 from charrnn.kernels import window as window_module
@@ -29,8 +29,8 @@ TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
 
 def _numba_target() -> str:
     """The CPU Numba compiles for: NUMBA_CPU_NAME's, else this host's (as LLVM names it)."""
-    from numba.core import config
     import llvmlite.binding as llvm
+    from numba.core import config
     return config.CPU_NAME or llvm.get_host_cpu_name()
 
 

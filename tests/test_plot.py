@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.model import checkpoint
 from charrnn.cli import main
+from charrnn.model import checkpoint
 from charrnn.plot import load_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

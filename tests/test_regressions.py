@@ -17,9 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import make_text
-from tests import reference
 
 import charrnn.training.loop as loop_module
 from charrnn.model import checkpoint
@@ -27,6 +25,7 @@ from charrnn.model.params import init_params
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
 from charrnn.training.loop import Budget, train
+from tests import reference
 
 TINY = {"hidden": 16, "seq_length": 8, "batch_size": 4, "eval_every": 1000}
 

@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 from numba import njit
 
-from charrnn.sampling import batch as sampling
 from charrnn.kernels import stepgemm
-
 from charrnn.kernels.sampler import _wait, part_count
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 from charrnn.kernels.threads import TeamThreads
 from charrnn.model.params import init_params
-from charrnn.sampling import BatchSampler
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
+from charrnn.sampling import BatchSampler
+from charrnn.sampling import batch as sampling
 
 CHARS = tuple("\n !,.:ORaehilnostw")
 CELL_CASES = [("rnn", 1), ("rnn", 2), ("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 3)]

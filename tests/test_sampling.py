@@ -14,22 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference
 from click.testing import CliRunner
 
-import reference
 from charrnn import sampling
-from charrnn.model import checkpoint
-from charrnn.kernels.sampler import draw_one
-from charrnn.sampling.batch import FIRST_CHUNK
-from charrnn.kernels import stepgemm
-from charrnn.kernels.sampler import run_parts
-from charrnn.model.checkpoint import load_model, save_model
 from charrnn.cli import main
 from charrnn.errors import InputError, ModelFormatError
+from charrnn.kernels import stepgemm
+from charrnn.kernels.sampler import draw_one, run_parts
+from charrnn.model import checkpoint
+from charrnn.model.checkpoint import load_model, save_model
 from charrnn.model.params import init_params
-from charrnn.sampling import BatchSampler, iter_sample, iter_samples, sample_text
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
+from charrnn.sampling import BatchSampler, iter_sample, iter_samples, sample_text
+from charrnn.sampling.batch import FIRST_CHUNK
 
 REPO = Path(__file__).resolve().parent.parent
 CHARS = tuple("\n !,.:ORaehilnostw")     # sorted by code point, as a Vocab requires

@@ -11,17 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import reference
-from charrnn.analysis import (Scorer, encode_for_scoring, find_units, parse_units,
-                              preview_window, score_text, text_property)
-from charrnn.model.checkpoint import load_model, save_model
-from charrnn.errors import InputError
+
 from charrnn.analysis import SCORE_CHUNK as EVAL_CHUNK
-from charrnn.training.evaluate import evaluate_file
+from charrnn.analysis import (
+    Scorer,
+    encode_for_scoring,
+    find_units,
+    parse_units,
+    preview_window,
+    score_text,
+    text_property,
+)
+from charrnn.errors import InputError
+from charrnn.model.checkpoint import load_model, save_model
 from charrnn.model.params import init_params
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
+from charrnn.training.evaluate import evaluate_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ('The king said "go (now) to thee", and the queen (my lord) spoke.\n'

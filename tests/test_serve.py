@@ -11,9 +11,7 @@ import threading
 import time
 
 import pytest
-
-from test_serve_support import (ROOT, TINY_MODELS, live_server, make_tiny_models,
-                                texts_of, wait_until)
+from test_serve_support import ROOT, TINY_MODELS, live_server, make_tiny_models, texts_of, wait_until
 
 LIMITS = dict(max_length=3000, max_num=4, max_prime=300, max_body=4096, max_streams=40,
               max_per_client=40)   # every test request comes from 127.0.0.1

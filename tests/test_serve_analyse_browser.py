@@ -8,7 +8,6 @@ import base64
 
 import numpy as np
 import pytest
-
 from test_serve_support import TINY_TEXT, live_server, wait_until
 
 pytestmark = pytest.mark.slow
@@ -17,9 +16,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
-
-from test_serve_browser import el, fill  # noqa: E402
 from test_serve_browser import browser as browser_fixture  # noqa: E402  (the fixture, under its name below)
+from test_serve_browser import el, fill  # noqa: E402
 
 browser = browser_fixture
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_serve_support import live_server, make_tiny_models, wait_until
 
 pytestmark = pytest.mark.slow

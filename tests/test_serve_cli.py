@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 from test_serve_support import ROOT, make_tiny_models, parse_events
 
 

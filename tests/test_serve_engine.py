@@ -8,7 +8,6 @@ import random
 
 import numpy as np
 import pytest
-
 from test_serve_support import make_tiny_models, wait_until
 
 from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job

@@ -11,10 +11,10 @@ import socket
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from test_serve_support import live_server, make_tiny_models, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_serve_engine import collect
+from test_serve_support import live_server, make_tiny_models, wait_until
 
 from charrnn.serve.app import ApiError, Limits, check_generate
 from charrnn.serve.engine import Engine, GenerationFailed, make_job

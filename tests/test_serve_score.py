@@ -7,7 +7,6 @@ import base64
 
 import numpy as np
 import pytest
-
 from test_serve_support import TINY_TEXT, live_server, make_tiny_models
 
 LIMITS = dict(max_text=500, max_body=4096)

@@ -30,7 +30,6 @@ from charrnn.sweep.run import SweepError, resolve_address
 from charrnn.sweep.space import DEFAULT_SPACE
 
 
-
 def ray_env(ray_tmp: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update({"RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"})
@@ -144,7 +143,7 @@ def test_the_learning_rate_is_searched_log_uniformly():
     pytest.importorskip("ray.tune")
     lr = parse_dimension("lr", "1e-4:1e-1").to_tune()
     draws = np.array([lr.sample() for _ in range(6000)])
-    assert ((1e-4 <= draws) & (draws <= 1e-1)).all()
+    assert ((draws >= 1e-4) & (draws <= 1e-1)).all()
     decades = np.histogram(np.log10(draws), bins=[-4, -3, -2, -1])[0] / len(draws)
     assert np.all(np.abs(decades - 1 / 3) < 0.04), decades
     assert abs(np.median(np.log10(draws)) - (-2.5)) < 0.08        # log-uniform's median: 10^-2.5

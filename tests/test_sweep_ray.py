@@ -18,8 +18,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_text
-from tests.test_sweep import (cleanup_ray_tmp, end_processes, new_ray_tmp, processes_of, ray_env,
-                              run_sweep_cli, sweep_cmd, wait_gone)
+from tests.test_sweep import (
+    cleanup_ray_tmp,
+    end_processes,
+    new_ray_tmp,
+    processes_of,
+    ray_env,
+    run_sweep_cli,
+    sweep_cmd,
+    wait_gone,
+)
 
 pytest.importorskip("ray.tune")
 pytestmark = pytest.mark.slow

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from charrnn.errors import InputError
-from charrnn.corpus.text import load_corpus
 from charrnn.corpus.encode import encode_text
+from charrnn.corpus.text import load_corpus
+from charrnn.errors import InputError
 from charrnn.model.vocab import Vocab, id_dtype, one_hot
 
 

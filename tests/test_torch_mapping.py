@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from charrnn.model.params import Params
-from charrnn.sampling import BatchSampler
 from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
+from charrnn.sampling import BatchSampler
 
 torch = pytest.importorskip("torch")
 

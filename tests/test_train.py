@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import charrnn.training.loop as train_module
-from charrnn.model import checkpoint
 from charrnn.errors import InputError, TrainingDiverged
+from charrnn.model import checkpoint
 from charrnn.training.loop import Budget, TrainConfig, train
 
 TINY = {"cell": "rnn", "layers": 1, "hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 20, "lr": 1e-2}
@@ -43,8 +43,9 @@ def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_pa
 
 def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
     from reference import forward
-    from charrnn.training.batches import split_train_val
+
     from charrnn.corpus.text import load_corpus
+    from charrnn.training.batches import split_train_val
 
     train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
     model = checkpoint.load_model(tmp_path)

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_text
 
-from charrnn.model import checkpoint
 from charrnn.cli import main
 from charrnn.errors import ModelFormatError, TrainingDiverged
+from charrnn.model import checkpoint
 from charrnn.training.loop import Budget, train
 
 TINY = {"hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 1000}

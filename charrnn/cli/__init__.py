@@ -19,7 +19,6 @@ import click
 from charrnn import __version__
 from charrnn.errors import CharRNNError, describe_os_error
 
-
 PROG_NAME = "charrnn"
 COMPLETE_VAR = "_CHARRNN_COMPLETE"  # click's shell completion: _CHARRNN_COMPLETE=bash_source charrnn
 

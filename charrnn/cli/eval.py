@@ -27,8 +27,8 @@ def eval_command(model, text_file, encoding, unknown, as_json):
     import json
 
     from charrnn.errors import InputError
-    from charrnn.training.evaluate import evaluate_file
     from charrnn.sampling import load
+    from charrnn.training.evaluate import evaluate_file
 
     if not text_file.exists():
         raise InputError(f"{text_file}: no such file")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from charrnn.model import checkpoint
 from charrnn.errors import InputError
+from charrnn.model import checkpoint
 
 
 @click.command("info")

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from charrnn.errors import InputError
-from charrnn.sampling.options import (DEFAULT_LENGTH, DEFAULT_TEMPERATURE, SampleOptions, check_count,
-                                      option_name)
+from charrnn.sampling.options import DEFAULT_LENGTH, DEFAULT_TEMPERATURE, SampleOptions, check_count, option_name
 
 
 def _check_options(length, temperature, top_k, top_p, seed, num) -> None:

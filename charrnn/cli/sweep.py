@@ -9,9 +9,17 @@ import click
 
 from charrnn.errors import InputError
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED
-from charrnn.sweep.run import (DEFAULT_EVAL_EVERY, DEFAULT_TRIAL_MINUTES, DEFAULT_TRIALS,
-                               INSTALL_HINT, RayMissing, SweepEvent, SweepSettings, ray_installed,
-                               run_sweep)
+from charrnn.sweep.run import (
+    DEFAULT_EVAL_EVERY,
+    DEFAULT_TRIAL_MINUTES,
+    DEFAULT_TRIALS,
+    INSTALL_HINT,
+    RayMissing,
+    SweepEvent,
+    SweepSettings,
+    ray_installed,
+    run_sweep,
+)
 from charrnn.sweep.space import SWEEPABLE, option_name
 
 SPACE_HELP = {

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from charrnn.model import checkpoint
 from charrnn.errors import InputError
-from charrnn.model.spec import CELLS
 from charrnn.kernels.threads import usable_cores
+from charrnn.model import checkpoint
+from charrnn.model.spec import CELLS
 from charrnn.training.config import CELL_DEFAULTS, DEFAULT_MINUTES, Budget, TrainConfig, TrainEvent
 
 _DEFAULTS = TrainConfig()
@@ -220,7 +220,7 @@ def train_command(ctx, text_file, out_dir, steps, epochs, minutes, threads, enco
     if resume and not (out_dir / checkpoint.STATE_FILE).exists():
         raise InputError(f"{out_dir}: nothing to resume (no {checkpoint.STATE_FILE}); start a run "
                          f"with: charrnn train TEXT_FILE --out {out_dir}")
-    from charrnn.training.loop import train   # here: `charrnn --help` need not load the kernels
+    from charrnn.training.loop import train  # here: `charrnn --help` need not load the kernels
 
     display = _Display(sys.stdout, sys.stdout.isatty())
     try:

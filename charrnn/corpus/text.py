@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from charrnn.errors import InputError
 from charrnn.corpus.encode import encode_code_chunks
+from charrnn.errors import InputError
 from charrnn.model.vocab import Vocab
 
 _CHUNK_BYTES = 1 << 22

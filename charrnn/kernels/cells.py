@@ -16,7 +16,6 @@ from numba import njit
 from charrnn.kernels.fastmath import FAST, fast_sigmoid, fast_tanh
 
 
-
 @njit(inline="always")
 def _blocks3(row, hidden):
     """The 3 gate blocks of a row of 3H, as separate views (indexing one row at offsets kept

@@ -29,8 +29,7 @@ import numpy as np
 from numba import njit
 
 from charrnn.kernels.blas import BLAS_BACKEND, NO_TRANS, TRANS, OneBlasThread, gemm
-from charrnn.kernels.cells import (gru_backward, gru_forward, lstm_backward, lstm_forward,
-                                   rnn_backward, rnn_forward)
+from charrnn.kernels.cells import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward, rnn_forward
 from charrnn.kernels.dropout import apply_mask, apply_mask_in_place, stream_key, threshold
 from charrnn.kernels.fastmath import FAST, fast_exp
 from charrnn.kernels.layout import GRU, LSTM, RNN, gate_count, layer_views, output_views

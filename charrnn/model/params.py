@@ -10,6 +10,7 @@ import numpy as np
 
 from charrnn.model.spec import ModelSpec
 
+
 class Params:
     """C-contiguous views into `flat` (which owns the memory), one per array of `spec`:
     `params["W.1"]`, and `params.V`, `params.b_y` for the output layer."""

@@ -8,6 +8,7 @@ import numpy as np
 
 from charrnn.errors import InputError
 
+
 def id_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned integer type that holds every id."""
     for dtype in (np.uint8, np.uint16):

@@ -19,8 +19,13 @@ from charrnn.model.checkpoint import Model, load
 from charrnn.model.params import Params
 from charrnn.model.vocab import Vocab
 from charrnn.sampling.batch import FIRST_CHUNK, MAX_CHUNK, BatchSampler
-from charrnn.sampling.options import (DEFAULT_LENGTH, DEFAULT_TEMPERATURE, SampleOptions, check_count,
-                                      unknown_prime_message)
+from charrnn.sampling.options import (
+    DEFAULT_LENGTH,
+    DEFAULT_TEMPERATURE,
+    SampleOptions,
+    check_count,
+    unknown_prime_message,
+)
 
 
 def _check_rng(rng: object) -> None:

@@ -29,9 +29,9 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TypeGuard
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import ray
 from ray import tune
 
-from charrnn.model import checkpoint
 from charrnn.errors import CharRNNError
+from charrnn.model import checkpoint
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED, TRIAL_FILES
 
 if TYPE_CHECKING:

@@ -13,18 +13,16 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 from charrnn import __version__
 from charrnn.errors import CharRNNError, InputError
-from charrnn.sweep import layout
-from charrnn.sweep.layout import (COMPLETE, FAILED, FINISHED, PENDING, RUNNING, STOPPED,
-                                  UNFINISHED,
-                                  TrialRecord)
-from charrnn.sweep.space import Dimension, describe_space, parse_space
 from charrnn.kernels.threads import usable_cores
+from charrnn.sweep import layout
+from charrnn.sweep.layout import COMPLETE, FAILED, FINISHED, PENDING, RUNNING, STOPPED, UNFINISHED, TrialRecord
+from charrnn.sweep.space import Dimension, describe_space, parse_space
 from charrnn.training.config import TrainConfig
 
 INSTALL_HINT = 'charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"'

@@ -14,9 +14,8 @@ import math
 from dataclasses import dataclass
 
 from charrnn.errors import InputError
-from charrnn.training.config import TrainConfig
-
 from charrnn.model.spec import CELLS
+from charrnn.training.config import TrainConfig
 
 # The settings a sweep can vary, in display order, with their types.
 SWEEPABLE: dict[str, type] = {"cell": str, "hidden": int, "layers": int, "dropout": float,

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from charrnn.corpus.text import load_corpus
 from charrnn.errors import InputError
 from charrnn.model.params import Params
 from charrnn.model.spec import ModelSpec
-from charrnn.corpus.text import load_corpus
 from charrnn.model.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ ESTIMATE_WARMUP = 256     # characters each piece's state reads before its first
 def exact_bpc(params: Params, vocab: Vocab | None, ids: np.ndarray, threads: int | None = None) -> float:
     """Bits per character over a whole text (ids, at least 2), the state carried from start to end
     (no dropout): every character after the first is scored."""
-    from charrnn.sampling.batch import BatchSampler   # late: it loads the compiled sampler
+    from charrnn.sampling.batch import BatchSampler  # late: it loads the compiled sampler
 
     sampler = BatchSampler(params.astype(np.float32) if params.dtype != np.float32 else params, vocab,
                            threads=threads)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.model.checkpoint import Model
 from charrnn.errors import InputError
+from charrnn.model.checkpoint import Model
 from charrnn.model.params import Params
 from charrnn.model.vocab import Vocab
 

@@ -6,14 +6,12 @@ The library never prints: everything a user may want to see goes through the `on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -24,16 +22,23 @@ from charrnn.kernels.threads import usable_cores
 from charrnn.model import checkpoint
 from charrnn.model.legacy import FORMAT1_CONFIG, format1_state, is_format1_state
 from charrnn.model.params import init_params
-from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
 from charrnn.training import finetune
 from charrnn.training.auto import MODEL_OPTIONS, SHAPES, choose
 from charrnn.training.batches import BatchStreams, split_train_val
-from charrnn.training.config import (DEFAULT_MINUTES, PROGRESS_SECONDS, Budget, TrainConfig, TrainEvent,
-                                     TrainResult, learning_rate)
+from charrnn.training.config import (
+    DEFAULT_MINUTES,
+    PROGRESS_SECONDS,
+    Budget,
+    TrainConfig,
+    TrainEvent,
+    TrainResult,
+    learning_rate,
+)
 from charrnn.training.evaluate import estimate_bpc, estimate_kernels, exact_bpc
 from charrnn.training.optim import Optimizer, clip_grad_norm
 from charrnn.training.probe import Probe, machine_probe
+
 
 class _StopOnSigint:
     """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""

@@ -19,27 +19,57 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import requests
 
 from charrnn import __version__
 from charrnn.atomic import temporary_beside
-from charrnn.corpus.download.catalog import (CATALOG_ENV, CATALOG_FORMAT, GUTENBERG_LICENCE,
-                                             GUTENBERG_SITE, GUTENBERG_TEXT_PATH, CatalogEntry,
-                                             Source, check_base_url, gutenberg_url, load_catalog,
-                                             resolve_source)
+from charrnn.corpus.download.catalog import (
+    CATALOG_ENV,
+    CATALOG_FORMAT,
+    GUTENBERG_LICENCE,
+    GUTENBERG_SITE,
+    GUTENBERG_TEXT_PATH,
+    CatalogEntry,
+    Source,
+    check_base_url,
+    gutenberg_url,
+    load_catalog,
+    resolve_source,
+)
 from charrnn.corpus.download.clean import clean_file
-from charrnn.corpus.download.http import (DEFAULT_MAX_BYTES, DEFAULT_POLICY, GUTENBERG_PACER,
-                                          RETRY_STATUSES, USER_AGENT, FetchPolicy, Fetched,
-                                          HostPacer, ProgressCallback, describe_request_error,
-                                          fetch, make_session, safe_text)
-from charrnn.corpus.download.store import (AGAIN, RECORD_FORMAT, RECORD_SUFFIX, TEXT_SUFFIX,
-                                           LocalCorpus, _make_directory, _remove_empty,
-                                           commit_text, corpus_paths, local_corpora, read_record)
+from charrnn.corpus.download.http import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_POLICY,
+    GUTENBERG_PACER,
+    RETRY_STATUSES,
+    USER_AGENT,
+    Fetched,
+    FetchPolicy,
+    HostPacer,
+    ProgressCallback,
+    describe_request_error,
+    fetch,
+    make_session,
+    safe_text,
+)
+from charrnn.corpus.download.store import (
+    AGAIN,
+    RECORD_FORMAT,
+    RECORD_SUFFIX,
+    TEXT_SUFFIX,
+    LocalCorpus,
+    _make_directory,
+    _remove_empty,
+    commit_text,
+    corpus_paths,
+    local_corpora,
+    read_record,
+)
 from charrnn.errors import DownloadError, describe_os_error
 
 WarningCallback = Callable[[str], None]

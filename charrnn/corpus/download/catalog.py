@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from charrnn.corpus.download.http import _one_line

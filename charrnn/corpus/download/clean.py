@@ -19,9 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from charrnn.corpus.gutenberg import (_HEADER_SCAN_BYTES, _PARAGRAPH_SCAN_LINES, choose_body,
-                                      declared_encoding, kept_too_little, marker_at, parse_header,
-                                      _drop_credit_paragraph)
+from charrnn.corpus.gutenberg import (
+    _HEADER_SCAN_BYTES,
+    _PARAGRAPH_SCAN_LINES,
+    _drop_credit_paragraph,
+    choose_body,
+    declared_encoding,
+    kept_too_little,
+    marker_at,
+    parse_header,
+)
 
 READ_BYTES = 1 << 20
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))

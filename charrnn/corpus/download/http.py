@@ -15,9 +15,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -113,7 +113,7 @@ class _PoliteRetry(Retry):
         self.policy = DEFAULT_POLICY
         self.min_sleep = 0.0
 
-    def new(self, **kwargs) -> "_PoliteRetry":
+    def new(self, **kwargs) -> _PoliteRetry:
         retry = super().new(**kwargs)
         retry.policy = self.policy
         retry.min_sleep = self.min_sleep

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from charrnn.atomic import atomic_write_all, file_sha256
 from charrnn.corpus.download.catalog import _SAFE_NAME, TEXT_SUFFIX, CatalogEntry
