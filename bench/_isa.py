@@ -21,14 +21,23 @@ import tempfile
 ISAS = ("native", "avx2", "generic")
 ISA_ENV = {
     "native": {},
-    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Haswell",
-             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "generic": {"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": "",
-                "OPENBLAS_CORETYPE": "Prescott", "ATEN_CPU_CAPABILITY": "default",
-                "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "avx2": {
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": "",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+    "generic": {
+        "NUMBA_CPU_NAME": "generic",
+        "NUMBA_CPU_FEATURES": "",
+        "OPENBLAS_CORETYPE": "Prescott",
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+    },
 }
 KEYS = sorted({key for env in ISA_ENV.values() for key in env})
-MARK = "CHARRNN_BENCH_ISA"          # set in the re-executed process: the ISA it runs
+MARK = "CHARRNN_BENCH_ISA"  # set in the re-executed process: the ISA it runs
 
 
 def requested(argv: list[str]) -> str | None:
@@ -65,15 +74,18 @@ def apply_isa(argv: list[str] | None = None) -> str:
         return os.environ.get(MARK, "native")
     if isa not in ISAS or os.environ.get(MARK) == isa:
         return isa
-    os.execve(sys.executable, [sys.executable, sys.argv[0], *argv],
-              isa_environment(isa, dict(os.environ)))
+    os.execve(sys.executable, [sys.executable, sys.argv[0], *argv], isa_environment(isa, dict(os.environ)))
     raise AssertionError("unreachable")
 
 
 def add_isa_argument(parser) -> None:
-    parser.add_argument("--isa", choices=ISAS, default="native",
-                        help="compile Numba, OpenBLAS and PyTorch for this ISA (re-executes with "
-                             "NUMBA_CPU_NAME etc.; see bench/_isa.py)")
+    parser.add_argument(
+        "--isa",
+        choices=ISAS,
+        default="native",
+        help="compile Numba, OpenBLAS and PyTorch for this ISA (re-executes with "
+        "NUMBA_CPU_NAME etc.; see bench/_isa.py)",
+    )
 
 
 def describe(isa: str) -> str:

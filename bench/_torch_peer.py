@@ -51,8 +51,9 @@ def main():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     B, T, V, H = args.batch, args.seq, args.vocab, args.hidden
-    batches = [(torch.from_numpy(rng.integers(0, V, (B, T))), torch.from_numpy(rng.integers(0, V, (B, T))))
-               for _ in range(8)]
+    batches = [
+        (torch.from_numpy(rng.integers(0, V, (B, T))), torch.from_numpy(rng.integers(0, V, (B, T)))) for _ in range(8)
+    ]
     model = CharRNN(args.cell, args.layers, V, H)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     loss_fn = nn.CrossEntropyLoss()
@@ -82,8 +83,11 @@ def main():
     for _ in range(3):  # warm-up: allocator, kernels picked
         step()
     median, rates = windows_rate(step, B * T, args.windows, args.window_seconds)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "chars_per_s": median, "windows": rates}))
+    print(
+        json.dumps(
+            {"torch": torch.__version__, "threads": torch.get_num_threads(), "chars_per_s": median, "windows": rates}
+        )
+    )
 
 
 if __name__ == "__main__":

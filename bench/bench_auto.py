@@ -31,16 +31,34 @@ ISA_ENV = {
 
 def run(text: str, minutes: float, val_frac: float, out: Path, model: list[str], env: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "charrnn", "train", text, "--minutes", str(minutes), "--val-frac",
-               str(val_frac), "--out", str(out), "--force", *model]
+    command = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        text,
+        "--minutes",
+        str(minutes),
+        "--val-frac",
+        str(val_frac),
+        "--out",
+        str(out),
+        "--force",
+        *model,
+    ]
     load = os.getloadavg()[0]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
     meta = json.loads((out / "meta.json").read_text())
-    return {"bpc": meta["best_val_bpc"], "steps": meta["step"], "load": load,
-            "model": f"{meta.get('cell', 'rnn')} {meta.get('layers', 1)}x{meta['hidden']}",
-            "dropout": meta["config"]["dropout"], "choice": meta.get("auto_choice", {}).get("reason")}
+    return {
+        "bpc": meta["best_val_bpc"],
+        "steps": meta["step"],
+        "load": load,
+        "model": f"{meta.get('cell', 'rnn')} {meta.get('layers', 1)}x{meta['hidden']}",
+        "dropout": meta["config"]["dropout"],
+        "choice": meta.get("auto_choice", {}).get("reason"),
+    }
 
 
 def main() -> None:
@@ -64,16 +82,27 @@ def main() -> None:
         grid = {}
         for setting in args.grid:
             cell, layers, hidden = setting.split()
-            grid[setting] = run(args.text, minutes, args.val_frac,
-                                args.out / f"{minutes:g}min-{cell}-{layers}x{hidden}",
-                                ["--cell", cell, "--layers", layers, "--hidden", hidden], env)
-            print(f"  {minutes:g} min, {setting}: {grid[setting]['bpc']:.4f} in {grid[setting]['steps']:,} "
-                  f"steps (load {grid[setting]['load']:.1f})", file=sys.stderr)
+            grid[setting] = run(
+                args.text,
+                minutes,
+                args.val_frac,
+                args.out / f"{minutes:g}min-{cell}-{layers}x{hidden}",
+                ["--cell", cell, "--layers", layers, "--hidden", hidden],
+                env,
+            )
+            print(
+                f"  {minutes:g} min, {setting}: {grid[setting]['bpc']:.4f} in {grid[setting]['steps']:,} "
+                f"steps (load {grid[setting]['load']:.1f})",
+                file=sys.stderr,
+            )
         best_setting = min(grid, key=lambda s: grid[s]["bpc"])
         best = grid[best_setting]
-        print(f"| {minutes:g} | {auto['model']}, dropout {auto['dropout']:g} ({auto['steps']:,} steps) | "
-              f"{auto['bpc']:.4f} | {best_setting} ({best['steps']:,} steps) | {best['bpc']:.4f} | "
-              f"{auto['bpc'] - best['bpc']:+.4f} |", flush=True)
+        print(
+            f"| {minutes:g} | {auto['model']}, dropout {auto['dropout']:g} ({auto['steps']:,} steps) | "
+            f"{auto['bpc']:.4f} | {best_setting} ({best['steps']:,} steps) | {best['bpc']:.4f} | "
+            f"{auto['bpc'] - best['bpc']:+.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def window_kernels_bpc(model, ids, chunk=256):
     state = np.zeros(model.spec.state_shape(1), dtype=np.float32)
     total = 0.0
     for start in range(0, len(ids) - 1, chunk):
-        segment = ids[start:start + chunk + 1].astype(np.int32)
+        segment = ids[start : start + chunk + 1].astype(np.int32)
         total += kernels.loss(model.params, segment[None, :-1], segment[None, 1:], state) * (segment.size - 1)
         state[...] = kernels.state_last
     return total / (len(ids) - 1) / LN2
@@ -60,27 +60,33 @@ def main() -> None:
     model = load(args.model)
     text = Path(args.text).read_text(encoding="utf-8")
     held_out = Path("/tmp") / f"bench-eval-{os.getpid()}.txt"
-    held_out.write_text(text[len(text) - int(len(text) * args.val_frac):], encoding="utf-8")
+    held_out.write_text(text[len(text) - int(len(text) * args.val_frac) :], encoding="utf-8")
     ids, _ = encode_for_model(held_out, model.vocab)
     held_out.unlink()
     n = len(ids)
-    print(f"model {args.model} ({model.spec.describe()}), {n:,} held-out characters, "
-          f"load average {os.getloadavg()[0]:.2f}, NUMBA_CPU_NAME={os.environ.get('NUMBA_CPU_NAME', 'host')}")
-    exact_bpc(model.params, model.vocab, ids[:300])                          # compile or load, untimed
+    print(
+        f"model {args.model} ({model.spec.describe()}), {n:,} held-out characters, "
+        f"load average {os.getloadavg()[0]:.2f}, NUMBA_CPU_NAME={os.environ.get('NUMBA_CPU_NAME', 'host')}"
+    )
+    exact_bpc(model.params, model.vocab, ids[:300])  # compile or load, untimed
     kernels = estimate_kernels(model.spec, args.threads)
     estimate_bpc(kernels, model.params, ids[:20_000])
     exact, exact_s = timed(lambda: exact_bpc(model.params, model.vocab, ids))
     estimate, estimate_s = timed(lambda: estimate_bpc(kernels, model.params, ids))
     print("| pass | bpc | seconds | chars/s |\n|---|---|---|---|")
     print(f"| exact (sampler scoring pass, batch 1) | {exact:.5f} | {exact_s:.1f} | {n / exact_s:,.0f} |")
-    print(f"| estimate (32 pieces, warm-up 256) | {estimate:.5f} ({estimate - exact:+.5f}) | {estimate_s:.1f} | "
-          f"{n / estimate_s:,.0f} |")
+    print(
+        f"| estimate (32 pieces, warm-up 256) | {estimate:.5f} ({estimate - exact:+.5f}) | {estimate_s:.1f} | "
+        f"{n / estimate_s:,.0f} |"
+    )
     if not args.skip_window:
         window, window_s = timed(lambda: window_kernels_bpc(model, ids))
         print(f"| before: window kernels, batch 1 | {window:.5f} | {window_s:.1f} | {n / window_s:,.0f} |")
-    print(f"A 10-minute run validating every 1,000 steps makes about 2 estimates and one exact pass: "
-          f"{2 * estimate_s + exact_s:.0f} s, of which {2 * estimate_s:.0f} s within the budget "
-          f"({2 * estimate_s / 600:.1%}).")
+    print(
+        f"A 10-minute run validating every 1,000 steps makes about 2 estimates and one exact pass: "
+        f"{2 * estimate_s + exact_s:.0f} s, of which {2 * estimate_s:.0f} s within the budget "
+        f"({2 * estimate_s / 600:.1%})."
+    )
 
 
 if __name__ == "__main__":

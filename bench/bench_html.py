@@ -18,9 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from charrnn.export.html_format import write  # noqa: E402
 from charrnn.sampling import load, resolve_model_dir  # noqa: E402
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def browser(profile: Path):
@@ -32,8 +39,7 @@ def browser(profile: Path):
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")),
-                              options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
     driver.set_script_timeout(600)
     driver.set_page_load_timeout(120)
     return driver
@@ -55,20 +61,24 @@ def main() -> None:
             started = time.perf_counter()
             driver.get(page.as_uri())
             driver.execute_async_script(
-                "const done = arguments[0];"
-                "(function wait() { window.charrnn ? done(true) : setTimeout(wait, 20); })();")
+                "const done = arguments[0];(function wait() { window.charrnn ? done(true) : setTimeout(wait, 20); })();"
+            )
             print(f"page loaded and weights decoded in {time.perf_counter() - started:.2f} s")
-            print(driver.execute_script("return navigator.userAgent"), "engine:",
-                  driver.execute_script("return window.charrnn.engine"))
+            print(
+                driver.execute_script("return navigator.userAgent"),
+                "engine:",
+                driver.execute_script("return window.charrnn.engine"),
+            )
             for repeat in range(args.repeats):
                 result = driver.execute_async_script(
                     "const done = arguments[arguments.length - 1];"
                     "window.charrnn.generate({prime: 'ROMEO:', length: arguments[0], seed: arguments[1]})"
                     ".then(r => done([r.chars, r.seconds]), e => done(String(e)));",
-                    args.chars, repeat)
+                    args.chars,
+                    repeat,
+                )
                 chars, seconds = result
-                print(f"run {repeat + 1}: {chars:,} characters in {seconds:.2f} s: "
-                      f"{chars / seconds:,.0f} chars/s")
+                print(f"run {repeat + 1}: {chars:,} characters in {seconds:.2f} s: {chars / seconds:,.0f} chars/s")
         finally:
             driver.quit()
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from _isa import add_isa_argument, apply_isa, describe  # noqa: E402
 
-ISA = apply_isa()               # before numba is imported: it may re-execute this script
+ISA = apply_isa()  # before numba is imported: it may re-execute this script
 from charrnn.model.checkpoint import save_model  # noqa: E402
 from charrnn.model.params import init_params  # noqa: E402
 from charrnn.model.spec import ModelSpec  # noqa: E402
@@ -55,7 +55,7 @@ def _busy_seconds() -> float:
             fields = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return float("nan")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
@@ -90,7 +90,7 @@ def wait_until_quiet(limit_seconds: float, threshold: float = 0.15) -> float:
 
 
 def charrnn_rate(params, vocab, chars: int, repeats: int) -> float:
-    sample_text(params, vocab, 100, rng=np.random.default_rng(0))       # compile or load the cache
+    sample_text(params, vocab, 100, rng=np.random.default_rng(0))  # compile or load the cache
     rates = []
     for seed in range(repeats):
         start = time.perf_counter()
@@ -101,9 +101,11 @@ def charrnn_rate(params, vocab, chars: int, repeats: int) -> float:
 
 def batch_rate(params, vocab, chars: int, streams: int, repeats: int) -> float:
     """Aggregate chars/s of `streams` samples generated together as one batch."""
+
     def run(seed):
         for _ in iter_samples(params, vocab, chars, num=streams, rng=np.random.default_rng(seed)):
             pass
+
     run(0)
     rates = []
     for seed in range(repeats):
@@ -134,7 +136,7 @@ def torch_rates(params, vocab, chars: int, repeats: int) -> tuple[float, float]:
         rnn.bias_ih_l0.copy_(torch.from_numpy(params["b.0"]))
         rnn.bias_hh_l0.zero_()
         if spec.cell == "gru":
-            rnn.bias_hh_l0[2 * hidden:] = torch.from_numpy(params["b_hn.0"])
+            rnn.bias_hh_l0[2 * hidden :] = torch.from_numpy(params["b_hn.0"])
         head.weight.copy_(torch.from_numpy(params.V.T.copy()))
         head.bias.copy_(torch.from_numpy(params.b_y))
 
@@ -185,11 +187,21 @@ def first_char_seconds(model_dir: Path, cache_dir: Path, echo: bool = False) -> 
     """Seconds from starting `charrnn sample` to the first byte on its stdout: the first generated
     character, or with `echo` the prime, which is printed before the kernels run."""
     env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(cache_dir))
-    command = [sys.executable, "-m", "charrnn", "sample", str(model_dir), "--prime", "ROMEO:",
-               "--length", "200", "--seed", "1"] + ([] if echo else ["--no-prime-echo"])
+    command = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "sample",
+        str(model_dir),
+        "--prime",
+        "ROMEO:",
+        "--length",
+        "200",
+        "--seed",
+        "1",
+    ] + ([] if echo else ["--no-prime-echo"])
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.read(1)
     elapsed = time.perf_counter() - start
     _, err = proc.communicate()
@@ -202,6 +214,7 @@ def measure(args) -> None:
     vocab = Vocab(CHARS)
     try:
         import torch
+
         torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     except ImportError:
         torch = None
@@ -209,14 +222,20 @@ def measure(args) -> None:
     if args.no_torch:
         torch = None
 
-    print(f"# bench_sample: {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
-          f"{torch_note}; {describe(ISA)}")
-    print(f"{args.chars} characters, temperature 1.0, batch 1, median of {args.repeats} runs "
-          f"(PyTorch: of {max(1, args.repeats // 2)}); load average at start "
-          f"{os.getloadavg()[0]:.2f}\n")
-    print(f"| cell | H | charrnn chars/s | {args.batch} streams together, chars/s in all | "
-          "PyTorch, lean loop | ratio | PyTorch, tutorial loop | ratio |")
+    print(
+        f"# bench_sample: {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"{torch_note}; {describe(ISA)}"
+    )
+    print(
+        f"{args.chars} characters, temperature 1.0, batch 1, median of {args.repeats} runs "
+        f"(PyTorch: of {max(1, args.repeats // 2)}); load average at start "
+        f"{os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        f"| cell | H | charrnn chars/s | {args.batch} streams together, chars/s in all | "
+        "PyTorch, lean loop | ratio | PyTorch, tutorial loop | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     params_512 = None
     for cell in args.cells.split(","):
@@ -226,14 +245,13 @@ def measure(args) -> None:
             if hidden == 512 and cell == "rnn":
                 params_512 = params
             ours = charrnn_rate(params, vocab, args.chars, args.repeats)
-            batched = batch_rate(params, vocab, args.chars // args.batch * 4, args.batch,
-                                 max(1, args.repeats // 2))
+            batched = batch_rate(params, vocab, args.chars // args.batch * 4, args.batch, max(1, args.repeats // 2))
             row = f"| {cell} | {hidden} | {ours:,.0f} | {batched:,.0f} ({batched / ours:.1f}x) |"
             if torch is not None:
-                lean, tutorial = torch_rates(params, vocab, args.chars // 4,
-                                             max(1, args.repeats // 2))
-                print(f"{row} {lean:,.0f} | {ours / lean:.1f}x | {tutorial:,.0f} | "
-                      f"{ours / tutorial:.1f}x |", flush=True)
+                lean, tutorial = torch_rates(params, vocab, args.chars // 4, max(1, args.repeats // 2))
+                print(
+                    f"{row} {lean:,.0f} | {ours / lean:.1f}x | {tutorial:,.0f} | {ours / tutorial:.1f}x |", flush=True
+                )
             else:
                 print(f"{row} - | - | - | - |", flush=True)
     if params_512 is None:
@@ -243,27 +261,28 @@ def measure(args) -> None:
         model_dir = Path(tmp) / "model512"
         save_model(model_dir, params_512, vocab, {"step": 0})
         warm_cache = Path(tmp) / "warm-cache"
-        first_char_seconds(model_dir, warm_cache)                       # fills the cache
+        first_char_seconds(model_dir, warm_cache)  # fills the cache
         warm = [first_char_seconds(model_dir, warm_cache) for _ in range(args.repeats)]
         echoed = [first_char_seconds(model_dir, warm_cache, echo=True) for _ in range(args.repeats)]
-        cold = [first_char_seconds(model_dir, Path(tmp) / f"cold-cache-{i}")
-                for i in range(max(1, args.repeats // 2))]
+        cold = [first_char_seconds(model_dir, Path(tmp) / f"cold-cache-{i}") for i in range(max(1, args.repeats // 2))]
         # The interpreter and imports alone, for scale.
         env = dict(os.environ, PYTHONPATH=str(REPO))
         imports = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import charrnn.cli, charrnn.sampling"], cwd=REPO,
-                           env=env, check=True)
+            subprocess.run(
+                [sys.executable, "-c", "import charrnn.cli, charrnn.sampling"], cwd=REPO, env=env, check=True
+            )
             imports.append(time.perf_counter() - start)
     print("\n| `charrnn sample` (H=512) start to first generated character | seconds (median) |")
     print("|---|---|")
     print(f"| warm Numba cache | {statistics.median(warm):.2f} |")
     print(f"| cold Numba cache (compiles the kernels) | {statistics.median(cold):.2f} |")
-    print(f"| warm, first character of the echoed prime (printed before sampling starts) | "
-          f"{statistics.median(echoed):.2f} |")
-    print(f"| for scale: Python start + `import charrnn.cli, charrnn.sampling` | "
-          f"{statistics.median(imports):.2f} |")
+    print(
+        f"| warm, first character of the echoed prime (printed before sampling starts) | "
+        f"{statistics.median(echoed):.2f} |"
+    )
+    print(f"| for scale: Python start + `import charrnn.cli, charrnn.sampling` | {statistics.median(imports):.2f} |")
 
 
 def main() -> None:
@@ -273,8 +292,13 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     parser.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cells to measure")
     parser.add_argument("--batch", type=int, default=16, help="streams generated together")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                        help="first wait up to this long for other processes to go idle")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for other processes to go idle",
+    )
     add_isa_argument(parser)
     args = parser.parse_args()
     if args.wait_quiet:

@@ -57,11 +57,11 @@ def engine_rate(sampler, streams: int, seconds: float, tick_chars=None) -> tuple
     engine = Engine({"m": sampler}, max_streams=streams, tick_chars=tick_chars)
     jobs = []
     for i in range(streams):
-        job = make_job(np.zeros(0, dtype=np.int64), 10 ** 6, 1, seed=i, sink=lambda item: None)
+        job = make_job(np.zeros(0, dtype=np.int64), 10**6, 1, seed=i, sink=lambda item: None)
         engine.submit("m", job)
         jobs.append(job)
     worker = engine.workers()["m"]
-    time.sleep(min(0.5, seconds / 4))                        # let k settle
+    time.sleep(min(0.5, seconds / 4))  # let k settle
     chars0, ticks0, t0 = worker.chars_drawn, worker.ticks, time.perf_counter()
     time.sleep(seconds)
     chars1, ticks1, t1 = worker.chars_drawn, worker.ticks, time.perf_counter()
@@ -76,8 +76,7 @@ def kernel_rate(sampler, streams: int, k: int, seconds: float) -> float:
     """chars/s of BatchSampler.draw alone over `streams` rows, k characters a call: what the
     engine's figures are to be compared with (the engine's own cost is the difference)."""
     states = sampler.new_states(streams)
-    options = (np.ones(streams), np.zeros(streams, dtype=np.int64), np.ones(streams),
-               np.zeros(streams, dtype=np.bool_))
+    options = (np.ones(streams), np.zeros(streams, dtype=np.int64), np.ones(streams), np.zeros(streams, dtype=np.bool_))
     uniforms = np.random.default_rng(0).random((streams, k))
     out = np.empty((streams, k), dtype=np.int64)
     calls, start = 0, time.perf_counter()
@@ -97,8 +96,7 @@ def http_rate(directory: Path, clients: int, length: int) -> float:
     from charrnn.serve.app import Limits, create_app
     from charrnn.serve.models import load_served
 
-    app = create_app([load_served("m", directory)],
-                     Limits(max_length=length, max_streams=max(64, clients)))
+    app = create_app([load_served("m", directory)], Limits(max_length=length, max_streams=max(64, clients)))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(256)
@@ -112,9 +110,12 @@ def http_rate(directory: Path, clients: int, length: int) -> float:
 
     def client(i):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        conn.request("POST", "/api/generate", json.dumps({"model": "m", "length": length,
-                                                          "seed": i, "stream": True}),
-                     {"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/api/generate",
+            json.dumps({"model": "m", "length": length, "seed": i, "stream": True}),
+            {"Content-Type": "application/json"},
+        )
         text = conn.getresponse().read().decode()
         for block in text.split("\n\n"):
             if block.startswith("data:"):
@@ -147,18 +148,20 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         directory = make_model(Path(tmp) / "m", args.hidden)
-        sampler = load_served("m", directory).sampler              # kernels compiled here
-        engine_rate(sampler, 16, 0.5)                             # warm
+        sampler = load_served("m", directory).sampler  # kernels compiled here
+        engine_rate(sampler, 16, 0.5)  # warm
 
         def median_rate(streams, tick_chars=None):
-            runs = [engine_rate(sampler, streams, args.seconds, tick_chars)
-                    for _ in range(args.repeats)]
+            runs = [engine_rate(sampler, streams, args.seconds, tick_chars) for _ in range(args.repeats)]
             return statistics.median(r for r, _ in runs), statistics.median(t for _, t in runs)
 
         rows = []
-        print(f"# bench_serve: vanilla RNN H={args.hidden}, 65 characters, "
-              f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores", flush=True)
+        print(
+            f"# bench_serve: vanilla RNN H={args.hidden}, 65 characters, "
+            f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores",
+            flush=True,
+        )
         print("\n## 1. Engine: streams generated together\n")
         print("| streams | chars/s (all streams) | x one stream | tick (ms) |")
         print("|---:|---:|---:|---:|")
@@ -169,10 +172,16 @@ def main() -> None:
             rows.append((streams, rate))
             print(f"| {streams} | {rate:,.0f} | {rate / one:.1f}x | {tick * 1000:.1f} |", flush=True)
 
-        kernel_rates = {n: statistics.median(kernel_rate(sampler, n, 64, args.seconds / 2)
-                                             for _ in range(args.repeats)) for n in (1, 16)}
-        print("\nThe kernel alone (BatchSampler.draw, 64 characters a call, no engine): "
-              + ", ".join(f"{n} rows {rate:,.0f} chars/s" for n, rate in kernel_rates.items()) + ".", flush=True)
+        kernel_rates = {
+            n: statistics.median(kernel_rate(sampler, n, 64, args.seconds / 2) for _ in range(args.repeats))
+            for n in (1, 16)
+        }
+        print(
+            "\nThe kernel alone (BatchSampler.draw, 64 characters a call, no engine): "
+            + ", ".join(f"{n} rows {rate:,.0f} chars/s" for n, rate in kernel_rates.items())
+            + ".",
+            flush=True,
+        )
 
         print("\n## 2. Tick size, 16 streams\n")
         print("| k (chars per tick) | chars/s | tick (ms) |")
@@ -191,10 +200,15 @@ def main() -> None:
             print(f"| {clients} | {rate:,.0f} | {rate / base:.1f}x |", flush=True)
     load_after = os.getloadavg()
     busy = load_before[0] > 0.5
-    print(f"\nLoad average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-          f"(the bench itself adds up to about 2)"
-          + (": the machine was busy with other work before it started, so these figures are "
-             "low and uneven." if busy else "."))
+    print(
+        f"\nLoad average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+        f"(the bench itself adds up to about 2)"
+        + (
+            ": the machine was busy with other work before it started, so these figures are low and uneven."
+            if busy
+            else "."
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,10 +52,37 @@ ROOT = Path(__file__).resolve().parent.parent
 def generated_text(n_chars: int = 1_000_000, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     letters = np.array(list("etaoinshrdlcumwfgypbvkjxqz"))
-    weights = np.array([12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4,
-                        2.2, 2.0, 2.0, 1.9, 1.5, 1.0, 0.8, 0.2, 0.2, 0.1, 0.1])
-    lexicon = ["".join(rng.choice(letters, size=rng.integers(1, 9), p=weights / weights.sum()))
-               for _ in range(400)]
+    weights = np.array(
+        [
+            12.7,
+            9.1,
+            8.2,
+            7.5,
+            7.0,
+            6.7,
+            6.3,
+            6.1,
+            6.0,
+            4.3,
+            4.0,
+            2.8,
+            2.8,
+            2.4,
+            2.4,
+            2.2,
+            2.0,
+            2.0,
+            1.9,
+            1.5,
+            1.0,
+            0.8,
+            0.2,
+            0.2,
+            0.1,
+            0.1,
+        ]
+    )
+    lexicon = ["".join(rng.choice(letters, size=rng.integers(1, 9), p=weights / weights.sum())) for _ in range(400)]
     out, length = [], 0
     while length < n_chars:
         words = rng.choice(lexicon, size=rng.integers(4, 14))
@@ -73,8 +100,7 @@ def last_metrics(model_dir: Path) -> dict:
 def run_timed(cmd: list[str], env: dict) -> tuple[float, list[tuple[float, str]], int]:
     """Wall seconds of the whole command, its output lines with the second each arrived."""
     start = time.perf_counter()
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=ROOT)
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     lines = []
     for line in process.stdout:
         lines.append((time.perf_counter() - start, line.rstrip("\n")))
@@ -108,8 +134,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--pairs", type=int, default=2)
-    parser.add_argument("--trials", type=int, default=1,
-                        help="Trials in the sweep, against as many `charrnn train` runs.")
+    parser.add_argument(
+        "--trials", type=int, default=1, help="Trials in the sweep, against as many `charrnn train` runs."
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
@@ -121,39 +148,65 @@ def main() -> None:
         if text is None:
             text = work / "generated.txt"
             text.write_text(generated_text())
-        common = ["--hidden", str(args.hidden), "--eval-every", str(args.eval_every),
-                  "--threads", str(args.threads)]
+        common = ["--hidden", str(args.hidden), "--eval-every", str(args.eval_every), "--threads", str(args.threads)]
         if args.cell != "rnn":
             common += ["--cell", args.cell]
         charrnn = [sys.executable, "-m", "charrnn"]
-        print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-              f"load average {loadavg()}")
-        print(f"text: {text} ({text.stat().st_size:,} bytes); {args.cell} H={args.hidden}, "
-              f"{args.minutes:g} min, eval every {args.eval_every}, {args.threads} threads")
+        print(
+            f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+            f"load average {loadavg()}"
+        )
+        print(
+            f"text: {text} ({text.stat().st_size:,} bytes); {args.cell} H={args.hidden}, "
+            f"{args.minutes:g} min, eval every {args.eval_every}, {args.threads} threads"
+        )
         # Fill the Numba cache first, so neither side pays for compiling.
-        subprocess.run([*charrnn, "train", str(text), "--out", str(work / "warm"), "--steps", "2",
-                        *common], env=env, cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(
+            [*charrnn, "train", str(text), "--out", str(work / "warm"), "--steps", "2", *common],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
 
         rows = []
         for pair in range(args.pairs):
             walls_a, steps_a, trained_a = 0.0, 0, 0.0
             for trial in range(args.trials):
                 a = work / f"train{pair}-{trial}"
-                wall, _, code = run_timed([*charrnn, "train", str(text), "--out", str(a),
-                                           "--minutes", str(args.minutes), *common], env)
+                wall, _, code = run_timed(
+                    [*charrnn, "train", str(text), "--out", str(a), "--minutes", str(args.minutes), *common], env
+                )
                 if code:
                     raise SystemExit(f"charrnn train failed ({code})")
                 config = json.loads((a / "meta.json").read_text())["config"]
                 chars_per_step = config["batch_size"] * config["seq_length"]
                 metrics = last_metrics(a)
-                walls_a, steps_a, trained_a = (walls_a + wall, steps_a + metrics["step"],
-                                               trained_a + metrics["elapsed"])
+                walls_a, steps_a, trained_a = (
+                    walls_a + wall,
+                    steps_a + metrics["step"],
+                    trained_a + metrics["elapsed"],
+                )
                 shutil.rmtree(a, ignore_errors=True)
             b = work / f"sweep{pair}"
             wall_b, lines_b, code_b = run_timed(
-                [*charrnn, "sweep", str(text), "--out", str(b), "--trials", str(args.trials),
-                 "--trial-minutes", str(args.minutes), "--concurrent", "1", "--no-early-stop",
-                 *common], env)
+                [
+                    *charrnn,
+                    "sweep",
+                    str(text),
+                    "--out",
+                    str(b),
+                    "--trials",
+                    str(args.trials),
+                    "--trial-minutes",
+                    str(args.minutes),
+                    "--concurrent",
+                    "1",
+                    "--no-early-stop",
+                    *common,
+                ],
+                env,
+            )
             if code_b:
                 print("\n".join(line for _, line in lines_b))
                 raise SystemExit(f"charrnn sweep failed ({code_b})")
@@ -161,15 +214,26 @@ def main() -> None:
             steps_b = sum(r["steps"] for r in results)
             trained_b = sum(r["seconds"] for r in results)
             row = {"pair": pair, "load": loadavg()}
-            for side, wall, steps, trained in (("train", walls_a, steps_a, trained_a),
-                                               ("sweep", wall_b, steps_b, trained_b)):
+            for side, wall, steps, trained in (
+                ("train", walls_a, steps_a, trained_a),
+                ("sweep", wall_b, steps_b, trained_b),
+            ):
                 chars = steps * chars_per_step
-                row[side] = {"wall": wall, "steps": steps, "trained_s": trained,
-                             "e2e": chars / wall, "training": chars / trained}
+                row[side] = {
+                    "wall": wall,
+                    "steps": steps,
+                    "trained_s": trained,
+                    "e2e": chars / wall,
+                    "training": chars / trained,
+                }
             phases = {}
             for seconds, line in lines_b:
-                for key, marker in (("ray up", "Ray: "), ("first trial started", "started:"),
-                                    ("last trial ended", "finished:"), ("table", "rank  trial")):
+                for key, marker in (
+                    ("ray up", "Ray: "),
+                    ("first trial started", "started:"),
+                    ("last trial ended", "finished:"),
+                    ("table", "rank  trial"),
+                ):
                     if marker in line and (key not in phases or key == "last trial ended"):
                         phases[key] = seconds
             row["phases"] = phases
@@ -178,21 +242,25 @@ def main() -> None:
             row["fixed_share"] = 1 - (trained_b / wall_b) / (trained_a / walls_a)
             rows.append(row)
             t, s = row["train"], row["sweep"]
-            print(f"pair {pair}: train x{args.trials} {t['wall']:.1f} s wall, {t['steps']:,} steps, "
-                  f"{t['e2e']:,.0f} chars/s end to end, {t['training']:,.0f} training | "
-                  f"sweep {s['wall']:.1f} s wall, {s['steps']:,} steps, {s['e2e']:,.0f} end to end, "
-                  f"{s['training']:,.0f} training | Ray's share {row['share']:.1%}, of wall time "
-                  f"{row['fixed_share']:.1%} (+{s['wall'] - t['wall']:.1f} s; training "
-                  f"{t['trained_s']:.1f} s alone, {s['trained_s']:.1f} s in the sweep) | sweep phases "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
-                  + f" | load {row['load']}")
+            print(
+                f"pair {pair}: train x{args.trials} {t['wall']:.1f} s wall, {t['steps']:,} steps, "
+                f"{t['e2e']:,.0f} chars/s end to end, {t['training']:,.0f} training | "
+                f"sweep {s['wall']:.1f} s wall, {s['steps']:,} steps, {s['e2e']:,.0f} end to end, "
+                f"{s['training']:,.0f} training | Ray's share {row['share']:.1%}, of wall time "
+                f"{row['fixed_share']:.1%} (+{s['wall'] - t['wall']:.1f} s; training "
+                f"{t['trained_s']:.1f} s alone, {s['trained_s']:.1f} s in the sweep) | sweep phases "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+                + f" | load {row['load']}"
+            )
             shutil.rmtree(b, ignore_errors=True)
         share = statistics.median(r["share"] for r in rows)
         fixed = statistics.median(r["fixed_share"] for r in rows)
         training = statistics.median(r["sweep"]["training"] / r["train"]["training"] for r in rows)
-        print(f"median Ray's share of end-to-end throughput: {share:.1%} (target: at most 10%); "
-              f"of wall time alone: {fixed:.1%}; training throughput inside the trial / alone: "
-              f"{training:.3f}; load average now {loadavg()}")
+        print(
+            f"median Ray's share of end-to-end throughput: {share:.1%} (target: at most 10%); "
+            f"of wall time alone: {fixed:.1%}; training throughput inside the trial / alone: "
+            f"{training:.3f}; load average now {loadavg()}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)

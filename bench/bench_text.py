@@ -40,18 +40,43 @@ def encode_in_child(path: Path) -> dict:
         "from charrnn.corpus.text import load_corpus\n"
         "t = time.perf_counter(); vocab, ids = load_corpus(sys.argv[1]); t = time.perf_counter() - t\n"
         "print(json.dumps({'seconds': t, 'vocab': len(vocab), 'dtype': str(ids.dtype),"
-        " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        " 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return json.loads(out.stdout)
 
 
 def train_peak_rss(path: Path, out_dir: Path) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "charrnn", "train", str(path), "--out", str(out_dir),
-                    "--steps", "20", "--eval-every", "1000000", "--val-frac", "0.001", "--force"],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(path),
+            "--out",
+            str(out_dir),
+            "--steps",
+            "20",
+            "--eval-every",
+            "1000000",
+            "--val-frac",
+            "0.001",
+            "--force",
+        ],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(after, before) / 1024
 
@@ -68,9 +93,11 @@ def main():
             size = make_corpus(args.source, args.mb, path, non_ascii)
             enc = encode_in_child(path)
             rss = train_peak_rss(path, tmp / "model")
-            print(f"| {label} | {size / 1e6:.1f} MB | {enc['seconds']:.2f} s | "
-                  f"{size / 1e6 / enc['seconds']:.0f} MB/s | {enc['vocab']} ({enc['dtype']}) | "
-                  f"{enc['peak_rss_mb']:.0f} MiB | {rss:.0f} MiB ({rss * 2**20 / size:.2f}x the file) |")
+            print(
+                f"| {label} | {size / 1e6:.1f} MB | {enc['seconds']:.2f} s | "
+                f"{size / 1e6 / enc['seconds']:.0f} MB/s | {enc['vocab']} ({enc['dtype']}) | "
+                f"{enc['peak_rss_mb']:.0f} MiB | {rss:.0f} MiB ({rss * 2**20 / size:.2f}x the file) |"
+            )
             path.unlink()
 
 

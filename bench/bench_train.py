@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from _isa import add_isa_argument, apply_isa, describe  # noqa: E402  (bench/ is on sys.path)
 
-ISA = apply_isa()               # before numba is imported: it may re-execute this script
+ISA = apply_isa()  # before numba is imported: it may re-execute this script
 from _timing import windows_rate  # noqa: E402
 
 from charrnn.kernels.blas import BLAS_BACKEND  # noqa: E402
@@ -54,22 +54,26 @@ from charrnn.model.spec import CELLS, GATES, ModelSpec  # noqa: E402
 from charrnn.training.optim import Optimizer, clip_grad_norm  # noqa: E402
 
 VOCAB = 65
-SHAPES = {"128": (128, 32, 64), "256": (256, 32, 64), "512": (512, 32, 64),
-          "512x64x128": (512, 64, 128)}
+SHAPES = {"128": (128, 32, 64), "256": (256, 32, 64), "512": (512, 32, 64), "512x64x128": (512, 64, 128)}
 # Training speed against PyTorch's, per cell and shape (the vanilla RNN's from issue 5).
-TARGETS = {"rnn": {"128": 4.0, "256": 2.2, "512": 1.9, "512x64x128": 1.8},
-           "lstm": {"128": 1.3, "256": 1.2, "512": 1.1, "512x64x128": 1.1},
-           "gru": {"128": 2.0, "256": 2.0, "512": 2.0, "512x64x128": 2.0}}
+TARGETS = {
+    "rnn": {"128": 4.0, "256": 2.2, "512": 1.9, "512x64x128": 1.8},
+    "lstm": {"128": 1.3, "256": 1.2, "512": 1.1, "512x64x128": 1.1},
+    "gru": {"128": 2.0, "256": 2.0, "512": 2.0, "512x64x128": 2.0},
+}
 
 
 # -- machine ------------------------------------------------------------------------------------
 
+
 def busy_fraction(seconds=1.0):
     """Fraction of all cores busy over `seconds` (from /proc/stat)."""
+
     def read():
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         return sum(values), values[3] + values[4]
+
     total0, idle0 = read()
     time.sleep(seconds)
     total1, idle1 = read()
@@ -144,6 +148,7 @@ class BusyProcesses:
 
 # -- timing -------------------------------------------------------------------------------------
 
+
 def matmul_rate(m, k, n, seconds=1.0):
     """numpy float32 (m, k) @ (k, n) in GFLOP/s with numpy's default BLAS threads."""
     rng = np.random.default_rng(0)
@@ -171,16 +176,18 @@ def flops_per_char(hidden, cell="rnn", layers=1, vocab=VOCAB):
 
 # -- ours ---------------------------------------------------------------------------------------
 
-def ours_rates(cell, layers, hidden, batch, seq, threads, windows, window_seconds, infer=True,
-               dropout=0.0):
+
+def ours_rates(cell, layers, hidden, batch, seq, threads, windows, window_seconds, infer=True, dropout=0.0):
     rng = np.random.default_rng(0)
     spec = ModelSpec(cell, layers, hidden, VOCAB)
     params = init_params(spec, rng, np.float32)
     grads = params.zeros_like()
     kernels = Kernels(spec, batch, seq, np.float32, threads=threads, dropout=dropout)
     opt = Optimizer("adam", params.flat.size, np.float32)
-    batches = [(rng.integers(0, VOCAB, (batch, seq)).astype(np.int32),
-                rng.integers(0, VOCAB, (batch, seq)).astype(np.int32)) for _ in range(8)]
+    batches = [
+        (rng.integers(0, VOCAB, (batch, seq)).astype(np.int32), rng.integers(0, VOCAB, (batch, seq)).astype(np.int32))
+        for _ in range(8)
+    ]
     state = {"i": 0}
     kernels.state_last[...] = 0.0
 
@@ -209,11 +216,30 @@ def ours_rates(cell, layers, hidden, batch, seq, threads, windows, window_second
 
 
 def torch_rate(cell, layers, hidden, batch, seq, threads, windows, window_seconds, mode):
-    cmd = [sys.executable, str(ROOT / "bench" / "_torch_peer.py"), "--cell", cell, "--layers",
-           str(layers), "--hidden", str(hidden),
-           "--batch", str(batch), "--seq", str(seq), "--vocab", str(VOCAB), "--threads",
-           str(threads), "--windows", str(windows), "--window-seconds", str(window_seconds),
-           "--mode", mode]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "_torch_peer.py"),
+        "--cell",
+        cell,
+        "--layers",
+        str(layers),
+        "--hidden",
+        str(hidden),
+        "--batch",
+        str(batch),
+        "--seq",
+        str(seq),
+        "--vocab",
+        str(VOCAB),
+        "--threads",
+        str(threads),
+        "--windows",
+        str(windows),
+        "--window-seconds",
+        str(window_seconds),
+        "--mode",
+        mode,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "torch failed")
@@ -221,8 +247,9 @@ def torch_rate(cell, layers, hidden, batch, seq, threads, windows, window_second
 
 
 def torch_available():
-    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    )
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -260,11 +287,9 @@ def first_step_times(threads, cell="rnn", layers=1):
     out = {}
     with tempfile.TemporaryDirectory(prefix="charrnn-numba-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        script = FIRST_STEP_SCRIPT.format(root=str(ROOT), threads=threads, cell=cell,
-                                          layers=layers)
+        script = FIRST_STEP_SCRIPT.format(root=str(ROOT), threads=threads, cell=cell, layers=layers)
         for which in ("cold", "warm"):
-            done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                                  text=True)
+            done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-2000:])
             out[which] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -277,27 +302,40 @@ def measure(args, cell, s, load, rates, torch_version):
     if args.wait_quiet and load == 0:
         wait_quiet(args.wait_quiet)
     with LoadMeter() as meter:
-        r = ours_rates(cell, args.layers, h, b, t, args.threads, args.windows, args.window_seconds,
-                       infer=(load == 0 and not args.no_infer), dropout=args.dropout)
+        r = ours_rates(
+            cell,
+            args.layers,
+            h,
+            b,
+            t,
+            args.threads,
+            args.windows,
+            args.window_seconds,
+            infer=(load == 0 and not args.no_infer),
+            dropout=args.dropout,
+        )
     r["other_load_ours"] = meter.other_load
     if torch_version:
         if args.wait_quiet and load == 0:
             wait_quiet(args.wait_quiet)
         with LoadMeter() as meter:
-            r["torch_train"] = torch_rate(cell, args.layers, h, b, t, args.threads, args.windows,
-                                          args.window_seconds, "train")["chars_per_s"]
+            r["torch_train"] = torch_rate(
+                cell, args.layers, h, b, t, args.threads, args.windows, args.window_seconds, "train"
+            )["chars_per_s"]
             if load == 0 and not args.no_infer:
-                r["torch_infer"] = torch_rate(cell, args.layers, h, b, t, args.threads,
-                                              args.windows, args.window_seconds,
-                                              "infer")["chars_per_s"]
+                r["torch_infer"] = torch_rate(
+                    cell, args.layers, h, b, t, args.threads, args.windows, args.window_seconds, "infer"
+                )["chars_per_s"]
         r["other_load_torch"] = meter.other_load
     fpc = flops_per_char(h, cell, args.layers)
     r["gflops"] = r["train"] * fpc / 1e9
     r["frac_512"] = r["train"] * fpc / (rates["512x512x512"] * 1e9)
     r["frac_step"] = r["train"] * fpc / (rates[f"{b}x{h}x{h}"] * 1e9)
-    line = (f"{cell} x{args.layers} load={load} H={h} B={b} T={t}: ours {fmt_rate(r['train'])} "
-            f"chars/s, {r['gflops']:.0f} GFLOP/s "
-            f"(windows {', '.join(fmt_rate(x) for x in r['train_windows'])})")
+    line = (
+        f"{cell} x{args.layers} load={load} H={h} B={b} T={t}: ours {fmt_rate(r['train'])} "
+        f"chars/s, {r['gflops']:.0f} GFLOP/s "
+        f"(windows {', '.join(fmt_rate(x) for x in r['train_windows'])})"
+    )
     if "torch_train" in r:
         line += f", torch {fmt_rate(r['torch_train'])}, ratio {r['train'] / r['torch_train']:.2f}"
     if "infer" in r:
@@ -313,6 +351,7 @@ def measure(args, cell, s, load, rates, torch_version):
 
 # -- report -------------------------------------------------------------------------------------
 
+
 def fmt_rate(x):
     if x is None:
         return "-"
@@ -321,25 +360,30 @@ def fmt_rate(x):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default=",".join(SHAPES),
-                    help=f"comma-separated shapes among {', '.join(SHAPES)} (default: all)")
-    ap.add_argument("--cell", default="rnn",
-                    help=f"comma-separated cells among {', '.join(CELLS)} (default: rnn)")
+    ap.add_argument(
+        "--sizes", default=",".join(SHAPES), help=f"comma-separated shapes among {', '.join(SHAPES)} (default: all)"
+    )
+    ap.add_argument("--cell", default="rnn", help=f"comma-separated cells among {', '.join(CELLS)} (default: rnn)")
     ap.add_argument("--layers", type=int, default=1, help="layers of every model (default 1)")
-    ap.add_argument("--dropout", type=float, default=0.0,
-                    help="dropout of our kernels (PyTorch's peer runs without; default 0)")
+    ap.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout of our kernels (PyTorch's peer runs without; default 0)"
+    )
     ap.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
     ap.add_argument("--windows", type=int, default=3, help="timed windows per figure (median)")
     ap.add_argument("--window-seconds", type=float, default=5.0, help="length of a timed window")
-    ap.add_argument("--loads", default="0,1",
-                    help="numbers of busy processes to train beside, e.g. 0,1 (default)")
-    ap.add_argument("--quick", action="store_true",
-                    help="1 window of 1.5 s per figure, shapes 128 and 512, no busy run")
+    ap.add_argument("--loads", default="0,1", help="numbers of busy processes to train beside, e.g. 0,1 (default)")
+    ap.add_argument(
+        "--quick", action="store_true", help="1 window of 1.5 s per figure, shapes 128 and 512, no busy run"
+    )
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--no-first-step", action="store_true", help="skip the cold/warm first step")
     ap.add_argument("--no-infer", action="store_true", help="skip inference throughput")
-    ap.add_argument("--wait-quiet", type=float, default=0.0,
-                    help="wait up to this many seconds for idle cores before each measurement")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for idle cores before each measurement",
+    )
     ap.add_argument("--json", help="also write the results to this JSON file")
     add_isa_argument(ap)
     args = ap.parse_args()
@@ -360,19 +404,31 @@ def main():
         ap.error("--layers must be at least 1")
 
     import numba
+
     torch_version = None if args.no_torch else torch_available()
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-        "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version,
-        "blas": BLAS_BACKEND, "threads": args.threads, "cells": cells, "layers": args.layers,
-        "dropout": args.dropout, "isa": describe(ISA),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": torch_version,
+        "blas": BLAS_BACKEND,
+        "threads": args.threads,
+        "cells": cells,
+        "layers": args.layers,
+        "dropout": args.dropout,
+        "isa": describe(ISA),
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
     }
-    print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, "
-          f"numba {info['numba']}, torch {torch_version or 'not installed'}; threads={args.threads}; "
-          f"cells {','.join(cells)}, {args.layers} layer(s), dropout {args.dropout}; "
-          f"{info['isa']}", flush=True)
+    print(
+        f"# {info['date']}  {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, "
+        f"numba {info['numba']}, torch {torch_version or 'not installed'}; threads={args.threads}; "
+        f"cells {','.join(cells)}, {args.layers} layer(s), dropout {args.dropout}; "
+        f"{info['isa']}",
+        flush=True,
+    )
     info["busy_at_start"] = busy_fraction(1.0)
     print(f"# other load at start: {info['busy_at_start']:.0%} of the cores busy", flush=True)
 
@@ -384,61 +440,70 @@ def main():
         h, b, _ = SHAPES[s]
         rates.setdefault(f"{b}x{h}x{h}", matmul_rate(b, h, h))
     info["matmul_gflops"] = rates
-    print("# numpy float32 matmul GFLOP/s: " + ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()),
-          flush=True)
+    print("# numpy float32 matmul GFLOP/s: " + ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()), flush=True)
 
     results = {}
     for load in loads:
         with BusyProcesses(load):
             for cell in cells:
                 for s in sizes:
-                    results[f"{cell}/{s}/load{load}"] = measure(args, cell, s, load, rates,
-                                                                torch_version)
+                    results[f"{cell}/{s}/load{load}"] = measure(args, cell, s, load, rates, torch_version)
 
-    first = (None if args.no_first_step
-             else first_step_times(args.threads, cells[0], args.layers))
+    first = None if args.no_first_step else first_step_times(args.threads, cells[0], args.layers)
     info["first_step"] = first
 
     # The markdown table.
     print()
     print(f"Command: `{info['command']}`  ")
-    print(f"Machine: {info['cpu']}, {info['cores']} cores; {info['date']}; numpy {info['numpy']}, "
-          f"numba {info['numba']}, PyTorch {torch_version or '-'}; {args.threads} threads both sides; "
-          f"other load at start {info['busy_at_start']:.0%}; {info['isa']}.  ")
+    print(
+        f"Machine: {info['cpu']}, {info['cores']} cores; {info['date']}; numpy {info['numpy']}, "
+        f"numba {info['numba']}, PyTorch {torch_version or '-'}; {args.threads} threads both sides; "
+        f"other load at start {info['busy_at_start']:.0%}; {info['isa']}.  "
+    )
     print("numpy float32 matmul: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
     print()
-    print("| cell, layers | shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
-          "| GFLOP/s | of rnn's | of 512² rate | of step rate | ours infer | PyTorch infer | ratio "
-          "| other load |")
+    print(
+        "| cell, layers | shape (V=65) | busy procs | ours train chars/s | PyTorch | ratio (target) "
+        "| GFLOP/s | of rnn's | of 512² rate | of step rate | ours infer | PyTorch infer | ratio "
+        "| other load |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         cell, s, load = key.split("/")
-        load = load[len("load"):]
+        load = load[len("load") :]
         h, b, t = SHAPES[s]
         target = TARGETS[cell][s]
         ratio = f"{r['train'] / r['torch_train']:.2f}x ({target}x)" if "torch_train" in r else "-"
-        iratio = (f"{r['infer'] / r['torch_infer']:.2f}x" if "torch_infer" in r else "-")
+        iratio = f"{r['infer'] / r['torch_infer']:.2f}x" if "torch_infer" in r else "-"
         rnn_key = f"rnn/{s}/load{load}"
         of_rnn = f"{r['gflops'] / results[rnn_key]['gflops']:.0%}" if rnn_key in results else "-"
         other = f"{r['other_load_ours']:.0%}"
         if "other_load_torch" in r:
             other += f" / {r['other_load_torch']:.0%}"
-        print(f"| {cell}, {args.layers} | H={h} B={b} T={t} | {load} | {fmt_rate(r['train'])} "
-              f"| {fmt_rate(r.get('torch_train'))} | {ratio} | {r['gflops']:.0f} | {of_rnn} "
-              f"| {r['frac_512']:.0%} | {r['frac_step']:.0%} | {fmt_rate(r.get('infer'))} "
-              f"| {fmt_rate(r.get('torch_infer'))} | {iratio} | {other} |")
+        print(
+            f"| {cell}, {args.layers} | H={h} B={b} T={t} | {load} | {fmt_rate(r['train'])} "
+            f"| {fmt_rate(r.get('torch_train'))} | {ratio} | {r['gflops']:.0f} | {of_rnn} "
+            f"| {r['frac_512']:.0%} | {r['frac_step']:.0%} | {fmt_rate(r.get('infer'))} "
+            f"| {fmt_rate(r.get('torch_infer'))} | {iratio} | {other} |"
+        )
     print()
-    print("other load: share of the cores used by other processes while ours / PyTorch ran "
-          "(includes the busy processes we start).")
+    print(
+        "other load: share of the cores used by other processes while ours / PyTorch ran "
+        "(includes the busy processes we start)."
+    )
     if first:
         print()
-        print(f"First training step in a fresh process ({cells[0]}, {args.layers} layer(s), H=128; "
-              "import + first step + first validation call):")
+        print(
+            f"First training step in a fresh process ({cells[0]}, {args.layers} layer(s), H=128; "
+            "import + first step + first validation call):"
+        )
         for which in ("cold", "warm"):
             f = first[which]
-            print(f"- {which} Numba cache: import {f['import']:.2f} s, first step "
-                  f"{f['first_step']:.2f} s, first validation {f['first_validation']:.2f} s, "
-                  f"total {f['total']:.2f} s")
+            print(
+                f"- {which} Numba cache: import {f['import']:.2f} s, first step "
+                f"{f['first_step']:.2f} s, first validation {f['first_validation']:.2f} s, "
+                f"total {f['total']:.2f} s"
+            )
     info["busy_at_end"] = busy_fraction(1.0)
     print(f"\n# other load at end: {info['busy_at_end']:.0%} of the cores busy (ours idle)")
     if args.json:

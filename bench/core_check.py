@@ -20,12 +20,37 @@ from pathlib import Path
 
 CELLS = [("rnn", 1), ("gru", 1), ("lstm", 2)]
 HIDDEN = 16
-TOLERANCE = 2e-3          # bits per character: float32 kernels, another CPU's rounding
+TOLERANCE = 2e-3  # bits per character: float32 kernels, another CPU's rounding
 
 
 def corpus(length: int = 12_000) -> str:
     """A text of fixed content (no numpy, no randomness that a version could change)."""
-    words = ["the", "king", "and", "his", "men", "rode", "on", "to", "the", "sea", "ROMEO", "JULIET", "sweet", "love", "doth", "night", "day", "o", "what", "light", "through", "yonder", "window", "breaks"]
+    words = [
+        "the",
+        "king",
+        "and",
+        "his",
+        "men",
+        "rode",
+        "on",
+        "to",
+        "the",
+        "sea",
+        "ROMEO",
+        "JULIET",
+        "sweet",
+        "love",
+        "doth",
+        "night",
+        "day",
+        "o",
+        "what",
+        "light",
+        "through",
+        "yonder",
+        "window",
+        "breaks",
+    ]
     state, out = 12345, []
     while sum(len(w) + 1 for w in out) < length:
         state = (1103515245 * state + 12345) % (1 << 31)
@@ -50,16 +75,39 @@ def run(out: Path) -> dict:
     for cell, layers in CELLS:
         model = out / cell
         common = ["--threads", "1"]
-        charrnn("train", str(text), "--out", str(model), "--cell", cell, "--layers", str(layers),
-                "--hidden", str(HIDDEN), "--batch-size", "4", "--seq-length", "16",
-                "--steps", "3", "--eval-every", "3", "--force", *common)
+        charrnn(
+            "train",
+            str(text),
+            "--out",
+            str(model),
+            "--cell",
+            cell,
+            "--layers",
+            str(layers),
+            "--hidden",
+            str(HIDDEN),
+            "--batch-size",
+            "4",
+            "--seq-length",
+            "16",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--force",
+            *common,
+        )
         first = json.loads((model / "meta.json").read_text()).get("best_val_bpc")
         charrnn("train", "--out", str(model), "--resume", "--steps", "5", *common)
         resumed = json.loads((model / "meta.json").read_text()).get("best_val_bpc")
         sampled = charrnn("sample", str(model), "--prime", "RO", "--length", "40", "--seed", "1")
         evaluated = json.loads(charrnn("eval", str(model), str(text), "--json"))
-        results[cell] = {"val_bpc_3_steps": first, "val_bpc_resumed_5_steps": resumed,
-                         "sample": sampled, "eval": evaluated}
+        results[cell] = {
+            "val_bpc_3_steps": first,
+            "val_bpc_resumed_5_steps": resumed,
+            "sample": sampled,
+            "eval": evaluated,
+        }
     return results
 
 
@@ -89,8 +137,13 @@ def compare(a: dict, b: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="working directory (default: a temporary one)")
-    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
-                        help="compare two outputs of this script instead of running")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A", "B"),
+        help="compare two outputs of this script instead of running",
+    )
     args = parser.parse_args()
     if args.compare:
         a, b = (json.loads(p.read_text())["results"] for p in args.compare)
@@ -106,9 +159,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = run(args.out or Path(tmp))
-    print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
-                      "numpy": numpy.__version__, "numba": numba.__version__,
-                      "results": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                "numpy": numpy.__version__,
+                "numba": numba.__version__,
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

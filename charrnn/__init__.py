@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING
 __version__ = "0.3.0"
 
 _HOMES = {
-    "train": "charrnn.training.loop", "Budget": "charrnn.training.config",
-    "sample": "charrnn.sampling.api", "stream": "charrnn.sampling.api", "load": "charrnn.model.checkpoint",
+    "train": "charrnn.training.loop",
+    "Budget": "charrnn.training.config",
+    "sample": "charrnn.sampling.api",
+    "stream": "charrnn.sampling.api",
+    "load": "charrnn.model.checkpoint",
 }
 
 if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)

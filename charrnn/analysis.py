@@ -26,12 +26,13 @@ import numpy as np
 from charrnn.errors import InputError
 
 LN2 = math.log(2.0)
-SCORE_CHUNK = 256          # characters per forward call (the state carried from call to call)
-PREVIEW_WIDTH = 60         # characters of text in find_units' preview window
+SCORE_CHUNK = 256  # characters per forward call (the state carried from call to call)
+PREVIEW_WIDTH = 60  # characters of text in find_units' preview window
 
 
 # ----------------------------------------------------------------------------------------------
 # Text and option checks
+
 
 def encode_for_scoring(text: str, vocab, unknown: str = "error") -> tuple[str, np.ndarray, dict]:
     """(the text scored, its ids (int32), {character: count} of those left out). unknown="error":
@@ -46,8 +47,10 @@ def encode_for_scoring(text: str, vocab, unknown: str = "error") -> tuple[str, n
         skipped = {c: text.count(c) for c in outside}
         if unknown == "error":
             shown = " ".join(repr(c) for c in outside[:10]) + (" ..." if len(outside) > 10 else "")
-            raise InputError(f"{sum(skipped.values()):,} characters are not in the model's "
-                             f"vocabulary: {shown}; pass --unknown skip to leave them out")
+            raise InputError(
+                f"{sum(skipped.values()):,} characters are not in the model's "
+                f"vocabulary: {shown}; pass --unknown skip to leave them out"
+            )
         dropped = set(outside)
         text = "".join(c for c in text if c not in dropped)
     if len(text) < 2:
@@ -73,8 +76,9 @@ def parse_units(units, hidden: int) -> list[int]:
             try:
                 first, last = (int(lo), int(hi)) if dash else (int(part), int(part))
             except ValueError:
-                raise InputError(f"units: {part!r} is not a unit number or a range like 10-20 "
-                                 f"(give e.g. 0,5,10-20)") from None
+                raise InputError(
+                    f"units: {part!r} is not a unit number or a range like 10-20 (give e.g. 0,5,10-20)"
+                ) from None
             if first > last:
                 raise InputError(f"units: the range {part!r} runs backwards")
             chosen.extend(range(first, last + 1))
@@ -83,14 +87,12 @@ def parse_units(units, hidden: int) -> list[int]:
             raise InputError("units must be whole numbers")
         chosen = [int(u) for u in units]
     else:
-        raise InputError(f'units must be "all", a list of unit numbers or a string like '
-                         f'"0,5,10-20", got {units!r}')
+        raise InputError(f'units must be "all", a list of unit numbers or a string like "0,5,10-20", got {units!r}')
     if not chosen:
         raise InputError("units: no unit given")
     bad = [u for u in chosen if not 0 <= u < hidden]
     if bad:
-        raise InputError(f"units: {bad[0]} is not a unit of this model (units are 0 to "
-                         f"{hidden - 1})")
+        raise InputError(f"units: {bad[0]} is not a unit of this model (units are 0 to {hidden - 1})")
     return list(dict.fromkeys(chosen))
 
 
@@ -98,8 +100,9 @@ def check_layer(layer, layers: int) -> int:
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
         raise InputError(f"layer must be a whole number, got {layer!r}")
     if not 0 <= layer < layers:
-        raise InputError(f"layer {layer} is not a layer of this model (layers are 0 to "
-                         f"{layers - 1}; 0 reads the characters)")
+        raise InputError(
+            f"layer {layer} is not a layer of this model (layers are 0 to {layers - 1}; 0 reads the characters)"
+        )
     return int(layer)
 
 
@@ -111,6 +114,7 @@ def check_top(top, vocab_size: int) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # The forward pass, window by window
+
 
 class Scorer:
     """A model's forward pass over a text as eval runs it (batch 1, windows of SCORE_CHUNK, the
@@ -124,9 +128,9 @@ class Scorer:
         self.params = params if params.dtype == np.float32 else params.astype(np.float32)
         from charrnn.kernels.window import Kernels  # late: it compiles or loads the kernels
 
-        self.kernels = Kernels(self.spec, 1, SCORE_CHUNK, np.float32, threads=1)   # batch 1, no dropout
-        self.V = np.ascontiguousarray(self.params.V)                      # (H, vocab)
-        self.b_y = np.ascontiguousarray(self.params.b_y)                  # (vocab,)
+        self.kernels = Kernels(self.spec, 1, SCORE_CHUNK, np.float32, threads=1)  # batch 1, no dropout
+        self.V = np.ascontiguousarray(self.params.V)  # (H, vocab)
+        self.b_y = np.ascontiguousarray(self.params.b_y)  # (vocab,)
 
     def windows(self, ids: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
         """(start, T, logp): the window reading ids[start:start + T]; logp (T, vocab) float64 the
@@ -136,17 +140,16 @@ class Scorer:
         n = ids.size
         if n < 1:
             raise InputError("nothing to score")
-        targets = np.zeros(n, dtype=np.int32)       # the next character (the last step's is unused)
+        targets = np.zeros(n, dtype=np.int32)  # the next character (the last step's is unused)
         targets[:-1] = ids[1:]
-        state = np.zeros(self.spec.state_shape(1), dtype=np.float32)         # (1, L, K, H)
+        state = np.zeros(self.spec.state_shape(1), dtype=np.float32)  # (1, L, K, H)
         last = self.spec.layers - 1
         for start in range(0, n, SCORE_CHUNK):
             T = min(SCORE_CHUNK, n - start)
-            self.kernels.loss(self.params, ids[None, start:start + T],
-                              targets[None, start:start + T], state)
+            self.kernels.loss(self.params, ids[None, start : start + T], targets[None, start : start + T], state)
             state[...] = self.kernels.state_last
-            h, _ = self.kernels.layer_states(last, T)                        # (T, 1, H)
-            logits = (h[:, 0, :] @ self.V + self.b_y).astype(np.float64)      # (T, vocab)
+            h, _ = self.kernels.layer_states(last, T)  # (T, 1, H)
+            logits = (h[:, 0, :] @ self.V + self.b_y).astype(np.float64)  # (T, vocab)
             peak = logits.max(axis=1, keepdims=True)
             logp = logits - (peak + np.log(np.exp(logits - peak).sum(axis=1, keepdims=True)))
             yield start, T, logp
@@ -155,16 +158,17 @@ class Scorer:
 @dataclass
 class Score:
     """Row t is character t of `text` (see the module's docstring)."""
+
     text: str
-    ids: np.ndarray                  # (n,) int32
-    bits: np.ndarray                 # (n,) float64, NaN at 0
-    top_ids: np.ndarray              # (n, k) int64, -1 in row 0
-    top_probs: np.ndarray            # (n, k) float64, NaN in row 0
+    ids: np.ndarray  # (n,) int32
+    bits: np.ndarray  # (n,) float64, NaN at 0
+    top_ids: np.ndarray  # (n, k) int64, -1 in row 0
+    top_probs: np.ndarray  # (n, k) float64, NaN in row 0
     skipped: dict = field(default_factory=dict)
     layer: int | None = None
     units: list = field(default_factory=list)
-    h: np.ndarray | None = None      # (n, len(units)) float32: h after reading each character
-    c: np.ndarray | None = None      # the same for the LSTM's c, else None
+    h: np.ndarray | None = None  # (n, len(units)) float32: h after reading each character
+    c: np.ndarray | None = None  # the same for the LSTM's c, else None
 
     @property
     def bpc(self) -> float:
@@ -176,8 +180,9 @@ class Score:
         return int(self.bits.size - 1)
 
 
-def score_ids(scorer: Scorer, text: str, ids: np.ndarray, *, top: int = 5, layer=None,
-              units=None, skipped: dict | None = None) -> Score:
+def score_ids(
+    scorer: Scorer, text: str, ids: np.ndarray, *, top: int = 5, layer=None, units=None, skipped: dict | None = None
+) -> Score:
     """Per-character bits, top guesses and (if `layer` is given) activations of `units`."""
     spec = scorer.spec
     top = check_top(top, spec.vocab_size)
@@ -196,37 +201,36 @@ def score_ids(scorer: Scorer, text: str, ids: np.ndarray, *, top: int = 5, layer
             c_out = np.zeros((n, len(chosen)), dtype=np.float32)
     index = np.array(chosen, dtype=np.int64)
     for start, T, logp in scorer.windows(ids):
-        rows = min(T, n - 1 - start)           # the steps that predict a character of the text
+        rows = min(T, n - 1 - start)  # the steps that predict a character of the text
         if rows > 0:
-            targets = ids[start + 1:start + 1 + rows]
-            bits[start + 1:start + 1 + rows] = -logp[np.arange(rows), targets] / LN2
+            targets = ids[start + 1 : start + 1 + rows]
+            bits[start + 1 : start + 1 + rows] = -logp[np.arange(rows), targets] / LN2
             if top:
-                best = np.argpartition(-logp[:rows], top - 1, axis=1)[:, :top]    # (rows, k)
+                best = np.argpartition(-logp[:rows], top - 1, axis=1)[:, :top]  # (rows, k)
                 best_logp = np.take_along_axis(logp[:rows], best, axis=1)
                 order = np.argsort(-best_logp, axis=1, kind="stable")
-                top_ids[start + 1:start + 1 + rows] = np.take_along_axis(best, order, axis=1)
-                top_probs[start + 1:start + 1 + rows] = np.exp(
-                    np.take_along_axis(best_logp, order, axis=1))
+                top_ids[start + 1 : start + 1 + rows] = np.take_along_axis(best, order, axis=1)
+                top_probs[start + 1 : start + 1 + rows] = np.exp(np.take_along_axis(best_logp, order, axis=1))
         if layer is not None:
             h, c = scorer.kernels.layer_states(layer, T)
-            h_out[start:start + T] = h[:, 0, index]
+            h_out[start : start + T] = h[:, 0, index]
             if c_out is not None:
-                c_out[start:start + T] = c[:, 0, index]
-    return Score(text, ids, bits, top_ids, top_probs, dict(skipped or {}), layer, chosen,
-                 h_out, c_out)
+                c_out[start : start + T] = c[:, 0, index]
+    return Score(text, ids, bits, top_ids, top_probs, dict(skipped or {}), layer, chosen, h_out, c_out)
 
 
-def score_text(model, text: str, *, top: int = 5, unknown: str = "error", layer=None,
-               units=None, scorer: Scorer | None = None) -> Score:
+def score_text(
+    model, text: str, *, top: int = 5, unknown: str = "error", layer=None, units=None, scorer: Scorer | None = None
+) -> Score:
     """A Model's per-character surprisal on `text` (see Score), e.g.
     `score_text(load("shakespeare-lstm"), "To be, or not to be", layer=1, units="0-9")`."""
     kept, ids, skipped = encode_for_scoring(text, model.vocab, unknown)
-    return score_ids(scorer or Scorer(model), kept, ids, top=top, layer=layer, units=units,
-                     skipped=skipped)
+    return score_ids(scorer or Scorer(model), kept, ids, top=top, layer=layer, units=units, skipped=skipped)
 
 
 # ----------------------------------------------------------------------------------------------
 # Properties of a text, and the units that track them
+
 
 def _in_quotes(text: str) -> np.ndarray:
     out = np.zeros(len(text))
@@ -274,8 +278,7 @@ PROPERTIES = {
 def text_property(name: str, text: str) -> np.ndarray:
     """The property's value after reading each character of `text`, (n,) float64."""
     if name not in PROPERTIES:
-        raise InputError(f"unknown property {name!r}; the properties are "
-                         f"{', '.join(PROPERTIES)}")
+        raise InputError(f"unknown property {name!r}; the properties are {', '.join(PROPERTIES)}")
     return PROPERTIES[name][0](text)
 
 
@@ -296,10 +299,10 @@ def preview_window(values: np.ndarray, width: int = PREVIEW_WIDTH) -> tuple[int,
 @dataclass(frozen=True)
 class UnitMatch:
     layer: int
-    kind: str                       # "h" or "c"
+    kind: str  # "h" or "c"
     unit: int
-    r: float                        # Pearson correlation with the property
-    preview: np.ndarray             # its activation over the preview window
+    r: float  # Pearson correlation with the property
+    preview: np.ndarray  # its activation over the preview window
 
     @property
     def label(self) -> str:
@@ -309,13 +312,12 @@ class UnitMatch:
 @dataclass(frozen=True)
 class UnitSearch:
     property: str
-    window: tuple[int, int]         # the preview's characters: text[start:stop]
-    values: np.ndarray              # the property over the window
-    matches: list                   # UnitMatch, best |r| first
+    window: tuple[int, int]  # the preview's characters: text[start:stop]
+    values: np.ndarray  # the property over the window
+    matches: list  # UnitMatch, best |r| first
 
 
-def find_units(scorer: Scorer, text: str, ids: np.ndarray, prop: str,
-               count: int = 10) -> UnitSearch:
+def find_units(scorer: Scorer, text: str, ids: np.ndarray, prop: str, count: int = 10) -> UnitSearch:
     """Every unit (h, and c for the LSTM, of every layer) ranked by |Pearson r| of its
     activation with property `prop` over the text; the best `count`."""
     values = text_property(prop, text)
@@ -324,8 +326,9 @@ def find_units(scorer: Scorer, text: str, ids: np.ndarray, prop: str,
     centred = values - values.mean()
     spread = float(np.sqrt(np.sum(centred * centred)))
     if spread == 0.0:
-        raise InputError(f"{prop} is the same all through this text ({PROPERTIES[prop][1]}); "
-                         f"give a text where it changes")
+        raise InputError(
+            f"{prop} is the same all through this text ({PROPERTIES[prop][1]}); give a text where it changes"
+        )
     spec = scorer.spec
     L, K, H = spec.layers, spec.state_kinds, spec.hidden
     sums = np.zeros((L, K, H))
@@ -335,26 +338,26 @@ def find_units(scorer: Scorer, text: str, ids: np.ndarray, prop: str,
     window = np.zeros((w1 - w0, L, K, H), dtype=np.float32)
     n = ids.size
     for start, T, _ in scorer.windows(ids):
-        part = centred[start:start + T]
+        part = centred[start : start + T]
         lo, hi = max(w0, start), min(w1, start + T)
         for layer in range(L):
             states = scorer.kernels.layer_states(layer, T)
             for k in range(K):
-                a = states[k][:, 0, :].astype(np.float64)                    # (T, H)
+                a = states[k][:, 0, :].astype(np.float64)  # (T, H)
                 sums[layer, k] += a.sum(axis=0)
                 squares[layer, k] += np.einsum("th,th->h", a, a)
                 cross[layer, k] += part @ a
                 if lo < hi:
-                    window[lo - w0:hi - w0, layer, k] = states[k][lo - start:hi - start, 0, :]
+                    window[lo - w0 : hi - w0, layer, k] = states[k][lo - start : hi - start, 0, :]
     variance = squares - sums * sums / n
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(variance > 1e-12 * n, cross / (np.sqrt(np.maximum(variance, 0.0)) * spread),
-                     0.0)
+        r = np.where(variance > 1e-12 * n, cross / (np.sqrt(np.maximum(variance, 0.0)) * spread), 0.0)
     order = np.argsort(-np.abs(r), axis=None, kind="stable")[:count]
     kinds = "hc"
     matches = []
     for flat in order:
         layer, k, unit = np.unravel_index(flat, r.shape)
-        matches.append(UnitMatch(int(layer), kinds[k], int(unit), float(r[layer, k, unit]),
-                                 window[:, layer, k, unit].copy()))
+        matches.append(
+            UnitMatch(int(layer), kinds[k], int(unit), float(r[layer, k, unit]), window[:, layer, k, unit].copy())
+        )
     return UnitSearch(prop, (w0, w1), values[w0:w1], matches)

@@ -52,8 +52,11 @@ def _mode_for(path: Path) -> int:
 def _name_the_target(error: OSError, path: Path, temporary: str | None) -> None:
     """Make the error speak of `path`: a failed write() carries no file name, and a failed
     mkstemp or rename carries the temporary's, which means nothing to a user."""
-    if error.filename is None or error.filename == temporary or \
-            (temporary is None and str(error.filename).startswith(str(path.parent))):
+    if (
+        error.filename is None
+        or error.filename == temporary
+        or (temporary is None and str(error.filename).startswith(str(path.parent)))
+    ):
         error.filename = str(path)
         error.filename2 = None
 
@@ -66,7 +69,7 @@ def _write_temporary(path: Path, data: bytes) -> str:
         _name_the_target(error, path, None)
         raise
     try:
-        with os.fdopen(fd, "wb") as f:   # owns fd from here: closed whatever happens below
+        with os.fdopen(fd, "wb") as f:  # owns fd from here: closed whatever happens below
             os.chmod(f.fileno(), _mode_for(path))
             f.write(data)
             f.flush()
@@ -80,8 +83,12 @@ def _write_temporary(path: Path, data: bytes) -> str:
     return tmp
 
 
-def atomic_write_all(files: list[tuple[str | Path, bytes]], journal: str | Path | None = None, *,
-                     ready: list[tuple[str | Path, str | Path]] = ()) -> None:
+def atomic_write_all(
+    files: list[tuple[str | Path, bytes]],
+    journal: str | Path | None = None,
+    *,
+    ready: list[tuple[str | Path, str | Path]] = (),
+) -> None:
     """Write several files that belong together: every one to its temporary first, and only once
     all are on disk are they renamed into place, in order. A full disk or any other failure while
     writing leaves every target as it was (a rename itself needs no space). With `journal` (a
@@ -94,10 +101,10 @@ def atomic_write_all(files: list[tuple[str | Path, bytes]], journal: str | Path 
             path = Path(path)
             written.append((_write_temporary(path, data), path))
         if journal is not None:
-            finish_interrupted(journal)          # an older interrupted save first, never mixed in
+            finish_interrupted(journal)  # an older interrupted save first, never mixed in
             record = [[os.path.basename(tmp), path.name] for tmp, path in written]
             atomic_write(journal, json.dumps({"rename": record}).encode("utf-8"))
-            written_now, written = written, []   # committed: from here the journal owns them
+            written_now, written = written, []  # committed: from here the journal owns them
             _rename_all(written_now)
             os.unlink(journal)
             return
@@ -158,7 +165,7 @@ def finish_interrupted(journal: str | Path) -> bool:
     except FileNotFoundError:
         return False
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        journal.unlink(missing_ok=True)          # cannot be: it is written atomically
+        journal.unlink(missing_ok=True)  # cannot be: it is written atomically
         return False
     for tmp_name, target_name in record:
         tmp = journal.parent / os.path.basename(str(tmp_name))

@@ -52,12 +52,10 @@ _ADVICE = {
     errno.EMFILE: "too many files are open; close some programs",
     errno.ENFILE: "too many files are open; close some programs",
 }
-_TRANSIENT = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE,
-              errno.ENFILE}
+_TRANSIENT = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE, errno.ENFILE}
 
 
-def describe_os_error(error: OSError, path: str | os.PathLike | None = None,
-                      then: str | None = None) -> str:
+def describe_os_error(error: OSError, path: str | os.PathLike | None = None, then: str | None = None) -> str:
     """One line for a user: "PATH: REASON; ADVICE, then THEN".
 
     `path` stands in for the error's own file name (or names the file when the error has none,

@@ -27,12 +27,13 @@ VAL_MARK, TRAIN_MARK, BEST_MARK = "o", "x", "*"
 @dataclass(frozen=True)
 class Curves:
     """One model's evaluations; a missing value is NaN."""
+
     name: str
     hidden: int | None
-    steps: np.ndarray       # (N,) float64, step of each evaluation
-    elapsed: np.ndarray     # (N,) float64, training seconds over the whole run
-    train_bpc: np.ndarray   # (N,) float64, recent training loss in bits per character
-    val_bpc: np.ndarray     # (N,) float64, validation bits per character
+    steps: np.ndarray  # (N,) float64, step of each evaluation
+    elapsed: np.ndarray  # (N,) float64, training seconds over the whole run
+    train_bpc: np.ndarray  # (N,) float64, recent training loss in bits per character
+    val_bpc: np.ndarray  # (N,) float64, validation bits per character
 
     @property
     def best_index(self) -> int | None:
@@ -54,8 +55,11 @@ class Curves:
             parts.append(f"H={self.hidden}" if short else f"{self.hidden} hidden units")
         best = self.best_index
         if best is not None:
-            parts.append(f"best val {self.val_bpc[best]:.3f} bpc" if short else
-                         f"best validation {self.val_bpc[best]:.3f} bpc at step {int(self.steps[best]):,}")
+            parts.append(
+                f"best val {self.val_bpc[best]:.3f} bpc"
+                if short
+                else f"best validation {self.val_bpc[best]:.3f} bpc at step {int(self.steps[best]):,}"
+            )
         return ", ".join(parts)
 
 
@@ -75,8 +79,15 @@ def load_curves(directory: str | Path) -> Curves:
     """
     directory = Path(directory)
     try:
-        records = [r for r in checkpoint.read_metrics(directory)
-                   if isinstance(r, dict) and math.isfinite(_number(r.get("step")))] if directory.is_dir() else []
+        records = (
+            [
+                r
+                for r in checkpoint.read_metrics(directory)
+                if isinstance(r, dict) and math.isfinite(_number(r.get("step")))
+            ]
+            if directory.is_dir()
+            else []
+        )
     except OSError as error:  # unreadable, or a folder where the log should be
         raise StorageError(describe_os_error(error, directory / checkpoint.METRICS_FILE)) from None
     except UnicodeDecodeError:
@@ -90,18 +101,20 @@ def load_curves(directory: str | Path) -> Curves:
             raise
         meta = {}
     if not records:
-        raise InputError(f"{directory}: the model has no evaluations yet ({checkpoint.METRICS_FILE} "
-                         "is empty or missing); train it past its first evaluation (--eval-every) "
-                         "and plot again")
+        raise InputError(
+            f"{directory}: the model has no evaluations yet ({checkpoint.METRICS_FILE} "
+            "is empty or missing); train it past its first evaluation (--eval-every) "
+            "and plot again"
+        )
     records.sort(key=lambda r: r["step"])  # stable: a resumed run's records keep their order
     hidden = meta.get("hidden")
     return Curves(
         name=directory.resolve().name or str(directory),
         hidden=hidden if isinstance(hidden, int) else None,
-        steps=np.array([_number(r["step"]) for r in records]),                    # (N,)
-        elapsed=np.array([_number(r.get("elapsed")) for r in records]),           # (N,)
+        steps=np.array([_number(r["step"]) for r in records]),  # (N,)
+        elapsed=np.array([_number(r.get("elapsed")) for r in records]),  # (N,)
         train_bpc=np.array([_number(r.get("train_loss"), LN2) for r in records]),  # (N,)
-        val_bpc=np.array([_number(r.get("val_bpc")) for r in records]),           # (N,)
+        val_bpc=np.array([_number(r.get("val_bpc")) for r in records]),  # (N,)
     )
 
 
@@ -158,8 +171,9 @@ def _import_matplotlib():
         from matplotlib.figure import Figure
         from matplotlib.ticker import FuncFormatter
     except ImportError:
-        raise InputError(f"drawing a picture needs matplotlib: {INSTALL_HINT}, "
-                         "or use --ascii for a chart in the terminal") from None
+        raise InputError(
+            f"drawing a picture needs matplotlib: {INSTALL_HINT}, or use --ascii for a chart in the terminal"
+        ) from None
     return Figure, FigureCanvasAgg, FuncFormatter
 
 
@@ -177,10 +191,14 @@ def render_image(curves: Curves, x_axes: tuple[str, ...] = X_AXES, image_format:
     for panel, x_axis in zip(axes, x_axes, strict=True):
         label, scale = _x_label(x_axis, curves)
         x = curves.x_values(x_axis) / scale  # (N,)
-        for values, name, style in ((curves.train_bpc, "training (recent average)", dict(
-                                         color="tab:blue", alpha=0.75, linewidth=1.2, marker=".")),
-                                    (curves.val_bpc, "validation", dict(
-                                         color="tab:orange", linewidth=1.8, marker="o"))):
+        for values, name, style in (
+            (
+                curves.train_bpc,
+                "training (recent average)",
+                dict(color="tab:blue", alpha=0.75, linewidth=1.2, marker="."),
+            ),
+            (curves.val_bpc, "validation", dict(color="tab:orange", linewidth=1.8, marker="o")),
+        ):
             shown = np.isfinite(x) & np.isfinite(values)  # nulls are skipped, the line joins over them
             if many:
                 style["marker"] = None
@@ -189,8 +207,15 @@ def render_image(curves: Curves, x_axes: tuple[str, ...] = X_AXES, image_format:
             else:
                 panel.plot([], [], label=f"{name}: none recorded", **style)
         if best is not None and np.isfinite(x[best]):
-            panel.plot([x[best]], [curves.val_bpc[best]], linestyle="none", marker="*", markersize=14,
-                       color="tab:red", label=f"best validation {curves.val_bpc[best]:.3f} bpc")
+            panel.plot(
+                [x[best]],
+                [curves.val_bpc[best]],
+                linestyle="none",
+                marker="*",
+                markersize=14,
+                color="tab:red",
+                label=f"best validation {curves.val_bpc[best]:.3f} bpc",
+            )
         if np.nanmin(x, initial=0.0) >= 0:
             panel.set_xlim(left=0)  # from the start of training, as the text chart does
         panel.set_xlabel(label)
@@ -245,8 +270,11 @@ def _vertical_axis(low: float, high: float, rows: int) -> tuple[float, float, di
         row_span = y_step / rows_per_tick
         first_row_units = math.floor(low / row_span + 1e-9)  # the bottom row's value in row_spans
         decimals = max(0, -math.floor(math.log10(y_step) + 1e-9))
-        labels = {rows - 1 - j: f"{(first_row_units + j) * row_span:.{decimals}f}"
-                  for j in range(rows) if (first_row_units + j) % rows_per_tick == 0}
+        labels = {
+            rows - 1 - j: f"{(first_row_units + j) * row_span:.{decimals}f}"
+            for j in range(rows)
+            if (first_row_units + j) % rows_per_tick == 0
+        }
         if len(labels) >= 2 or rows_per_tick == 1:
             break
         y_step = _nice_step(y_step / 2.5, 1)  # the next finer round interval: 5 -> 2 -> 1 -> 0.5
@@ -282,13 +310,14 @@ def render_ascii(curves: Curves, width: int = 79, height: int = 22, x_axis: str 
     grid = [[" "] * columns for _ in range(rows)]
     for values, mark in series:
         shown = np.isfinite(values) & np.isfinite(x)
-        for c, r in zip(_place(x[shown], x_low, x_high, columns), _place(values[shown], y_low, y_high, rows),
-                        strict=True):
+        for c, r in zip(
+            _place(x[shown], x_low, x_high, columns), _place(values[shown], y_low, y_high, rows), strict=True
+        ):
             grid[rows - 1 - r][c] = mark
     best = curves.best_index
     if best is not None and np.isfinite(x[best]):
-        c = _place(x[best:best + 1], x_low, x_high, columns)[0]
-        r = _place(curves.val_bpc[best:best + 1], y_low, y_high, rows)[0]
+        c = _place(x[best : best + 1], x_low, x_high, columns)[0]
+        r = _place(curves.val_bpc[best : best + 1], y_low, y_high, rows)[0]
         grid[rows - 1 - r][c] = BEST_MARK
 
     lines = [_fit([curves.title(), curves.title(short=True)], width), "bits/char"]
@@ -308,7 +337,7 @@ def render_ascii(curves: Curves, width: int = 79, height: int = 22, x_axis: str 
         text = _compact(float(round(value, 10)))
         start = min(max(gutter + 1 + c - len(text) // 2, 0), width - len(text))
         if start >= free_from and start + len(text) <= width:
-            tick_labels[start:start + len(text)] = text
+            tick_labels[start : start + len(text)] = text
             free_from = start + len(text) + 1
     lines.append(" " * gutter + "+" + "".join(axis))
     lines.append("".join(tick_labels).rstrip())
@@ -316,9 +345,16 @@ def render_ascii(curves: Curves, width: int = 79, height: int = 22, x_axis: str 
 
     train_entry = "training" if np.isfinite(curves.train_bpc).any() else "training: none recorded"
     best_entry = [] if best is None else [f"{BEST_MARK} best {curves.val_bpc[best]:.3f}"]
-    lines.append(_fit(["   ".join([f"{VAL_MARK} validation", f"{TRAIN_MARK} {train_entry}", *best_entry]),
-                       "  ".join([f"{VAL_MARK} val", f"{TRAIN_MARK} {train_entry}", *best_entry]),
-                       "  ".join([f"{VAL_MARK} val", f"{TRAIN_MARK} train", *best_entry])], width))
+    lines.append(
+        _fit(
+            [
+                "   ".join([f"{VAL_MARK} validation", f"{TRAIN_MARK} {train_entry}", *best_entry]),
+                "  ".join([f"{VAL_MARK} val", f"{TRAIN_MARK} {train_entry}", *best_entry]),
+                "  ".join([f"{VAL_MARK} val", f"{TRAIN_MARK} train", *best_entry]),
+            ],
+            width,
+        )
+    )
     return "\n".join(line[:width] for line in lines)
 
 

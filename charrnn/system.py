@@ -14,11 +14,34 @@ from pathlib import Path
 
 # Vector features worth naming (LLVM's names), in order; the rest of LLVM's list is not about
 # the kernels' speed.
-VECTOR_FEATURES = ("sse2", "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
-                   "avx512dq", "avx512vnni", "avx512bf16", "neon", "fp-armv8", "sve", "sve2")
+VECTOR_FEATURES = (
+    "sse2",
+    "sse4.2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512vnni",
+    "avx512bf16",
+    "neon",
+    "fp-armv8",
+    "sve",
+    "sve2",
+)
 # The environment variables that change what runs.
-SETTINGS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT",
-            "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "CHARRNN_BLAS")
+SETTINGS = (
+    "NUMBA_CPU_NAME",
+    "NUMBA_CPU_FEATURES",
+    "NUMBA_CACHE_DIR",
+    "NUMBA_DISABLE_JIT",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "CHARRNN_BLAS",
+)
 # A representative hidden size per cell for the kernel paths: the defaults of `charrnn train`.
 SHOWN_HIDDEN = {"rnn": 1024, "gru": 512, "lstm": 512}
 
@@ -63,10 +86,14 @@ def numba_target() -> dict:
         features = host
         source = "this host's"
     named = [f for f in VECTOR_FEATURES if features.get(f)]
-    return {"cpu": name, "from_environment": bool(config.CPU_NAME), "host_cpu": host_name,
-            "features_source": source,
-            "vector_features": named if features else [],
-            "host_vector_features": [f for f in VECTOR_FEATURES if host.get(f)]}
+    return {
+        "cpu": name,
+        "from_environment": bool(config.CPU_NAME),
+        "host_cpu": host_name,
+        "features_source": source,
+        "vector_features": named if features else [],
+        "host_vector_features": [f for f in VECTOR_FEATURES if host.get(f)],
+    }
 
 
 def _openblas_details() -> dict:
@@ -103,7 +130,7 @@ def _numpy_blas() -> dict:
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         return {"name": blas.get("name"), "version": blas.get("version")}
-    except (TypeError, KeyError, AttributeError):        # numpy < 1.26 prints only
+    except (TypeError, KeyError, AttributeError):  # numpy < 1.26 prints only
         return {}
 
 
@@ -116,27 +143,34 @@ def kernel_paths() -> dict:
     from charrnn.kernels.sampler import packs
     from charrnn.model.spec import ModelSpec
 
-    gemm = "OpenBLAS sgemm" if blas.BLAS_BACKEND == "numpy-openblas" else \
-        "fallback gemm (np.dot; numpy's BLAS is not an ILP64 OpenBLAS)"
+    gemm = (
+        "OpenBLAS sgemm"
+        if blas.BLAS_BACKEND == "numpy-openblas"
+        else "fallback gemm (np.dot; numpy's BLAS is not an ILP64 OpenBLAS)"
+    )
     strip = stepgemm.block_columns(4)
     paths = {}
     for cell, hidden in SHOWN_HIDDEN.items():
         gates = ModelSpec(cell, 1, hidden, 2).gates
 
         def product(n):
-            return ("packed AVX-512 kernel" if stepgemm.operand_width(n, 4) == strip
-                    and stepgemm.AVX512 else gemm)
+            return "packed AVX-512 kernel" if stepgemm.operand_width(n, 4) == strip and stepgemm.AVX512 else gemm
 
         paths[cell] = {
             "hidden": hidden,
             "train_forward": product(gates * hidden),
             "train_backward": product(hidden),
-            "sample": ("packed AVX-512 kernel" if packs(hidden, gates, 1) else
-                       "row loop (Numba, vectorised for the target's features)"),
+            "sample": (
+                "packed AVX-512 kernel"
+                if packs(hidden, gates, 1)
+                else "row loop (Numba, vectorised for the target's features)"
+            ),
         }
-    rule = (f"the packed AVX-512 kernel where the product's columns are a multiple of {strip} "
-            f"(float32), else {gemm}" if stepgemm.AVX512 else
-            f"{gemm} for every size (the packed kernel needs AVX-512)")
+    rule = (
+        f"the packed AVX-512 kernel where the product's columns are a multiple of {strip} (float32), else {gemm}"
+        if stepgemm.AVX512
+        else f"{gemm} for every size (the packed kernel needs AVX-512)"
+    )
     if config.DISABLE_JIT:
         rule = "NUMBA_DISABLE_JIT=1: plain Python, very slow"
     return {"avx512_kernel": bool(stepgemm.AVX512), "rule": rule, "cells": paths}
@@ -149,8 +183,10 @@ def numba_cache_dir() -> str:
         return f"{config.CACHE_DIR} (NUMBA_CACHE_DIR)"
     import charrnn.kernels
 
-    return f"__pycache__ beside the modules ({Path(charrnn.kernels.__file__).parent}), " \
+    return (
+        f"__pycache__ beside the modules ({Path(charrnn.kernels.__file__).parent}), "
         "or Numba's user cache directory where that is not writable"
+    )
 
 
 def describe_system() -> dict:
@@ -189,25 +225,26 @@ def format_system(info: dict) -> list[str]:
     target = info["numba_target"]
     blas = info["blas"]
     kernels = info["kernels"]
-    named = ", ".join(target["vector_features"]) or \
-        "none beyond the architecture's baseline (SSE2 on x86-64)"
+    named = ", ".join(target["vector_features"]) or "none beyond the architecture's baseline (SSE2 on x86-64)"
     lines = [
         f"cpu          {info['cpu']} ({info['machine']}), {info['usable_cores']} usable cores "
         f"of {info['cpu_count']}, L2 {info['l2_cache_bytes'] // 1024} KB per core",
-        f"numba target {target['cpu']}" + (" (NUMBA_CPU_NAME)" if target["from_environment"]
-                                           else " (this host)")
+        f"numba target {target['cpu']}"
+        + (" (NUMBA_CPU_NAME)" if target["from_environment"] else " (this host)")
         + f"; features {target['features_source']}: {named}",
     ]
     if target["from_environment"]:
-        lines.append(f"host         {target['host_cpu']}: "
-                     f"{', '.join(target['host_vector_features']) or 'no vector extensions'}")
+        lines.append(
+            f"host         {target['host_cpu']}: {', '.join(target['host_vector_features']) or 'no vector extensions'}"
+        )
     lines.append(f"step product {kernels['rule']}")
     for cell, path in kernels["cells"].items():
-        lines.append(f"  {cell:5} H={path['hidden']:<5} train {path['train_forward']} forward, "
-                     f"{path['train_backward']} backward; sample {path['sample']}")
+        lines.append(
+            f"  {cell:5} H={path['hidden']:<5} train {path['train_forward']} forward, "
+            f"{path['train_backward']} backward; sample {path['sample']}"
+        )
     core = f", kernels for {blas['core']}" if blas.get("core") else ""
-    threads = f", {blas['threads']} threads (1 inside charrnn's kernels)" if "threads" in blas \
-        else ""
+    threads = f", {blas['threads']} threads (1 inside charrnn's kernels)" if "threads" in blas else ""
     lines += [
         f"blas         {blas.get('name') or blas['backend']} {blas.get('version') or ''}".rstrip()
         + f"{core}{threads}; charrnn calls {blas['backend']}",

@@ -49,30 +49,34 @@ def main() -> None:
     options.add_argument("--force-device-scale-factor=1")
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
-        with live_server({"shakespeare-lstm": bundled_model_dir("shakespeare-lstm")},
-                         bundled=False) as live:
+        with live_server({"shakespeare-lstm": bundled_model_dir("shakespeare-lstm")}, bundled=False) as live:
             driver.get(live.base + "/")
-            assert wait_until(lambda: driver.find_element(By.ID, "a-model").get_property("value")
-                              == "shakespeare-lstm", 30)
+            assert wait_until(
+                lambda: driver.find_element(By.ID, "a-model").get_property("value") == "shakespeare-lstm", 30
+            )
             driver.find_element(By.ID, "tab-analyse").click()
             driver.execute_script("document.getElementById('a-text').value = arguments[0]", TEXT)
             driver.find_element(By.ID, "analyse").click()
-            assert wait_until(lambda: "bits per character" in
-                              driver.find_element(By.ID, "a-status").text, 120)
+            assert wait_until(lambda: "bits per character" in driver.find_element(By.ID, "a-status").text, 120)
             spans = driver.find_element(By.ID, "a-output").find_elements(By.TAG_NAME, "span")
             a = TEXT.index("ARIEL:\nNo")
-            driver.execute_script("""
+            driver.execute_script(
+                """
                 const spans = document.getElementById('a-output').children;
                 const range = document.createRange();
                 range.setStart(spans[arguments[0]].firstChild, 0);
                 range.setEnd(spans[arguments[1]].firstChild, 1);
                 getSelection().removeAllRanges();
-                getSelection().addRange(range);""", a, a + 5)
+                getSelection().addRange(range);""",
+                a,
+                a + 5,
+            )
             time.sleep(0.5)
             ActionChains(driver).move_to_element(spans[TEXT.index("Sycorax") + 2]).perform()
             time.sleep(0.3)
-            driver.execute_script("window.scrollTo(0, document.getElementById('a-status')"
-                                  ".getBoundingClientRect().top + scrollY - 10)")
+            driver.execute_script(
+                "window.scrollTo(0, document.getElementById('a-status').getBoundingClientRect().top + scrollY - 10)"
+            )
             time.sleep(0.3)
             png = driver.get_screenshot_as_png()
     finally:

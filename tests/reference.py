@@ -53,20 +53,21 @@ def cell_backward(cell, p, layer, g, cache, dh, dc):
     U, W = p[f"U.{layer}"], p[f"W.{layer}"]
     if cell == "rnn":
         x, h, h_new = cache
-        da = dh * (1.0 - h_new ** 2)
+        da = dh * (1.0 - h_new**2)
         da_x = da_h = da
         dc_prev = None
     elif cell == "lstm":
         x, h, c, i, f, gg, o, c_new = cache
         tc = np.tanh(c_new)
-        dc = dc + dh * o * (1.0 - tc ** 2)
-        da = np.concatenate([dc * gg * i * (1 - i), dc * c * f * (1 - f),
-                             dc * i * (1 - gg ** 2), dh * tc * o * (1 - o)], axis=1)
+        dc = dc + dh * o * (1.0 - tc**2)
+        da = np.concatenate(
+            [dc * gg * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - gg**2), dh * tc * o * (1 - o)], axis=1
+        )
         da_x = da_h = da
         dc_prev = dc * f
     else:
         x, h, r, z, n, hn = cache
-        dn = dh * (1.0 - z) * (1.0 - n ** 2)          # through n = tanh(a_n)
+        dn = dh * (1.0 - z) * (1.0 - n**2)  # through n = tanh(a_n)
         dr = dn * hn * r * (1.0 - r)
         dz = dh * (h - n) * z * (1.0 - z)
         da_x = np.concatenate([dr, dz, dn], axis=1)
@@ -88,7 +89,7 @@ def forward(cell, p, inputs, targets, state0, masks=None):
     B, T = inputs.shape
     layers = state0.shape[1]
     vocab_size = p["U.0"].shape[0]
-    xs = [one_hot(inputs[:, t], vocab_size) for t in range(T)]          # each (B, V)
+    xs = [one_hot(inputs[:, t], vocab_size) for t in range(T)]  # each (B, V)
     state_last = np.zeros_like(state0)
     caches = []
     for layer in range(layers):
@@ -103,10 +104,10 @@ def forward(cell, p, inputs, targets, state0, masks=None):
         if cell == "lstm":
             state_last[:, layer, 1] = c
         caches.append(layer_caches)
-        xs = outputs                                                      # the next layer's input
+        xs = outputs  # the next layer's input
     loss, probs = 0.0, []
     for t in range(T):
-        logits = xs[t] @ p["V"] + p["b_y"]                                 # (B, V)
+        logits = xs[t] @ p["V"] + p["b_y"]  # (B, V)
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         prob = e / e.sum(axis=1, keepdims=True)
@@ -122,11 +123,11 @@ def backward(cell, p, inputs, targets, state0, cache, masks=None):
     layers = state0.shape[1]
     g = {name: np.zeros_like(value) for name, value in p.items()}
     dstate0 = np.zeros_like(state0)
-    d_out = []                                                             # dL/d(layer output)
+    d_out = []  # dL/d(layer output)
     for t in range(T):
         dy = probs[t].copy()
         dy[np.arange(B), targets[:, t]] -= 1.0
-        dy /= B * T                                                        # (B, V)
+        dy /= B * T  # (B, V)
         g["V"] += top[t].T @ dy
         g["b_y"] += dy.sum(axis=0)
         d_out.append(dy @ p["V"].T)

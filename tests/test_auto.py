@@ -25,25 +25,33 @@ SMALL = {"seq_length": 16, "batch_size": 4, "eval_every": 20}
 def fixed_probe(scale: float = 1.0) -> Probe:
     """Rates that fall with the recurrent work per character, as measured ones do."""
     gates = {"rnn": 1, "gru": 3, "lstm": 4}
-    return Probe({shape_key(c.cell, c.layers, c.hidden): scale * 4e9 / (c.layers * gates[c.cell] * c.hidden ** 2)
-                  for c in CANDIDATES}, "fixed")
+    return Probe(
+        {
+            shape_key(c.cell, c.layers, c.hidden): scale * 4e9 / (c.layers * gates[c.cell] * c.hidden**2)
+            for c in CANDIDATES
+        },
+        "fixed",
+    )
 
 
 def test_the_choice_is_a_function_of_budget_text_and_probe():
     probe = fixed_probe()
     first = choose(600.0, None, 1_000_000, 32, 64, probe)
     assert first == choose(600.0, None, 1_000_000, 32, 64, probe)
-    assert choose(600.0, None, 1_000_000, 32, 64, fixed_probe(4.0)) != first     # the machine matters
+    assert choose(600.0, None, 1_000_000, 32, 64, fixed_probe(4.0)) != first  # the machine matters
     # A faster machine, or a longer budget, never chooses a smaller model.
     order = [(c.cell, c.layers, c.hidden) for c in CANDIDATES]
-    sizes = [order.index((choice.cell, choice.layers, choice.hidden)) for choice in
-             (choose(minutes * 60.0, None, 1_000_000, 32, 64, probe) for minutes in (0.2, 1, 3, 10, 30, 60))]
+    sizes = [
+        order.index((choice.cell, choice.layers, choice.hidden))
+        for choice in (choose(minutes * 60.0, None, 1_000_000, 32, 64, probe) for minutes in (0.2, 1, 3, 10, 30, 60))
+    ]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     assert order.index((first.cell, first.layers, first.hidden)) <= sizes[-1]
 
 
 def test_the_largest_candidate_that_gets_its_steps_is_chosen():
     probe = fixed_probe()
+
     def shape(c):
         return (c.cell, c.layers, c.hidden)
 
@@ -68,8 +76,15 @@ def test_a_step_budget_needs_no_probe_and_dropout_follows_the_epochs():
 def test_a_new_run_without_model_options_gets_the_choice_and_records_it(text_file, tmp_path):
     events = []
     probe = fixed_probe()
-    train(text_file, tmp_path, overrides=SMALL, budget=Budget(minutes=0.05, steps=3), threads=1,
-          probe=probe, on_event=events.append)
+    train(
+        text_file,
+        tmp_path,
+        overrides=SMALL,
+        budget=Budget(minutes=0.05, steps=3),
+        threads=1,
+        probe=probe,
+        on_event=events.append,
+    )
     expected = choose(3.0, 3, len(text_file.read_text()) * 0.95, 4, 16, probe)
     meta = checkpoint.read_meta(tmp_path)
     assert (meta["cell"], meta["layers"], meta["hidden"]) == (expected.cell, expected.layers, expected.hidden)
@@ -80,8 +95,14 @@ def test_a_new_run_without_model_options_gets_the_choice_and_records_it(text_fil
 
 
 def test_explicit_model_options_are_kept_exactly(text_file, tmp_path):
-    train(text_file, tmp_path, overrides={**SMALL, "cell": "rnn", "hidden": 40}, budget=Budget(steps=2),
-          threads=1, probe=fixed_probe())
+    train(
+        text_file,
+        tmp_path,
+        overrides={**SMALL, "cell": "rnn", "hidden": 40},
+        budget=Budget(steps=2),
+        threads=1,
+        probe=fixed_probe(),
+    )
     meta = checkpoint.read_meta(tmp_path)
     assert (meta["cell"], meta["layers"], meta["hidden"]) == ("rnn", 1, 40)
     assert "auto_choice" not in meta
@@ -89,11 +110,11 @@ def test_explicit_model_options_are_kept_exactly(text_file, tmp_path):
 
 @pytest.mark.slow
 def test_a_resumed_run_keeps_the_model_it_started_with(text_file, tmp_path):
-    fast = Probe({key: 1e9 for key in fixed_probe().rates}, "fast")      # chooses the largest
+    fast = Probe({key: 1e9 for key in fixed_probe().rates}, "fast")  # chooses the largest
     train(text_file, tmp_path, overrides=SMALL, budget=Budget(minutes=0.01), threads=1, probe=fast)
     first = checkpoint.read_meta(tmp_path)
     assert (first["layers"], first["hidden"]) == (CANDIDATES[-1].layers, CANDIDATES[-1].hidden)
-    slow = Probe({key: 1.0 for key in fixed_probe().rates}, "slow")     # would choose the smallest
+    slow = Probe({key: 1.0 for key in fixed_probe().rates}, "slow")  # would choose the smallest
     train(text_file, tmp_path, resume=True, budget=Budget(minutes=0.02), threads=1, probe=slow)
     again = checkpoint.read_meta(tmp_path)
     assert (again["cell"], again["layers"], again["hidden"]) == (first["cell"], first["layers"], first["hidden"])
@@ -102,8 +123,9 @@ def test_a_resumed_run_keeps_the_model_it_started_with(text_file, tmp_path):
 
 def test_info_shows_the_choice(text_file, tmp_path):
     train(text_file, tmp_path, overrides=SMALL, budget=Budget(steps=2), threads=1)
-    result = subprocess.run([sys.executable, "-m", "charrnn", "info", str(tmp_path)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "info", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("chosen"))
     assert checkpoint.read_meta(tmp_path)["auto_choice"]["reason"] in line
@@ -120,7 +142,7 @@ def test_the_probe_is_measured_once_and_cached(monkeypatch, tmp_path):
     assert not measured and len(calls) == 2 and second == first
     (cache,) = tmp_path.glob("probe-*.json")
     assert json.loads(cache.read_text())["machine"] == first.machine
-    other_threads, measured = probe_module.machine_probe(shapes, 2)    # another key: measured again
+    other_threads, measured = probe_module.machine_probe(shapes, 2)  # another key: measured again
     assert measured and len(calls) == 4
 
 
@@ -141,18 +163,20 @@ def test_an_automatic_run_resumes_bit_for_bit(text_file, tmp_path, monkeypatch):
 
     import charrnn.training.loop as loop
 
-    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)           # a step event after every step
-    small = {"seq_length": 64, "batch_size": 8, "eval_every": 10}   # > 2 epochs of the text: dropout
+    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)  # a step event after every step
+    small = {"seq_length": 64, "batch_size": 8, "eval_every": 10}  # > 2 epochs of the text: dropout
 
     def interrupt_at(step):
         def on_event(event):
             if event.kind == "step" and event.step == step:
                 os.kill(os.getpid(), signal.SIGINT)
+
         return on_event
 
     full = train(text_file, tmp_path / "full", overrides=small, budget=Budget(steps=25), threads=1)
-    cut = train(text_file, tmp_path / "cut", overrides=small, budget=Budget(steps=25), threads=1,
-                on_event=interrupt_at(12))
+    cut = train(
+        text_file, tmp_path / "cut", overrides=small, budget=Budget(steps=25), threads=1, on_event=interrupt_at(12)
+    )
     assert cut.interrupted and cut.step == 12
     resumed = train(None, tmp_path / "cut", resume=True, threads=1)
     assert resumed.step == 25

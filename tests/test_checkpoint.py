@@ -33,10 +33,13 @@ def test_model_round_trips(model_dir):
     assert not list(path.glob(".*.tmp")), "no temporary file is left behind"
 
 
-@pytest.mark.parametrize("cell, layers, names", [
-    ("lstm", 2, ["U.0", "W.0", "b.0", "U.1", "W.1", "b.1", "V", "b_y"]),
-    ("gru", 2, ["U.0", "W.0", "b.0", "b_hn.0", "U.1", "W.1", "b.1", "b_hn.1", "V", "b_y"]),
-])
+@pytest.mark.parametrize(
+    "cell, layers, names",
+    [
+        ("lstm", 2, ["U.0", "W.0", "b.0", "U.1", "W.1", "b.1", "V", "b_y"]),
+        ("gru", 2, ["U.0", "W.0", "b.0", "b_hn.0", "U.1", "W.1", "b.1", "b_hn.1", "V", "b_y"]),
+    ],
+)
 def test_gated_deep_models_are_written_in_format_2_as_pinned(tmp_path, cell, layers, names):
     vocab = Vocab(tuple("abcde"))
     spec = ModelSpec(cell, layers, 4, len(vocab))
@@ -49,7 +52,7 @@ def test_gated_deep_models_are_written_in_format_2_as_pinned(tmp_path, cell, lay
         assert npz["W.1"].shape == (4, gates * 4) and npz["b.0"].shape == (gates * 4,)
         assert npz["V"].shape == (4, 5) and npz["b_y"].shape == (5,)
         assert all(npz[n].dtype == np.float32 for n in npz.files)
-        if cell == "lstm":   # the forget block of b starts at 1
+        if cell == "lstm":  # the forget block of b starts at 1
             np.testing.assert_array_equal(npz["b.0"], [0] * 4 + [1] * 4 + [0] * 8)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert (meta["format_version"], meta["cell"], meta["layers"]) == (2, cell, layers)
@@ -98,13 +101,16 @@ def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
     assert stat.S_IMODE((tmp_path / "meta.json").stat().st_mode) == 0o644
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: (p / "meta.json").unlink(), "not a model directory"),
-    (lambda p: (p / "meta.json").write_text("{not json"), "corrupt"),
-    (lambda p: (p / "meta.json").write_text(json.dumps({"format": "other"})), "not a charrnn model"),
-    (lambda p: (p / "model.npz").write_bytes(b"PK\x03\x04 garbage"), "not a readable"),
-    (lambda p: (p / "model.npz").unlink(), "missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "meta.json").unlink(), "not a model directory"),
+        (lambda p: (p / "meta.json").write_text("{not json"), "corrupt"),
+        (lambda p: (p / "meta.json").write_text(json.dumps({"format": "other"})), "not a charrnn model"),
+        (lambda p: (p / "model.npz").write_bytes(b"PK\x03\x04 garbage"), "not a readable"),
+        (lambda p: (p / "model.npz").unlink(), "missing"),
+    ],
+)
 def test_damaged_directories_give_one_line_errors(model_dir, damage, message):
     path = model_dir[0]
     damage(path)
@@ -140,20 +146,28 @@ def test_pickled_arrays_are_never_loaded(model_dir, tmp_path_factory):
     victim = sorted(arrays)[0]
     evil = np.empty(1, dtype=object)
     evil[0] = _LeavesAMarker(marker)
-    arrays[victim] = evil                  # every other array whole: only the pickle can be refused
+    arrays[victim] = evil  # every other array whole: only the pickle can be refused
     np.savez(path / "model.npz", **arrays)
     with np.load(path / "model.npz", allow_pickle=True) as npz:  # the payload is live ...
         npz[victim]
     assert marker.exists()
     marker.unlink()
-    with pytest.raises(ModelFormatError) as info:          # ... and charrnn never runs it
+    with pytest.raises(ModelFormatError) as info:  # ... and charrnn never runs it
         checkpoint.load_model(path)
     assert "model.npz" in str(info.value) and "\n" not in str(info.value)
     assert not marker.exists()
 
 
-RECORD = {"step": 3, "elapsed": 1.5, "optimizer_steps": 3, "rng_state": {"state": 1}, "config": {},
-          "corpus": {"path": "a.txt", "sha256": "00"}, "vocab": ["a"], "budget": {"steps": 9}}
+RECORD = {
+    "step": 3,
+    "elapsed": 1.5,
+    "optimizer_steps": 3,
+    "rng_state": {"state": 1},
+    "config": {},
+    "corpus": {"path": "a.txt", "sha256": "00"},
+    "vocab": ["a"],
+    "budget": {"steps": 9},
+}
 
 
 def test_training_state_is_one_file_with_its_record(tmp_path):
@@ -165,14 +179,17 @@ def test_training_state_is_one_file_with_its_record(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.STATE_FILE]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda a, r: r.pop("step"), "no 'step'"),
-    (lambda a, r: r.update(elapsed="soon"), "'elapsed' is str"),
-    (lambda a, r: r.update(corpus={"path": "a.txt"}), "sha256"),
-    (lambda a, r: r.update(budget={"hours": 1}), "budget"),
-    (lambda a, r: a.pop("opt_v"), "no opt_v array"),
-    (lambda a, r: a.pop("state"), "no state array"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda a, r: r.pop("step"), "no 'step'"),
+        (lambda a, r: r.update(elapsed="soon"), "'elapsed' is str"),
+        (lambda a, r: r.update(corpus={"path": "a.txt"}), "sha256"),
+        (lambda a, r: r.update(budget={"hours": 1}), "budget"),
+        (lambda a, r: a.pop("opt_v"), "no opt_v array"),
+        (lambda a, r: a.pop("state"), "no state array"),
+    ],
+)
 def test_a_training_state_without_what_resuming_needs_is_refused(tmp_path, damage, message):
     arrays = {"params": np.arange(4.0), "opt_v": np.zeros(4), "state": np.zeros((1, 1, 1, 2))}
     record = json.loads(json.dumps(RECORD))
@@ -205,7 +222,7 @@ def test_save_model_writes_both_files_or_neither(model_dir, monkeypatch):
 def test_a_metrics_line_cut_short_costs_only_itself(tmp_path):
     checkpoint.append_metrics(tmp_path, {"step": 1})
     with open(tmp_path / checkpoint.METRICS_FILE, "a") as f:
-        f.write('{"step": 2, "val')                           # a disk that filled mid-line
+        f.write('{"step": 2, "val')  # a disk that filled mid-line
     checkpoint.append_metrics(tmp_path, {"step": 3})
     assert [r["step"] for r in checkpoint.read_metrics(tmp_path)] == [1, 3]
 
@@ -214,7 +231,7 @@ def test_metrics_skip_a_torn_line_and_truncate_for_resume(tmp_path):
     for step in (10, 20, 30):
         checkpoint.append_metrics(tmp_path, {"step": step})
     with open(tmp_path / checkpoint.METRICS_FILE, "a") as f:
-        f.write('{"step": 4')                                  # a write cut short by a kill
+        f.write('{"step": 4')  # a write cut short by a kill
     assert [r["step"] for r in checkpoint.read_metrics(tmp_path)] == [10, 20, 30]
     checkpoint.truncate_metrics(tmp_path, 20)
     assert [r["step"] for r in checkpoint.read_metrics(tmp_path)] == [10, 20]

@@ -62,8 +62,11 @@ def test_every_command_has_short_help(command):
 def _help_texts(name):
     command = main.get_command(None, name)
     context = click.Context(command, info_name=name, **main.context_settings)
-    return {max(option.opts, key=len): option.get_help_record(context)[1] for option in command.params
-            if isinstance(option, click.Option) and option.name != "help"}
+    return {
+        max(option.opts, key=len): option.get_help_record(context)[1]
+        for option in command.params
+        if isinstance(option, click.Option) and option.name != "help"
+    }
 
 
 @pytest.mark.parametrize("command", COMMANDS_WITH_DEFAULTS_IN_HELP)
@@ -72,12 +75,23 @@ def test_every_option_says_its_default(command):
         assert "[default: " in text, f"charrnn {command} {option}: {text!r}"
 
 
-@pytest.mark.parametrize("option, unit", [
-    ("--hidden", "units"), ("--seq-length", "characters"), ("--batch-size", "streams"),
-    ("--steps", "steps"), ("--epochs", "passes"), ("--minutes", "minutes"),
-    ("--eval-every", "steps"), ("--sample-every", "steps"), ("--val-frac", "fraction of the text"),
-    ("--threads", "threads"), ("--clip", "norm"), ("--lr", "per step"),
-])
+@pytest.mark.parametrize(
+    "option, unit",
+    [
+        ("--hidden", "units"),
+        ("--seq-length", "characters"),
+        ("--batch-size", "streams"),
+        ("--steps", "steps"),
+        ("--epochs", "passes"),
+        ("--minutes", "minutes"),
+        ("--eval-every", "steps"),
+        ("--sample-every", "steps"),
+        ("--val-frac", "fraction of the text"),
+        ("--threads", "threads"),
+        ("--clip", "norm"),
+        ("--lr", "per step"),
+    ],
+)
 def test_train_options_say_their_unit(option, unit):
     assert unit in _help_texts("train")[option].lower()
 
@@ -88,8 +102,7 @@ def test_threads_help_says_the_default_on_this_machine():
 
 def test_python_dash_m_is_the_same_program_as_the_script():
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
-    result = subprocess.run([sys.executable, "-m", "charrnn", "trian"], capture_output=True, text=True,
-                            env=env)
+    result = subprocess.run([sys.executable, "-m", "charrnn", "trian"], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("Usage: charrnn [OPTIONS]") and "Did you mean 'train'?" in result.stderr
 
@@ -101,6 +114,7 @@ def test_python_dash_m_is_the_same_program_as_the_script():
 @pytest.fixture
 def nothing_may_start(monkeypatch):
     """Fails the test if training, or reading the text, begins."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("got as far as starting a run")
 
@@ -108,39 +122,58 @@ def nothing_may_start(monkeypatch):
     monkeypatch.setattr(library_train, "load_corpus", refuse)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--hidden", "0"], "--hidden must be a positive whole number, got 0"),
-    (["--hidden", "-5"], "--hidden must be a positive whole number"),
-    (["--seq-length", "0"], "--seq-length must be a positive whole number"),
-    (["--batch-size", "-1"], "--batch-size must be a positive whole number"),
-    (["--eval-every", "0"], "--eval-every must be a positive whole number"),
-    (["--val-frac", "0"], "--val-frac must be in (0, 0.5], got 0.0"),
-    (["--val-frac", "0.51"], "--val-frac must be in (0, 0.5]"),
-    (["--val-frac", "-0.1"], "--val-frac must be in (0, 0.5]"),
-    (["--steps", "0"], "--steps must be positive"),
-    (["--epochs", "0"], "--epochs must be positive"),
-    (["--minutes", "0"], "--minutes must be positive"),
-    (["--minutes", "-1"], "--minutes must be positive"),
-    (["--minutes", "nan"], "--minutes must be positive"),
-    (["--sample-every", "-1"], "--sample-every must be 0 (no samples) or more, got -1"),
-    (["--threads", "0"], "--threads must be 1 or more, got 0"),
-    (["--lr", "0"], "--lr must be positive"),
-    (["--lr", "inf"], "--lr must be positive"),
-    (["--clip", "-1"], "--clip must be 0 (off) or positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden", "0"], "--hidden must be a positive whole number, got 0"),
+        (["--hidden", "-5"], "--hidden must be a positive whole number"),
+        (["--seq-length", "0"], "--seq-length must be a positive whole number"),
+        (["--batch-size", "-1"], "--batch-size must be a positive whole number"),
+        (["--eval-every", "0"], "--eval-every must be a positive whole number"),
+        (["--val-frac", "0"], "--val-frac must be in (0, 0.5], got 0.0"),
+        (["--val-frac", "0.51"], "--val-frac must be in (0, 0.5]"),
+        (["--val-frac", "-0.1"], "--val-frac must be in (0, 0.5]"),
+        (["--steps", "0"], "--steps must be positive"),
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--minutes", "0"], "--minutes must be positive"),
+        (["--minutes", "-1"], "--minutes must be positive"),
+        (["--minutes", "nan"], "--minutes must be positive"),
+        (["--sample-every", "-1"], "--sample-every must be 0 (no samples) or more, got -1"),
+        (["--threads", "0"], "--threads must be 1 or more, got 0"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--lr", "inf"], "--lr must be positive"),
+        (["--clip", "-1"], "--clip must be 0 (off) or positive"),
+    ],
+)
 def test_nonsense_options_are_refused_up_front(text_file, tmp_path, nothing_may_start, args, message):
     assert_one_line_error(run("train", text_file, "--out", tmp_path / "m", *args), message)
     assert not (tmp_path / "m").exists()
 
 
 def test_nonsense_options_on_resume_are_refused_before_the_saved_run_is_read(tmp_path, nothing_may_start):
-    assert_one_line_error(run("train", "--out", tmp_path / "nothing", "--resume", "--steps", "0"),
-                          "--steps must be positive")
+    assert_one_line_error(
+        run("train", "--out", tmp_path / "nothing", "--resume", "--steps", "0"), "--steps must be positive"
+    )
 
 
 def test_the_edges_of_the_ranges_are_fine(text_file, tmp_path):
-    result = run("train", text_file, "--out", tmp_path / "m", *TINY, "--val-frac", "0.5",
-                 "--steps", "2", "--eval-every", "1", "--sample-every", "0", "--clip", "0")
+    result = run(
+        "train",
+        text_file,
+        "--out",
+        tmp_path / "m",
+        *TINY,
+        "--val-frac",
+        "0.5",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--clip",
+        "0",
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -149,13 +182,17 @@ def test_the_edges_of_the_ranges_are_fine(text_file, tmp_path):
 
 
 def test_a_missing_text_file_points_at_charrnn_download(tmp_path, nothing_may_start):
-    assert_one_line_error(run("train", tmp_path / "nope.txt"),
-                          "nope.txt: no such file", "charrnn download NAME", "charrnn corpora")
+    assert_one_line_error(
+        run("train", tmp_path / "nope.txt"), "nope.txt: no such file", "charrnn download NAME", "charrnn corpora"
+    )
 
 
 def test_resuming_nothing_says_how_to_start(tmp_path, nothing_may_start):
-    assert_one_line_error(run("train", "--out", tmp_path / "m", "--resume"),
-                          "nothing to resume", f"charrnn train TEXT_FILE --out {tmp_path / 'm'}")
+    assert_one_line_error(
+        run("train", "--out", tmp_path / "m", "--resume"),
+        "nothing to resume",
+        f"charrnn train TEXT_FILE --out {tmp_path / 'm'}",
+    )
 
 
 def test_missing_text_and_conflicting_flags_are_usage_errors(nothing_may_start):
@@ -173,8 +210,7 @@ def test_an_existing_model_says_resume_or_force(text_file, tmp_path):
 
 
 def test_info_on_something_that_is_not_a_model_says_where_models_are(tmp_path):
-    assert_one_line_error(run("info", tmp_path / "nothing"), "no such model directory",
-                          "charrnn train TEXT_FILE")
+    assert_one_line_error(run("info", tmp_path / "nothing"), "no such model directory", "charrnn train TEXT_FILE")
     assert_one_line_error(run("info", tmp_path), "not a model directory (no meta.json)", "charrnn train")
 
 
@@ -203,18 +239,20 @@ def test_completion_scripts_for_each_shell(shell):
 
 def test_the_readme_completion_line_makes_bash_complete_charrnn(tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    lines = [line for line in readme.splitlines() if "_CHARRNN_COMPLETE=bash_source" in line
-             and line.startswith("eval ")]
+    lines = [
+        line for line in readme.splitlines() if "_CHARRNN_COMPLETE=bash_source" in line and line.startswith("eval ")
+    ]
     assert len(lines) == 1, "README.md should hold the bash completion line once, in a sh block"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "charrnn").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m charrnn "$@"\n')
     (bin_dir / "charrnn").chmod(0o755)
-    script = (lines[0] + "\ncomplete -p charrnn\n"
-              "COMPREPLY=(); COMP_WORDS=(charrnn tr); COMP_CWORD=1; _charrnn_completion charrnn\n"
-              'printf "%s\\n" "${COMPREPLY[@]}"\n')
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(PACKAGE_PARENT)}
+    script = (
+        lines[0] + "\ncomplete -p charrnn\n"
+        "COMPREPLY=(); COMP_WORDS=(charrnn tr); COMP_CWORD=1; _charrnn_completion charrnn\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(PACKAGE_PARENT)}
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["complete -o nosort -F _charrnn_completion charrnn", "train"]
@@ -233,8 +271,16 @@ class FakeClock:
 
 
 def step_event(step, **kwargs):
-    return TrainEvent("step", step=step, total_steps=30, epoch=step / 100, train_loss=3.0,
-                      chars_per_sec=1234.0, eta_seconds=42.0, **kwargs)
+    return TrainEvent(
+        "step",
+        step=step,
+        total_steps=30,
+        epoch=step / 100,
+        train_loss=3.0,
+        chars_per_sec=1234.0,
+        eta_seconds=42.0,
+        **kwargs,
+    )
 
 
 def test_kernels_line_in_a_log_is_completed_with_its_time():
@@ -298,9 +344,25 @@ def test_a_fresh_environment_shows_the_compilation(text_file, tmp_path):
     """An empty Numba cache: the line appears before the long wait and reports it."""
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(text_file), "--out", str(tmp_path / "m"), *TINY,
-         "--steps", "3", "--eval-every", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env)
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(text_file),
+            "--out",
+            str(tmp_path / "m"),
+            *TINY,
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr
     seconds = float(re.search(r"once\)\.\.\. done in (\d+\.\d) s\n", stdout).group(1))

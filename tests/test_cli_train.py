@@ -40,12 +40,15 @@ def test_default_model_directory_is_models_slash_stem(text_file, tmp_path, monke
     assert (tmp_path / "models" / "corpus" / "model.npz").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--hidden", "0"], "--hidden"),
-    (["--val-frac", "0.7"], "--val-frac"),
-    (["--steps", "0"], "--steps"),
-    (["--minutes", "-1"], "--minutes"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden", "0"], "--hidden"),
+        (["--val-frac", "0.7"], "--val-frac"),
+        (["--steps", "0"], "--steps"),
+        (["--minutes", "-1"], "--minutes"),
+    ],
+)
 def test_nonsense_options_are_one_line_errors(text_file, tmp_path, args, message):
     result = run("train", text_file, "--out", tmp_path / "m", *args)
     assert result.exit_code != 0
@@ -53,12 +56,15 @@ def test_nonsense_options_are_one_line_errors(text_file, tmp_path, args, message
     assert isinstance(result.exception, SystemExit)  # a handled error, not a crash
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"\x00\x01\x02binary", "binary"),
-    (b"short text", "too short"),
-    (b"caf\xe9 " * 500, "offset 3"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"\x00\x01\x02binary", "binary"),
+        (b"short text", "too short"),
+        (b"caf\xe9 " * 500, "offset 3"),
+    ],
+)
 def test_bad_text_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
@@ -78,9 +84,25 @@ def test_info_on_a_missing_model_is_a_one_line_error(tmp_path):
 def start_training(text_file, out, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(text_file), "--out", str(out), *TINY,
-         "--steps", "1000000", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(text_file),
+            "--out",
+            str(out),
+            *TINY,
+            "--steps",
+            "1000000",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def wait_for(path, process, seconds=60):

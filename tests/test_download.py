@@ -153,7 +153,7 @@ def serve_range(handler, body: bytes, headers: dict | None = None):
 
 def range_start(header: str) -> int:
     assert header.startswith("bytes=") and header.endswith("-"), header
-    return int(header[len("bytes="):-1])
+    return int(header[len("bytes=") : -1])
 
 
 class Recorder:
@@ -211,8 +211,12 @@ def shipped_catalog(monkeypatch):
 def test_success_writes_text_and_record(server, policy, tmp_path):
     url = server.route("/book.txt", lambda h: send(h, TEXT))
     progress = []
-    result = download(url_source(url, sha256=TEXT_SHA, title="Foxes"), tmp_path / "corpora", policy=policy,
-                      on_progress=lambda done, total: progress.append((done, total)))
+    result = download(
+        url_source(url, sha256=TEXT_SHA, title="Foxes"),
+        tmp_path / "corpora",
+        policy=policy,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
     assert result.downloaded
     assert result.path == tmp_path / "corpora" / "book.txt"
     assert result.path.read_bytes() == TEXT
@@ -338,8 +342,13 @@ def test_body_cut_short_resumes_with_range(server, policy, tmp_path):
     url = server.route("/cut.txt", cut_then_range)
     progress = []
     warnings = []
-    result = download(url_source(url, sha256=TEXT_SHA), tmp_path, policy=policy,
-                      on_progress=lambda d, t: progress.append((d, t)), on_warning=warnings.append)
+    result = download(
+        url_source(url, sha256=TEXT_SHA),
+        tmp_path,
+        policy=policy,
+        on_progress=lambda d, t: progress.append((d, t)),
+        on_warning=warnings.append,
+    )
     assert result.path.read_bytes() == TEXT
     assert calls[0] is None and 0 < range_start(calls[1]) <= 30_000  # resumes from what it has
     assert server.seen("/cut.txt")[1].headers["if-range"] == '"v1"'
@@ -439,8 +448,9 @@ def test_gzip_encoding_progress_counts_wire_bytes(server, policy, tmp_path):
     assert len(compressed) * 5 < len(TEXT)
     url = server.route("/gz.txt", lambda h: send(h, compressed, headers={"Content-Encoding": "gzip"}))
     progress = []
-    result = download(url_source(url, sha256=TEXT_SHA), tmp_path, policy=policy,
-                      on_progress=lambda d, t: progress.append((d, t)))
+    result = download(
+        url_source(url, sha256=TEXT_SHA), tmp_path, policy=policy, on_progress=lambda d, t: progress.append((d, t))
+    )
     assert result.path.read_bytes() == TEXT
     assert result.record["raw_bytes"] == len(TEXT)
     assert progress[-1] == (len(compressed), len(compressed))
@@ -454,8 +464,12 @@ def test_gzip_body_cut_short_starts_again(server, policy, tmp_path):
 
     def cut_gzip(handler):
         calls.append(handler.headers.get("Range"))
-        send(handler, compressed, headers={"Content-Encoding": "gzip"},
-             cut_at=len(compressed) // 2 if len(calls) == 1 else None)
+        send(
+            handler,
+            compressed,
+            headers={"Content-Encoding": "gzip"},
+            cut_at=len(compressed) // 2 if len(calls) == 1 else None,
+        )
 
     url = server.route("/gz.txt", cut_gzip)
     assert download(url_source(url), tmp_path, policy=policy).path.read_bytes() == TEXT
@@ -588,7 +602,9 @@ def test_force_replaces_only_after_success(server, policy, tmp_path):
 def test_shipped_catalog():
     catalog = load_catalog()
     shakespeare = catalog["tiny-shakespeare"]
-    assert shakespeare.url == "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    assert (
+        shakespeare.url == "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    )
     assert shakespeare.bytes == 1_115_394
     assert shakespeare.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert shakespeare.clean == "none"
@@ -698,15 +714,37 @@ def test_local_corpora_lists_downloads_with_sha(server, policy, tmp_path):
 @pytest.fixture
 def cli(monkeypatch, clock, server, tmp_path):
     """The CLI with fake sleeps and a catalog whose entry lives on the local server."""
-    monkeypatch.setattr(cli_download, "FetchPolicy",
-                        functools.partial(FetchPolicy, sleep=clock.sleep, clock=clock.clock, backoff_factor=0.0))
+    monkeypatch.setattr(
+        cli_download,
+        "FetchPolicy",
+        functools.partial(FetchPolicy, sleep=clock.sleep, clock=clock.clock, backoff_factor=0.0),
+    )
     server.route("/tiny.txt", lambda h: send(h, TEXT))
     catalog_file = tmp_path / "catalog.json"
-    catalog_file.write_text(json.dumps({"corpora": [
-        {"name": "tiny", "title": "Tiny", "url": server.url("/tiny.txt"), "bytes": len(TEXT), "sha256": TEXT_SHA,
-         "clean": "none", "licence": "test licence"},
-        {"name": "bad-sum", "title": "Bad", "url": server.url("/tiny.txt"), "sha256": "f" * 64, "clean": "none"},
-    ]}))
+    catalog_file.write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {
+                        "name": "tiny",
+                        "title": "Tiny",
+                        "url": server.url("/tiny.txt"),
+                        "bytes": len(TEXT),
+                        "sha256": TEXT_SHA,
+                        "clean": "none",
+                        "licence": "test licence",
+                    },
+                    {
+                        "name": "bad-sum",
+                        "title": "Bad",
+                        "url": server.url("/tiny.txt"),
+                        "sha256": "f" * 64,
+                        "clean": "none",
+                    },
+                ]
+            }
+        )
+    )
     monkeypatch.setattr(cli_download, "load_catalog", lambda: load_catalog(catalog_file))
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -759,8 +797,16 @@ def test_cli_max_bytes_takes_units(cli):
 
 @pytest.mark.parametrize(
     "name",
-    ["../evil", "../../evil", "/tmp/evil", "corpora/../../evil", "..", "gutenberg:../../evil",
-     "gutenberg:1/../../evil", "evil/../../x"],
+    [
+        "../evil",
+        "../../evil",
+        "/tmp/evil",
+        "corpora/../../evil",
+        "..",
+        "gutenberg:../../evil",
+        "gutenberg:1/../../evil",
+        "evil/../../x",
+    ],
 )
 def test_cli_path_traversal_never_escapes_dir(cli, tmp_path, name):
     inside = tmp_path / "work"

@@ -45,8 +45,7 @@ def reference_log_probs(params, ids):
     state = np.zeros(params.spec.state_shape(1))
     out = []
     for t in range(len(ids) - 1):
-        loss, state, _ = reference.forward(params.spec.cell, p, ids[None, t:t + 1],
-                                           ids[None, t + 1:t + 2], state)
+        loss, state, _ = reference.forward(params.spec.cell, p, ids[None, t : t + 1], ids[None, t + 1 : t + 2], state)
         out.append(-loss)
     return np.array(out)
 
@@ -75,13 +74,18 @@ def test_scoring_pass_compiled_equals_its_python_form(cell, layers):
     results = []
     for kernel in (run_parts, run_parts.py_func):
         states = sampler.new_states(3)
-        inputs = np.ascontiguousarray(np.stack([ids[:-1]] * 3))                 # (3, T)
+        inputs = np.ascontiguousarray(np.stack([ids[:-1]] * 3))  # (3, T)
         targets = np.ascontiguousarray(np.stack([ids[1:]] * 3))
         log_probs = np.zeros(inputs.shape)
-        nothing = (np.zeros((3, 0)), np.ones(3), np.zeros(3, dtype=np.int64), np.ones(3),
-                   np.zeros(3, dtype=bool), np.zeros((3, 0), dtype=np.int64))
-        kernel(0, sampler.parts, *sampler._arguments(sampler.parts, states, inputs, *nothing, targets,
-                                                     log_probs))
+        nothing = (
+            np.zeros((3, 0)),
+            np.ones(3),
+            np.zeros(3, dtype=np.int64),
+            np.ones(3),
+            np.zeros(3, dtype=bool),
+            np.zeros((3, 0), dtype=np.int64),
+        )
+        kernel(0, sampler.parts, *sampler._arguments(sampler.parts, states, inputs, *nothing, targets, log_probs))
         results.append((log_probs, states))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-6)
@@ -92,7 +96,7 @@ def test_scoring_pass_compiled_equals_its_python_form(cell, layers):
 def test_exact_bpc_is_the_mean_of_the_numpy_log_probabilities(cell, layers, monkeypatch):
     import charrnn.training.evaluate as evaluate
 
-    monkeypatch.setattr(evaluate, "EXACT_CHUNK", 70)       # the state carried across calls
+    monkeypatch.setattr(evaluate, "EXACT_CHUNK", 70)  # the state carried across calls
     params = make_params(cell, layers)
     ids = text_ids(400)
     expected = -reference_log_probs(params, ids).mean() / math.log(2)

@@ -14,7 +14,7 @@ from logprobs_reference import logprobs, random_model
 from charrnn.export.torch_names import torch_arrays
 from charrnn.model.checkpoint import Model, save_model
 
-CHARS = "abcdé\n ;—ü"          # non-ASCII, one of them beyond Latin-1
+CHARS = "abcdé\n ;—ü"  # non-ASCII, one of them beyond Latin-1
 SHAPES = [(cell, layers) for cell in ("rnn", "gru", "lstm") for layers in (1, 2)]
 HIDDEN = 6
 
@@ -36,9 +36,9 @@ def test_torch_names_follow_the_readme_mapping():
     np.testing.assert_array_equal(arrays["rnn.weight_hh_l0"], p["W.0"].T)
     # the README's way back: b = b_ih + b_hh except the n block, b_hn = b_hh[2H:]
     b_ih, b_hh = arrays["rnn.bias_ih_l1"], arrays["rnn.bias_hh_l1"]
-    np.testing.assert_array_equal(b_ih[:2 * H] + b_hh[:2 * H], p["b.1"][:2 * H])
-    np.testing.assert_array_equal(b_ih[2 * H:], p["b.1"][2 * H:])
-    np.testing.assert_array_equal(b_hh[2 * H:], p["b_hn.1"])
+    np.testing.assert_array_equal(b_ih[: 2 * H] + b_hh[: 2 * H], p["b.1"][: 2 * H])
+    np.testing.assert_array_equal(b_ih[2 * H :], p["b.1"][2 * H :])
+    np.testing.assert_array_equal(b_hh[2 * H :], p["b_hn.1"])
     np.testing.assert_array_equal(arrays["output.weight"], p.V.T)
     np.testing.assert_array_equal(arrays["output.bias"], p.b_y)
 
@@ -85,9 +85,8 @@ def test_pytorch_modules_loaded_from_safetensors_match(cell, layers, tmp_path):
     rnn = kind[meta["torch_module"]](len(vocab), hidden, num_layers=depth, batch_first=True)
     head = torch.nn.Linear(hidden, len(vocab))
     state = load_file(str(path))
-    rnn.load_state_dict({k[len("rnn."):]: v for k, v in state.items() if k.startswith("rnn.")})
-    head.load_state_dict({k[len("output."):]: v for k, v in state.items()
-                          if k.startswith("output.")})
+    rnn.load_state_dict({k[len("rnn.") :]: v for k, v in state.items() if k.startswith("rnn.")})
+    head.load_state_dict({k[len("output.") :]: v for k, v in state.items() if k.startswith("output.")})
     text = "aé—ü;b\ncd ü"
     ids = np.array([vocab.index(c) for c in text])
     with torch.no_grad():
@@ -110,7 +109,7 @@ def run_onnx(session, cell, layers, ids, streams=1):
         h = results[1]
         if cell == "lstm":
             c = results[2]
-    return np.array(out)                                   # (T, streams, vocab)
+    return np.array(out)  # (T, streams, vocab)
 
 
 @pytest.mark.parametrize("cell,layers", SHAPES)
@@ -142,15 +141,20 @@ def test_onnx_step_model_matches_charrnn(cell, layers, tmp_path):
 def _cli(*args, prelude=""):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     code = prelude + "from charrnn.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_without_the_extra_export_says_what_to_install(tmp_path):
     for fmt, blocked in (("onnx", "onnx"), ("safetensors", "safetensors")):
-        done = _cli("export", "shakespeare-lstm", "--format", fmt, "--out",
-                    str(tmp_path / f"m.{fmt}"),
-                    prelude=f"import sys; sys.modules[{blocked!r}] = None; sys.argv[0] = 'charrnn'; ")
+        done = _cli(
+            "export",
+            "shakespeare-lstm",
+            "--format",
+            fmt,
+            "--out",
+            str(tmp_path / f"m.{fmt}"),
+            prelude=f"import sys; sys.modules[{blocked!r}] = None; sys.argv[0] = 'charrnn'; ",
+        )
         assert done.returncode != 0
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
@@ -169,14 +173,14 @@ def test_cli_writes_each_format_and_refuses_to_overwrite(tmp_path):
         again = _cli("export", str(tmp_path / "tiny"), "--format", fmt, "--out", str(out))
         assert again.returncode != 0 and "--force" in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1
-    done = _cli("export", str(tmp_path / "nowhere"), "--format", "html", "--out",
-                str(tmp_path / "x.html"))
+    done = _cli("export", str(tmp_path / "nowhere"), "--format", "html", "--out", str(tmp_path / "x.html"))
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
 
 
 def _has(*names):
     import importlib.util
+
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 

@@ -25,13 +25,20 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 CHARS = "abcdé\n ;—ü"
 # (cell, layers, hidden): 8 units take the 8-row SIMD product, 12 the 4-row one
-SHAPES = [("rnn", 1, 8), ("rnn", 2, 8), ("gru", 1, 8), ("gru", 2, 8), ("lstm", 1, 8),
-          ("lstm", 2, 8), ("lstm", 2, 12)]
+SHAPES = [("rnn", 1, 8), ("rnn", 2, 8), ("gru", 1, 8), ("gru", 2, 8), ("lstm", 1, 8), ("lstm", 2, 8), ("lstm", 2, 12)]
 ENGINES = {"": "wasm-relaxed-simd", "#simd": "wasm-simd", "#js": "js"}
 
 
@@ -50,8 +57,7 @@ def site(tmp_path_factory):
         name = f"{cell}-{layers}-{hidden}"
         write(model, root / f"{name}.html", name)
         models[name] = model
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_Handler, directory=str(root)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -65,8 +71,9 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver; .ci/run does)")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)"
+        )
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -112,7 +119,8 @@ def generate(browser, **options):
     return browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "window.charrnn.generate(arguments[0]).then(r => done(r), e => done({error: e.message}));",
-        options)
+        options,
+    )
 
 
 def test_seeded_generation_and_the_controls(browser, site):
@@ -130,8 +138,14 @@ def test_seeded_generation_and_the_controls(browser, site):
     bad = generate(browser, prime="xyz", length=5, seed=1)
     assert "not in the model's vocabulary" in bad["error"] and "'x'" not in bad["error"]
     # the page's own controls
-    for field, value in (("prime", "ba"), ("length", "200"), ("seed", "3"), ("topk", "0"),
-                         ("topp", "1"), ("temperature", "1")):
+    for field, value in (
+        ("prime", "ba"),
+        ("length", "200"),
+        ("seed", "3"),
+        ("topk", "0"),
+        ("topp", "1"),
+        ("temperature", "1"),
+    ):
         element = browser.find_element(By.ID, field)
         element.clear()
         element.send_keys(value)

@@ -36,8 +36,13 @@ def test_it_loads_as_a_one_layer_vanilla_rnn():
 
 
 def test_it_samples_the_text_it_sampled_when_it_was_made():
-    text = sample(FIXTURE / "model", EXPECTED["sample_length"], prime=EXPECTED["sample_prime"],
-                  seed=EXPECTED["sample_seed"], temperature=1.0)
+    text = sample(
+        FIXTURE / "model",
+        EXPECTED["sample_length"],
+        prime=EXPECTED["sample_prime"],
+        seed=EXPECTED["sample_seed"],
+        temperature=1.0,
+    )
     assert text == EXPECTED["sample"]
 
 
@@ -60,26 +65,25 @@ def test_it_resumes_where_it_stopped(tmp_path):
     shutil.copytree(FIXTURE / "model", new)
     arrays, info = checkpoint.load_training_state(new)
     arrays["state"] = arrays.pop("hidden").reshape(4, 1, 1, 8)
-    order = format1_flat_order(checkpoint.load_model(new).spec)    # U, W, V, b_h, b_y -> format 2
+    order = format1_flat_order(checkpoint.load_model(new).spec)  # U, W, V, b_h, b_y -> format 2
     for name in ("params", "opt_m", "opt_v"):
         arrays[name] = arrays[name][order]
     info["config"].update(cell="rnn", layers=1, dropout=0.0)
     checkpoint.save_training_state(new, arrays, info)
-    results = [train(FIXTURE / "corpus.txt", d, resume=True, budget=Budget(steps=60), threads=1)
-               for d in (old, new)]
+    results = [train(FIXTURE / "corpus.txt", d, resume=True, budget=Budget(steps=60), threads=1) for d in (old, new)]
     assert [r.step for r in results] == [60, 60]
-    np.testing.assert_array_equal(checkpoint.load_training_state(old)[0]["params"],
-                                  checkpoint.load_training_state(new)[0]["params"])
+    np.testing.assert_array_equal(
+        checkpoint.load_training_state(old)[0]["params"], checkpoint.load_training_state(new)[0]["params"]
+    )
     assert results[0].best_val_bpc == results[1].best_val_bpc
     assert results[0].best_val_bpc == pytest.approx(EXPECTED["resumed_to_60_best_val_bpc"], rel=0.03)
     assert results[0].best_val_bpc < EXPECTED["best_val_bpc"] - 0.2
-    assert checkpoint.load_model(old).meta["format_version"] == 2   # saved anew in format 2
+    assert checkpoint.load_model(old).meta["format_version"] == 2  # saved anew in format 2
 
 
 def test_info_and_eval_commands_read_it():
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True, timeout=300)
 
     info = run("info", str(FIXTURE / "model"))
     assert info.returncode == 0, info.stderr

@@ -95,15 +95,15 @@ main(sys.argv[1:])
 
 def charrnn(*args, cwd=None, fault: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real `charrnn` command of this checkout, in a subprocess (with an injected fault)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1,localhost",
-           "no_proxy": "127.0.0.1,localhost"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     if fault is None:
         command = [sys.executable, "-m", "charrnn"]
     else:
         env["CHARRNN_TEST_FAULT"] = json.dumps(fault)
         command = [sys.executable, "-c", FAULT_RUNNER]
-    return subprocess.run([*command, *(str(a) for a in args)], cwd=cwd or ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*command, *(str(a) for a in args)], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(ran: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -124,8 +124,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def temporaries(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*")
-                  if p.name.endswith((".tmp", ".download")))
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name.endswith((".tmp", ".download")))
 
 
 def fill(folder: Path, leave_pages: int) -> Path:
@@ -152,11 +151,16 @@ def tmpfs(tmp_path):
             pytest.skip(f"mounting a tmpfs {ROOT_ONLY}; the injected-fault tests cover this case")
         point = tmp_path / name
         point.mkdir()
-        ran = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
-                             capture_output=True, text=True)
+        ran = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         if ran.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({ran.stderr.strip() or ran.returncode}); "
-                        "the injected-fault tests cover this case")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({ran.stderr.strip() or ran.returncode}); "
+                "the injected-fault tests cover this case"
+            )
         mounted.append(point)
         return point
 
@@ -187,14 +191,17 @@ def test_describe_os_error_names_the_path_and_what_to_do():
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert describe_os_error(full, "models/x/model.npz", then="resume with: charrnn train --out models/x --resume") == (
         "models/x/model.npz: No space left on device; free some space, then resume with: "
-        "charrnn train --out models/x --resume")
+        "charrnn train --out models/x --resume"
+    )
     denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/models")
     assert describe_os_error(denied, then="try again") == (
-        "/srv/models: Permission denied; check its permissions, or choose another place, then try again")
+        "/srv/models: Permission denied; check its permissions, or choose another place, then try again"
+    )
     # A path that can never work gets no "then": only what to do instead.
     read_only = OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/m")
     assert describe_os_error(read_only, then="try again") == (
-        "/mnt/ro/m: Read-only file system; choose a place on a writable filesystem")
+        "/mnt/ro/m: Read-only file system; choose a place on a writable filesystem"
+    )
     odd = OSError("something\nodd")
     assert describe_os_error(odd) == "something odd"
 
@@ -240,11 +247,15 @@ def _inject(monkeypatch, where: str, error: BaseException) -> None:
 
 
 @pytest.mark.parametrize("where", ["mkstemp", "chmod", "write", "fsync", "replace"])
-@pytest.mark.parametrize("make_error", [
-    lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
-    lambda: PermissionError(errno.EACCES, os.strerror(errno.EACCES)),
-    KeyboardInterrupt,
-], ids=["ENOSPC", "EACCES", "Ctrl-C"])
+@pytest.mark.parametrize(
+    "make_error",
+    [
+        lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        lambda: PermissionError(errno.EACCES, os.strerror(errno.EACCES)),
+        KeyboardInterrupt,
+    ],
+    ids=["ENOSPC", "EACCES", "Ctrl-C"],
+)
 @pytest.mark.parametrize("existed", [True, False], ids=["over-a-file", "new-file"])
 def test_atomic_write_fails_cleanly_wherever_it_fails(tmp_path, monkeypatch, where, make_error, existed):
     error = make_error()
@@ -313,13 +324,24 @@ def _copy(trained: Path, destination: Path) -> Path:
 
 def test_train_disk_full_at_the_first_save_injected(corpus, tmp_path):
     out = tmp_path / "m"
-    ran = charrnn("train", corpus, "--out", out, *TINY, "--steps", 10, "--eval-every", 5,
-                  fault={"call": "fsync", "names": ["model.npz"], "errno": errno.ENOSPC})
-    assert_one_line_error(ran, f"{out / 'model.npz'}: No space left on device", "free some space",
-                          "run the same command again")
+    ran = charrnn(
+        "train",
+        corpus,
+        "--out",
+        out,
+        *TINY,
+        "--steps",
+        10,
+        "--eval-every",
+        5,
+        fault={"call": "fsync", "names": ["model.npz"], "errno": errno.ENOSPC},
+    )
+    assert_one_line_error(
+        ran, f"{out / 'model.npz'}: No space left on device", "free some space", "run the same command again"
+    )
     assert "model.npz" not in os.listdir(out) and temporaries(tmp_path) == []
     again = charrnn("train", corpus, "--out", out, *TINY, "--steps", 10, "--eval-every", 5)
-    assert again.returncode == 0, again.stderr     # as the message says: run it again
+    assert again.returncode == 0, again.stderr  # as the message says: run it again
 
 
 def test_train_disk_full_at_the_first_save_on_a_tmpfs(corpus, tmpfs):
@@ -350,8 +372,17 @@ SAVED = ["model.npz", "meta.json", "training_state.npz"]
 def test_train_disk_full_at_a_later_save_injected(trained, tmp_path):
     out = tmp_path / "m"
     before = _good_model(trained, out)
-    ran = charrnn("train", "--out", out, "--resume", "--threads", "1", "--steps", 20,
-                  fault={"call": "fsync", "names": SAVED, "errno": errno.ENOSPC})
+    ran = charrnn(
+        "train",
+        "--out",
+        out,
+        "--resume",
+        "--threads",
+        "1",
+        "--steps",
+        20,
+        fault={"call": "fsync", "names": SAVED, "errno": errno.ENOSPC},
+    )
     line = assert_one_line_error(ran, "No space left on device", "free some space")
     _assert_intact(out, before, line)
     advice = line.split("resume with: ", 1)[1].split()
@@ -374,8 +405,17 @@ def test_train_permission_denied_at_a_save_injected(trained, tmp_path):
     # As root, permission bits do not stop a write, so EACCES is injected where mkstemp meets it.
     out = tmp_path / "m"
     before = _good_model(trained, out)
-    ran = charrnn("train", "--out", out, "--resume", "--threads", "1", "--steps", 20,
-                  fault={"call": "mkstemp", "names": SAVED, "errno": errno.EACCES})
+    ran = charrnn(
+        "train",
+        "--out",
+        out,
+        "--resume",
+        "--threads",
+        "1",
+        "--steps",
+        20,
+        fault={"call": "mkstemp", "names": SAVED, "errno": errno.EACCES},
+    )
     line = assert_one_line_error(ran, "Permission denied", "check its permissions")
     _assert_intact(out, before, line)
 
@@ -392,12 +432,14 @@ def test_train_out_under_a_file(corpus, tmp_path):
     assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("code, fragment", [(errno.EACCES, "Permission denied"),
-                                            (errno.EROFS, "Read-only file system")])
+@pytest.mark.parametrize(
+    "code, fragment", [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system")]
+)
 def test_train_out_not_creatable_injected(corpus, tmp_path, code, fragment):
     out = tmp_path / "m"
-    ran = charrnn("train", corpus, "--out", out, *TINY, "--steps", 5,
-                  fault={"call": "mkdir", "names": ["m"], "errno": code})
+    ran = charrnn(
+        "train", corpus, "--out", out, *TINY, "--steps", 5, fault={"call": "mkdir", "names": ["m"], "errno": code}
+    )
     assert_one_line_error(ran, str(out), fragment)
     assert not out.exists()
 
@@ -414,8 +456,16 @@ def test_train_out_on_a_read_only_tmpfs(corpus, tmpfs):
 
 
 def test_corpus_unreadable_injected(corpus, tmp_path):
-    ran = charrnn("train", corpus, "--out", tmp_path / "m", *TINY, "--steps", 5,
-                  fault={"call": "open", "names": ["corpus.txt"], "errno": errno.EACCES})
+    ran = charrnn(
+        "train",
+        corpus,
+        "--out",
+        tmp_path / "m",
+        *TINY,
+        "--steps",
+        5,
+        fault={"call": "open", "names": ["corpus.txt"], "errno": errno.EACCES},
+    )
     assert_one_line_error(ran, str(corpus), "Permission denied")
     assert not (tmp_path / "m").exists()
 
@@ -427,21 +477,24 @@ def test_corpus_is_a_folder(tmp_path):
     assert_one_line_error(ran, str(folder), "is a folder")
 
 
-@pytest.mark.parametrize("name, command", [
-    ("model.npz", ["sample", "{m}", "--length", "5"]),
-    ("meta.json", ["info", "{m}"]),
-    ("training_state.npz", ["train", "--out", "{m}", "--resume", "--steps", "20"]),
-    ("metrics.jsonl", ["plot", "{m}", "--ascii"]),
-    ("metrics.jsonl", ["train", "--out", "{m}", "--resume", "--steps", "20"]),
-])
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        ("model.npz", ["sample", "{m}", "--length", "5"]),
+        ("meta.json", ["info", "{m}"]),
+        ("training_state.npz", ["train", "--out", "{m}", "--resume", "--steps", "20"]),
+        ("metrics.jsonl", ["plot", "{m}", "--ascii"]),
+        ("metrics.jsonl", ["train", "--out", "{m}", "--resume", "--steps", "20"]),
+    ],
+)
 @pytest.mark.parametrize("how", ["folder", "EACCES"])
 def test_a_model_file_that_cannot_be_read(trained, tmp_path, name, command, how):
     model = _copy(trained, tmp_path / "m")
     fault = None
-    if how == "folder":       # a folder where the file should be
+    if how == "folder":  # a folder where the file should be
         (model / name).unlink()
         (model / name).mkdir()
-    else:                     # unreadable (injected: root reads any file)
+    else:  # unreadable (injected: root reads any file)
         fault = {"call": "open", "names": [name], "errno": errno.EACCES}
     before = snapshot(model)
     ran = charrnn(*(a.format(m=model) for a in command), fault=fault)
@@ -550,8 +603,10 @@ def test_download_dir_under_a_file(text_url, tmp_path):
 def _plot_dir(folder: Path) -> Path:
     """A model directory as far as plot needs: a metrics log (no meta.json: a run killed early)."""
     folder.mkdir()
-    records = [{"step": 10 * i, "elapsed": 1.0 * i, "train_loss": 2.0 / i, "val_bpc": 3.0 / i,
-                "chars_per_sec": 1000.0} for i in range(1, 6)]
+    records = [
+        {"step": 10 * i, "elapsed": 1.0 * i, "train_loss": 2.0 / i, "val_bpc": 3.0 / i, "chars_per_sec": 1000.0}
+        for i in range(1, 6)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (folder / "curves.png").write_bytes(b"the old picture")
     return folder

@@ -12,11 +12,14 @@ from charrnn.corpus.gutenberg import (
     strip_gutenberg,
 )
 
-BOOK = "".join(
-    f"CHAPTER {n}.\n\nAlice was beginning to get very tired of sitting by her sister on the bank,\n"
-    "and of having nothing to do: once or twice she had peeped into the book.\n\n"
-    for n in range(1, 21)
-).rstrip("\n") + "\n"
+BOOK = (
+    "".join(
+        f"CHAPTER {n}.\n\nAlice was beginning to get very tired of sitting by her sister on the bank,\n"
+        "and of having nothing to do: once or twice she had peeped into the book.\n\n"
+        for n in range(1, 21)
+    ).rstrip("\n")
+    + "\n"
+)
 
 HEADER = (
     "The Project Gutenberg eBook of Alice's Adventures in Wonderland\n\n"
@@ -115,7 +118,7 @@ def test_old_small_print_header():
         "**Welcome To The World of Free Plain Vanilla Electronic Texts**\n\n"
         "Title: Pride and Prejudice\n\nAuthor: Jane Austen\n\n"
         "***START**THE SMALL PRINT!**FOR PUBLIC DOMAIN ETEXTS**START***\n"
-        "Why is this \"Small Print!\" statement here?  You know: lawyers.\n"
+        'Why is this "Small Print!" statement here?  You know: lawyers.\n'
         "They tell us you might sue us if there is something wrong with\n"
         "your copy of this etext, even if you got it for free.\n\n"
     )
@@ -131,16 +134,19 @@ def test_produced_by_credit_paragraph_is_dropped():
     text = book_between(
         "*** START OF THE PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN WONDERLAND ***",
         "*** END OF THE PROJECT GUTENBERG EBOOK ALICE'S ADVENTURES IN WONDERLAND ***",
-        before_book=("\n\n\n\nProduced by Arthur DiBianca and David Widger\n"
-                     "and the Online Distributed Proofreading Team\n\n\n\n"),
+        before_book=(
+            "\n\n\n\nProduced by Arthur DiBianca and David Widger\nand the Online Distributed Proofreading Team\n\n\n\n"
+        ),
     )
     assert_clean(text)
 
 
 def test_a_book_that_begins_with_produce_is_not_a_credit():
     book_start = "Produce of the fields\n\n"
-    text = (f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n{book_start}{BOOK}\n"
-            "*** END OF THE PROJECT GUTENBERG EBOOK X ***\n")
+    text = (
+        f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n{book_start}{BOOK}\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK X ***\n"
+    )
     assert strip_gutenberg(text).text == book_start + BOOK
 
 
@@ -178,8 +184,10 @@ def test_end_without_start_keeps_from_the_beginning_with_a_warning():
 
 def test_never_cuts_a_book_down_to_almost_nothing():
     # The markers enclose a single line: that is a misplaced marker, not a book.
-    text = (f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\nonly this\n"
-            f"*** END OF THE PROJECT GUTENBERG EBOOK X ***\n{BOOK}")
+    text = (
+        f"{HEADER}*** START OF THE PROJECT GUTENBERG EBOOK X ***\nonly this\n"
+        f"*** END OF THE PROJECT GUTENBERG EBOOK X ***\n{BOOK}"
+    )
     cleaned = strip_gutenberg(text)
     assert cleaned.text == text
     assert any("kept the whole text" in w for w in cleaned.warnings)
@@ -212,8 +220,9 @@ def test_utf8_with_bom_and_crlf():
 
 
 def test_declared_header_encoding_is_used_when_not_utf8():
-    raw = ("Title: Les Mis\u00e9rables\r\nCharacter set encoding: ISO-8859-1\r\n\r\n"
-           "\u00e9t\u00e9 \u00bb\r\n").encode("latin-1")
+    raw = ("Title: Les Mis\u00e9rables\r\nCharacter set encoding: ISO-8859-1\r\n\r\n\u00e9t\u00e9 \u00bb\r\n").encode(
+        "latin-1"
+    )
     assert declared_encoding(raw) == "iso8859-1"
     decoded = decode_text(raw)
     assert decoded.text == "Title: Les Mis\u00e9rables\nCharacter set encoding: ISO-8859-1\n\n\u00e9t\u00e9 \u00bb\n"

@@ -59,16 +59,19 @@ def _one_line_error(directory, *words):
 
 def test_npz_reader_refuses_nothing_a_real_model_holds(model_dir):
     checkpoint.load_model(model_dir)
-    checkpoint.load_model(checkpoint.resolve_model_dir("shakespeare"))          # format 1
-    checkpoint.load_model(checkpoint.resolve_model_dir("shakespeare-lstm"))     # format 2
+    checkpoint.load_model(checkpoint.resolve_model_dir("shakespeare"))  # format 1
+    checkpoint.load_model(checkpoint.resolve_model_dir("shakespeare-lstm"))  # format 2
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("layers", 1_000_000_000, ["layers 1000000000 is over"]),
-    ("hidden", 10 ** 12, ["hidden 1000000000000 is over"]),
-    ("layers", 2, ["missing arrays: U.1"]),
-    ("hidden", 7, ["U.0 has shape (5, 6), expected (5, 7)"]),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("layers", 1_000_000_000, ["layers 1000000000 is over"]),
+        ("hidden", 10**12, ["hidden 1000000000000 is over"]),
+        ("layers", 2, ["missing arrays: U.1"]),
+        ("hidden", 7, ["U.0 has shape (5, 6), expected (5, 7)"]),
+    ],
+)
 def test_a_meta_json_asking_for_a_huge_or_other_model_is_one_line(model_dir, field, value, words):
     meta = json.loads((model_dir / "meta.json").read_text())
     meta[field] = value
@@ -80,8 +83,8 @@ def test_a_member_declaring_a_huge_shape_is_refused_from_its_header(model_dir):
     arrays = _arrays(model_dir)
     with zipfile.ZipFile(model_dir / "model.npz", "w") as archive:
         for name, array in arrays.items():
-            if name == "W.0":           # a header for 10^12 floats, and no data
-                archive.writestr("W.0.npy", _npy_header((10 ** 6, 10 ** 6)))
+            if name == "W.0":  # a header for 10^12 floats, and no data
+                archive.writestr("W.0.npy", _npy_header((10**6, 10**6)))
             else:
                 buffer = io.BytesIO()
                 np.save(buffer, array)
@@ -91,7 +94,7 @@ def test_a_member_declaring_a_huge_shape_is_refused_from_its_header(model_dir):
 
 def test_a_compressed_member_that_would_expand_without_limit_is_refused(model_dir):
     arrays = _arrays(model_dir)
-    big = np.zeros(32 * 1024 * 1024, dtype=np.float32)       # 128 MB of zeros: ~130 kB deflated
+    big = np.zeros(32 * 1024 * 1024, dtype=np.float32)  # 128 MB of zeros: ~130 kB deflated
     arrays["W.0"] = big
     np.savez_compressed(model_dir / "model.npz", **arrays)
     assert (model_dir / "model.npz").stat().st_size < 1 << 20
@@ -116,23 +119,29 @@ def test_a_vocabulary_with_a_lone_surrogate_is_refused(model_dir):
     text = (model_dir / "meta.json").read_text()
     meta = json.loads(text)
     meta["vocab"] = ["\n", " ", "a", "b", "\ud800"]
-    (model_dir / "meta.json").write_text(json.dumps(meta))        # ASCII-escaped: valid JSON
+    (model_dir / "meta.json").write_text(json.dumps(meta))  # ASCII-escaped: valid JSON
     _one_line_error(model_dir, "vocabulary")
 
 
 def test_memory_error_while_loading_is_one_line(model_dir, monkeypatch):
     def no_memory(*args, **kwargs):
         raise MemoryError
+
     monkeypatch.setattr(checkpoint.Params, "from_arrays", no_memory)
     _one_line_error(model_dir, "too large")
 
 
 def test_hostile_files_through_the_cli_are_one_line_errors(model_dir):
     meta = json.loads((model_dir / "meta.json").read_text())
-    meta["layers"] = 10 ** 9
+    meta["layers"] = 10**9
     (model_dir / "meta.json").write_text(json.dumps(meta))
-    result = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(model_dir), "--length", "5"],
-                            capture_output=True, text=True, timeout=120, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "sample", str(model_dir), "--length", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "layers 1000000000 is over" in result.stderr and result.stdout == ""
@@ -148,7 +157,7 @@ def test_any_damage_to_the_archive_is_a_model_error_or_a_whole_model(tmp_path_fa
         at = data.draw(st.integers(0, len(blob) - 1))
         blob[at] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
-        blob = blob[:data.draw(st.integers(0, len(blob)))]
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
     path.write_bytes(bytes(blob))
     try:
         model = checkpoint.load_model(directory)

@@ -27,20 +27,23 @@ VOCAB, HIDDEN, BATCH, SEQ = 7, 5, 3, 6
 VECTOR_HIDDEN = 32
 TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
 
+
 def _numba_target() -> str:
     """The CPU Numba compiles for: NUMBA_CPU_NAME's, else this host's (as LLVM names it)."""
     import llvmlite.binding as llvm
     from numba.core import config
+
     return config.CPU_NAME or llvm.get_host_cpu_name()
 
 
-NO_AVX512 = (f"needs AVX-512 (Numba compiles for {_numba_target()}: no avx512f); "
-             "test_step_product_at_strip_widths_through_openblas covers the path that runs "
-             "instead")
+NO_AVX512 = (
+    f"needs AVX-512 (Numba compiles for {_numba_target()}: no avx512f); "
+    "test_step_product_at_strip_widths_through_openblas covers the path that runs "
+    "instead"
+)
 
 
-def make_case(cell, layers=1, dtype=np.float64, vocab=VOCAB, hidden=HIDDEN, batch=BATCH,
-              seq=SEQ, seed=0):
+def make_case(cell, layers=1, dtype=np.float64, vocab=VOCAB, hidden=HIDDEN, batch=BATCH, seq=SEQ, seed=0):
     """Random params (non-zero biases, weights large enough that the cells are not linear), ids,
     an initial state."""
     spec = ModelSpec(cell, layers, hidden, vocab)
@@ -61,8 +64,10 @@ def masks_of(spec, batch, T, p, seed, step):
     """The kernels' dropout masks as scale factors, one (B, T, H) array per layer, or None."""
     if not p:
         return None
-    return [dropout_module.kept(seed, step, layer, np.arange(batch), T, spec.hidden, p) / (1.0 - p)
-            for layer in range(spec.layers)]
+    return [
+        dropout_module.kept(seed, step, layer, np.arange(batch), T, spec.hidden, p) / (1.0 - p)
+        for layer in range(spec.layers)
+    ]
 
 
 def reference_result(spec, params, inputs, targets, state0, p=0.0, seed=0, step=0):
@@ -83,10 +88,8 @@ def assert_matches_reference(kernels, loss, grads, ref, tol):
     for name in grads.names():
         scale = np.abs(ref_grads[name]).max()
         assert scale > 0, name
-        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=0, atol=tol * scale,
-                                   err_msg=name)
-    np.testing.assert_allclose(kernels.dstate0, ref_dstate0, rtol=0,
-                               atol=tol * np.abs(ref_dstate0).max())
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=0, atol=tol * scale, err_msg=name)
+    np.testing.assert_allclose(kernels.dstate0, ref_dstate0, rtol=0, atol=tol * np.abs(ref_dstate0).max())
 
 
 def relative_error(a, b):
@@ -108,7 +111,7 @@ def numerical_gradient(loss_of, x, eps=1e-5):
 
 
 def assert_gradient(analytic, numeric, what):
-    assert np.abs(analytic).max() > 1e-4, what                # a gradient that is there
+    assert np.abs(analytic).max() > 1e-4, what  # a gradient that is there
     assert relative_error(analytic, numeric) < 1e-6, what
     # The check can fail: a 0.1% error in one entry is far above its threshold.
     wrong = analytic.copy()
@@ -118,10 +121,12 @@ def assert_gradient(analytic, numeric, what):
 
 # -- gradients and the reference -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("layers, p, hidden, window", [
-    (1, 0.0, HIDDEN, SEQ), (1, 0.0, HIDDEN, 2), (2, 0.0, HIDDEN, SEQ), (2, 0.4, HIDDEN, SEQ),
-    (3, 0.3, 16, 4)])
+@pytest.mark.parametrize(
+    "layers, p, hidden, window",
+    [(1, 0.0, HIDDEN, SEQ), (1, 0.0, HIDDEN, 2), (2, 0.0, HIDDEN, SEQ), (2, 0.4, HIDDEN, SEQ), (3, 0.3, 16, 4)],
+)
 def test_gradients_match_central_differences(cell, layers, p, hidden, window):
     spec, params, inputs, targets, state0 = make_case(cell, layers, hidden=hidden)
     inputs, targets = inputs[:, :window], targets[:, :window]
@@ -132,14 +137,14 @@ def test_gradients_match_central_differences(cell, layers, p, hidden, window):
     scratch = params.zeros_like()
 
     def loss_of():
-        if p:   # the same masks: the same seed and step
+        if p:  # the same masks: the same seed and step
             return kernels.loss_and_grad(params, inputs, targets, state0, scratch, seed=3, step=11)
         return kernels.loss(params, inputs, targets, state0)
 
     for name in params.names():
         assert_gradient(grads[name], numerical_gradient(loss_of, params[name]), name)
     numeric = numerical_gradient(loss_of, state0)
-    for kind in range(spec.state_kinds):                      # h, and c for lstm
+    for kind in range(spec.state_kinds):  # h, and c for lstm
         assert_gradient(dstate0[:, :, kind], numeric[:, :, kind], f"state0 kind {kind}")
 
 
@@ -152,7 +157,7 @@ def test_matches_numpy_reference(cell, dtype, threads, layers, p, hidden):
     spec, params, inputs, targets, state0 = make_case(cell, layers, dtype, hidden=hidden)
     kernels = Kernels(spec, BATCH, SEQ, dtype, threads=threads, dropout=p)
     grads = params.zeros_like()
-    grads.flat[...] = 7.0                                      # overwritten, not accumulated
+    grads.flat[...] = 7.0  # overwritten, not accumulated
     loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=12, step=34)
     ref = reference_result(spec, params, inputs, targets, state0, p, seed=12, step=34)
     assert_matches_reference(kernels, loss, grads, ref, TOLERANCE[dtype])
@@ -172,6 +177,7 @@ def test_short_windows(cell, window):
 
 
 # -- the recurrent step's product ------------------------------------------------------------------
+
 
 def _product_case(dtype, m, k, n, width, seed=0):
     """a (m, k), w (k, n), c (m, n), and w as the step product's operand in strips of `width`."""
@@ -203,7 +209,7 @@ def test_avx512_step_product_matches_numpy(dtype, m, shape):
     accumulate or not; for the forward shape (H, 4H) and the backward one (4H, H)."""
     strip = stepgemm.block_columns(np.dtype(dtype).itemsize)
     assert stepgemm.operand_width(4 * strip, np.dtype(dtype).itemsize) == strip
-    H = 5 * strip                       # leaves narrow column blocks after the 8-vector ones
+    H = 5 * strip  # leaves narrow column blocks after the 8-vector ones
     k, n = (H, 4 * H) if shape == "forward" else (4 * H, H)
     _check_product(*_product_case(dtype, m, k, n, strip), TOLERANCE[dtype])
 
@@ -222,7 +228,7 @@ def test_avx512_step_product_rows_are_bit_independent(dtype, strips):
         stepgemm.step_product(a[:m], operand, together, False)
         for row in range(m):
             alone = np.zeros((1, w.shape[1]), dtype)
-            stepgemm.step_product(a[row:row + 1], operand, alone, False)
+            stepgemm.step_product(a[row : row + 1], operand, alone, False)
             np.testing.assert_array_equal(alone[0], together[row])
 
 
@@ -271,8 +277,7 @@ def test_forward_and_backward_products_on_different_paths(dtype, hidden):
 def test_kernel_row_blocks_and_tails(cell, dtype, batch):
     """The whole kernels at a hidden size of whole strips: with AVX-512 the vector step product
     (full blocks of rows and leftover rows), without it OpenBLAS on the plain matrices."""
-    spec, params, inputs, targets, state0 = make_case(cell, 2, dtype, hidden=64, batch=batch,
-                                                      seed=5)
+    spec, params, inputs, targets, state0 = make_case(cell, 2, dtype, hidden=64, batch=batch, seed=5)
     kernels = Kernels(spec, batch, SEQ, dtype)
     grads = params.zeros_like()
     loss = kernels.loss_and_grad(params, inputs, targets, state0, grads)
@@ -282,6 +287,7 @@ def test_kernel_row_blocks_and_tails(cell, dtype, batch):
 
 # -- windows, threads, evaluation ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_large_vocabulary_uses_several_logit_blocks(cell, threads, monkeypatch):
@@ -289,10 +295,9 @@ def test_large_vocabulary_uses_several_logit_blocks(cell, threads, monkeypatch):
     there are several, the last partial); the result must not care."""
     monkeypatch.setattr(window_module, "LOGIT_BLOCK_ELEMENTS", 1 << 15)
     vocab, hidden, batch, seq = 3000, 4, 5, 50
-    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64, vocab, hidden, batch,
-                                                      seq, seed=3)
+    spec, params, inputs, targets, state0 = make_case(cell, 2, np.float64, vocab, hidden, batch, seq, seed=3)
     kernels = Kernels(spec, batch, seq, np.float64, threads=threads)
-    assert kernels.rows_per_block < seq   # every chunk has several blocks, the last partial
+    assert kernels.rows_per_block < seq  # every chunk has several blocks, the last partial
     grads = params.zeros_like()
     loss = kernels.loss_and_grad(params, inputs, targets, state0, grads)
     ref = reference_result(spec, params, inputs, targets, state0)
@@ -325,10 +330,12 @@ def test_window_cut_in_two_equals_the_whole(cell, threads):
     grads_carried, grads_copied = params.zeros_like(), params.zeros_like()
     for k, g in ((carried, grads_carried), (copied, grads_copied)):
         k.loss_and_grad(params, inputs[:, first], targets[:, first], state0, g)
-    loss_carried = carried.loss_and_grad(params, inputs[:, second], targets[:, second],
-                                         carried.state_last, grads_carried)
-    loss_copied = copied.loss_and_grad(params, inputs[:, second], targets[:, second],
-                                       copied.state_last.copy(), grads_copied)
+    loss_carried = carried.loss_and_grad(
+        params, inputs[:, second], targets[:, second], carried.state_last, grads_carried
+    )
+    loss_copied = copied.loss_and_grad(
+        params, inputs[:, second], targets[:, second], copied.state_last.copy(), grads_copied
+    )
     assert loss_carried == loss_copied
     np.testing.assert_array_equal(grads_carried.flat, grads_copied.flat)
     np.testing.assert_array_equal(carried.dstate0, copied.dstate0)
@@ -365,8 +372,7 @@ def test_deterministic_for_a_thread_count(cell, threads):
         kernels = Kernels(spec, 8, SEQ, np.float32, threads=threads, dropout=0.25)
         grads = params.zeros_like()
         loss = kernels.loss_and_grad(params, inputs, targets, state0, grads, seed=4, step=9)
-        again = kernels.loss_and_grad(params, inputs, targets, state0, grads.zeros_like(),
-                                      seed=4, step=9)
+        again = kernels.loss_and_grad(params, inputs, targets, state0, grads.zeros_like(), seed=4, step=9)
         assert again == loss
         results.append((loss, grads.flat.copy(), kernels.dstate0.copy(), kernels.state_last.copy()))
     assert results[0][0] == results[1][0]
@@ -413,12 +419,15 @@ def _kept_by_the_docstring(seed, step, layer, row, t, j, p):
 def test_dropout_hash_is_the_pinned_one():
     """The masks follow charrnn/kernels/dropout.py's docstring, bit for bit (a change to the
     hash changes every dropout run: it must be deliberate)."""
-    for seed, step, layer, p in ((0, 0, 0, 0.5), (12345, 678, 2, 0.3), (-1, 2**40, 1, 0.1),
-                                 (2**63 + 7, 5, 0, 0.9)):
+    for seed, step, layer, p in ((0, 0, 0, 0.5), (12345, 678, 2, 0.3), (-1, 2**40, 1, 0.1), (2**63 + 7, 5, 0, 0.9)):
         rows = np.array([0, 1, 31, 1000])
         mask = dropout_module.kept(seed, step, layer, rows, 3, 17, p)
-        expected = np.array([[[_kept_by_the_docstring(seed, step, layer, int(r), t, j, p)
-                               for j in range(17)] for t in range(3)] for r in rows])
+        expected = np.array(
+            [
+                [[_kept_by_the_docstring(seed, step, layer, int(r), t, j, p) for j in range(17)] for t in range(3)]
+                for r in rows
+            ]
+        )
         np.testing.assert_array_equal(mask, expected)
 
 
@@ -428,13 +437,15 @@ def test_dropout_keeps_the_right_fraction_and_varies():
         mask = dropout_module.kept(1, 2, 0, rows, 64, 256, p)
         assert abs(mask.mean() - (1 - p)) < 0.01
     base = dropout_module.kept(1, 2, 0, rows, 8, 64, 0.5)
-    for other in (dropout_module.kept(2, 2, 0, rows, 8, 64, 0.5),     # seed
-                  dropout_module.kept(1, 3, 0, rows, 8, 64, 0.5),     # step
-                  dropout_module.kept(1, 2, 1, rows, 8, 64, 0.5),     # layer
-                  dropout_module.kept(1, 2, 0, rows + 1, 8, 64, 0.5)):  # row
+    for other in (
+        dropout_module.kept(2, 2, 0, rows, 8, 64, 0.5),  # seed
+        dropout_module.kept(1, 3, 0, rows, 8, 64, 0.5),  # step
+        dropout_module.kept(1, 2, 1, rows, 8, 64, 0.5),  # layer
+        dropout_module.kept(1, 2, 0, rows + 1, 8, 64, 0.5),
+    ):  # row
         assert 0.4 < (other == base).mean() < 0.6
-    assert 0.4 < (base[:, 1:] == base[:, :-1]).mean() < 0.6         # t
-    assert 0.4 < (base[:, :, 1:] == base[:, :, :-1]).mean() < 0.6   # unit
+    assert 0.4 < (base[:, 1:] == base[:, :-1]).mean() < 0.6  # t
+    assert 0.4 < (base[:, :, 1:] == base[:, :, :-1]).mean() < 0.6  # unit
     assert dropout_module.kept(1, 2, 0, rows, 8, 64, 0.0).all()
 
 
@@ -461,6 +472,7 @@ def test_dropout_only_in_loss_and_grad(cell):
 
 # -- fast math -------------------------------------------------------------------------------------
 
+
 def test_fast_float32_math_is_accurate():
     x = np.linspace(-12.0, 12.0, 20001).astype(np.float32)
     for value in x[::7]:
@@ -485,10 +497,12 @@ def test_fast_math_keeps_nan():
 def run_in_subprocess(env_changes, calls):
     """Run test functions of this module in a fresh interpreter with some environment changed."""
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    script = "\n".join(["import sys, numpy as np",
-                        f"sys.path[:0] = [{tests_dir!r}, {os.path.dirname(tests_dir)!r}]"] + calls)
-    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, **env_changes),
-                          capture_output=True, text=True, timeout=600)
+    script = "\n".join(
+        ["import sys, numpy as np", f"sys.path[:0] = [{tests_dir!r}, {os.path.dirname(tests_dir)!r}]"] + calls
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=dict(os.environ, **env_changes), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -497,10 +511,12 @@ def test_fastmath_alone_and_without_the_jit():
     """The sampler imports charrnn.kernels.fastmath alone (no BLAS binding) and runs it as plain
     Python under NUMBA_DISABLE_JIT=1: the same approximation as compiled (to rounding)."""
     values = "np.linspace(-30, 30, 2001).astype(np.float32)"
-    script = ["import charrnn.kernels.fastmath as fm",
-              "assert 'charrnn.kernels.blas' not in sys.modules, sorted(sys.modules)",
-              f"x = {values}",
-              "print(repr([[float(f(v)) for v in x] for f in (fm.fast_exp, fm.fast_tanh, fm.fast_sigmoid)]))"]
+    script = [
+        "import charrnn.kernels.fastmath as fm",
+        "assert 'charrnn.kernels.blas' not in sys.modules, sorted(sys.modules)",
+        f"x = {values}",
+        "print(repr([[float(f(v)) for v in x] for f in (fm.fast_exp, fm.fast_tanh, fm.fast_sigmoid)]))",
+    ]
     compiled = eval(run_in_subprocess({}, script))
     python = eval(run_in_subprocess({"NUMBA_DISABLE_JIT": "1"}, script))
     for a, b in zip(compiled, python, strict=True):
@@ -508,6 +524,7 @@ def test_fastmath_alone_and_without_the_jit():
 
 
 # -- edges -----------------------------------------------------------------------------------------
+
 
 def test_chunk_threads_hand_errors_to_the_caller():
     threads = ChunkThreads(2, 3)
@@ -519,7 +536,7 @@ def test_chunk_threads_hand_errors_to_the_caller():
 
     with pytest.raises(ZeroDivisionError):
         threads.run(task)
-    assert threads.run(lambda w: 10.0 ** w) == 111.0         # usable afterwards, all chunks run
+    assert threads.run(lambda w: 10.0**w) == 111.0  # usable afterwards, all chunks run
     threads.close()
 
 
@@ -530,13 +547,13 @@ def test_chunk_threads_wait_for_workers_when_interrupted():
     finished = []
 
     def on_sigint(signum, frame):
-        if not delivered.is_set():            # one Ctrl-C, however many signals it took
+        if not delivered.is_set():  # one Ctrl-C, however many signals it took
             delivered.set()
             raise KeyboardInterrupt
 
     def task(w):
         if threading.current_thread() is threading.main_thread():
-            worker_started.wait(60)           # leave the other chunk to the worker
+            worker_started.wait(60)  # leave the other chunk to the worker
             caller_done.set()
             return 1.0
         worker_started.set()
@@ -547,7 +564,7 @@ def test_chunk_threads_wait_for_workers_when_interrupted():
         while not delivered.is_set():
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             delivered.wait(0.05)
-        time.sleep(0.3)                       # (a run() that did not wait would be back by now)
+        time.sleep(0.3)  # (a run() that did not wait would be back by now)
         finished.append(w)
         return 1.0
 
@@ -622,8 +639,15 @@ def test_bad_arguments_raise_value_error():
     for kwargs in ({"seed": 1.5}, {"step": -1}, {"step": "3"}):
         with pytest.raises(ValueError):
             kernels.loss_and_grad(params, inputs, targets, state0, grads, **kwargs)
-    for kwargs in ({"dtype": np.float16}, {"threads": 0}, {"batch_size": 2.0},
-                   {"seq_length": True}, {"dropout": 1.0}, {"dropout": -0.1}, {"spec": "lstm"}):
+    for kwargs in (
+        {"dtype": np.float16},
+        {"threads": 0},
+        {"batch_size": 2.0},
+        {"seq_length": True},
+        {"dropout": 1.0},
+        {"dropout": -0.1},
+        {"spec": "lstm"},
+    ):
         args = dict(spec=spec, batch_size=BATCH, seq_length=SEQ)
         args.update(kwargs)
         with pytest.raises(ValueError):
@@ -634,24 +658,30 @@ def test_bad_arguments_raise_value_error():
 def test_kernels_compiled_without_avx512():
     """Compiled for a CPU without AVX-512 (Haswell, with its own features: without
     NUMBA_CPU_FEATURES Numba keeps the host's) the recurrent step goes through OpenBLAS."""
-    run_in_subprocess({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}, [
-        "import test_kernels as t",
-        "from charrnn.kernels import stepgemm",
-        "assert not stepgemm.AVX512",
-        "for cell in t.CELLS:",
-        "    t.test_matches_numpy_reference(cell, np.float32, 2, 2, 0.5, t.VECTOR_HIDDEN)",
-        "    t.test_matches_numpy_reference(cell, np.float64, 1, 2, 0.0, t.VECTOR_HIDDEN)",
-        "    t.test_validation_with_batch_one(cell)",
-    ])
+    run_in_subprocess(
+        {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""},
+        [
+            "import test_kernels as t",
+            "from charrnn.kernels import stepgemm",
+            "assert not stepgemm.AVX512",
+            "for cell in t.CELLS:",
+            "    t.test_matches_numpy_reference(cell, np.float32, 2, 2, 0.5, t.VECTOR_HIDDEN)",
+            "    t.test_matches_numpy_reference(cell, np.float64, 1, 2, 0.0, t.VECTOR_HIDDEN)",
+            "    t.test_validation_with_batch_one(cell)",
+        ],
+    )
 
 
 def test_fallback_blas_matches_reference():
     """Where numpy's BLAS is not an ILP64 OpenBLAS the kernels call a fallback under the same
     symbol; the cached kernels must give the same results through it."""
-    run_in_subprocess({"CHARRNN_BLAS": "fallback"}, [
-        "import test_kernels as t",
-        "from charrnn.kernels import blas",
-        "assert blas.BLAS_BACKEND.startswith('fallback'), blas.BLAS_BACKEND",
-        "t.test_matches_numpy_reference('lstm', np.float64, 2, 2, 0.5, t.HIDDEN)",
-        "t.test_matches_numpy_reference('gru', np.float32, 1, 1, 0.0, t.VECTOR_HIDDEN)",
-    ])
+    run_in_subprocess(
+        {"CHARRNN_BLAS": "fallback"},
+        [
+            "import test_kernels as t",
+            "from charrnn.kernels import blas",
+            "assert blas.BLAS_BACKEND.startswith('fallback'), blas.BLAS_BACKEND",
+            "t.test_matches_numpy_reference('lstm', np.float64, 2, 2, 0.5, t.HIDDEN)",
+            "t.test_matches_numpy_reference('gru', np.float32, 1, 1, 0.0, t.VECTOR_HIDDEN)",
+        ],
+    )

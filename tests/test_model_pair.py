@@ -37,7 +37,7 @@ def _kill_at_rename_of(monkeypatch, name):
     monkeypatch.setattr(atomic.os, "replace", replace)
 
 
-@pytest.mark.parametrize("hidden_b", [6, 8])      # same shape, and a different shape
+@pytest.mark.parametrize("hidden_b", [6, 8])  # same shape, and a different shape
 def test_a_kill_between_the_two_renames_leaves_the_new_pair(tmp_path, monkeypatch, hidden_b):
     a, b = _params(1), _params(2, hidden_b)
     checkpoint.save_model(tmp_path, a, VOCAB, {"step": 100, "best_val_bpc": 3.0})
@@ -48,7 +48,7 @@ def test_a_kill_between_the_two_renames_leaves_the_new_pair(tmp_path, monkeypatc
     model = checkpoint.load_model(tmp_path)
     assert model.meta["step"] == 200 and model.spec.hidden == hidden_b
     np.testing.assert_array_equal(model.params.flat, b.flat)
-    assert not list(tmp_path.glob(".*"))          # no journal, no temporary left
+    assert not list(tmp_path.glob(".*"))  # no journal, no temporary left
 
 
 def test_a_kill_before_the_first_rename_leaves_the_old_pair(tmp_path, monkeypatch):
@@ -75,8 +75,10 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
 def test_the_umask_is_read_without_being_changed(monkeypatch):
     old = os.umask(0o027)
     try:
+
         def no_umask(mask):
             raise AssertionError("os.umask called")
+
         if os.path.exists("/proc/self/status"):
             monkeypatch.setattr(atomic.os, "umask", no_umask)
         assert atomic.current_umask() == 0o027

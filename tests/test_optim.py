@@ -10,7 +10,7 @@ def numpy_adam(p, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     for t, g in enumerate(grads, start=1):
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        p = p - lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+        p = p - lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
     return p
 
 

@@ -41,14 +41,20 @@ def base_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("plot-base")
     text = root / "corpus.txt"
     text.write_text(make_text(2000))
-    train(text, root / "m", overrides={"hidden": BASE_HIDDEN, "seq_length": 8, "batch_size": 2,
-                                       "eval_every": 5}, budget=Budget(steps=5), threads=1)
+    train(
+        text,
+        root / "m",
+        overrides={"hidden": BASE_HIDDEN, "seq_length": 8, "batch_size": 2, "eval_every": 5},
+        budget=Budget(steps=5),
+        threads=1,
+    )
     return root / "m"
 
 
 @pytest.fixture
 def make_model_dir(base_model):
     """make_model_dir(path, records): a copy of the real model whose metrics log holds `records`."""
+
     def make(path, records, hidden=BASE_HIDDEN):
         assert hidden == BASE_HIDDEN, "the base model has BASE_HIDDEN units"
         shutil.copytree(base_model, path)
@@ -56,13 +62,18 @@ def make_model_dir(base_model):
         for record in records:
             checkpoint.append_metrics(path, record)
         return path
+
     return make
 
 
 def record(step, val_bpc, train_bits=None, elapsed=None):
-    return {"step": step, "elapsed": step * 0.5 if elapsed is None else elapsed,
-            "train_loss": None if train_bits is None else train_bits * LN2,
-            "val_bpc": val_bpc, "chars_per_sec": 1000.0}
+    return {
+        "step": step,
+        "elapsed": step * 0.5 if elapsed is None else elapsed,
+        "train_loss": None if train_bits is None else train_bits * LN2,
+        "val_bpc": val_bpc,
+        "chars_per_sec": 1000.0,
+    }
 
 
 def chart_body(output):
@@ -76,8 +87,9 @@ def chart_rows(output):
     start = lines.index("bits/char") + 1
     end = next(i for i in range(start, len(lines)) if set(lines[i].strip()) <= {"+", "-"})
     gutter = lines[end].index("+") + 1
-    labels = {line[:gutter - 2].strip(): row for row, line in enumerate(lines[start:end])
-              if line[:gutter - 2].strip()}
+    labels = {
+        line[: gutter - 2].strip(): row for row, line in enumerate(lines[start:end]) if line[: gutter - 2].strip()
+    }
     return labels, [line[gutter:] for line in lines[start:end]]
 
 
@@ -91,8 +103,13 @@ def trained_dir(tmp_path_factory):
     text = root / "corpus.txt"
     text.write_text(make_text(4000))
     out = root / "tiny"
-    train(text, out, overrides={"hidden": 16, "seq_length": 8, "batch_size": 2, "eval_every": 5},
-          budget=Budget(steps=30), threads=1)
+    train(
+        text,
+        out,
+        overrides={"hidden": 16, "seq_length": 8, "batch_size": 2, "eval_every": 5},
+        budget=Budget(steps=30),
+        threads=1,
+    )
     return out
 
 
@@ -197,10 +214,8 @@ def test_ascii_points_sit_where_their_values_are(tmp_path, make_model_dir):
     result = run(d, "--ascii", "--width", 40, "--height", 16)
     assert result.exit_code == 0, result.output
     labels, body = chart_rows(result.output)
-    where = {mark: [(r, c) for r, row in enumerate(body) for c, ch in enumerate(row) if ch == mark]
-             for mark in "ox*"}
-    [(first_row, first_col)], [(train_row, train_col)], [(best_row, best_col)] = \
-        where["o"], where["x"], where["*"]
+    where = {mark: [(r, c) for r, row in enumerate(body) for c, ch in enumerate(row) if ch == mark] for mark in "ox*"}
+    [(first_row, first_col)], [(train_row, train_col)], [(best_row, best_col)] = where["o"], where["x"], where["*"]
     assert (labels["3"], labels["2"], labels["1"]) == (first_row, train_row, best_row)
     assert first_col == train_col == len(body[0]) // 2 and best_col == len(body[0]) - 1
 
@@ -208,8 +223,14 @@ def test_ascii_points_sit_where_their_values_are(tmp_path, make_model_dir):
 @pytest.mark.parametrize("width, height", [(30, 10), (50, 14), (120, 40)])
 def test_ascii_fits_the_size_asked_for_with_many_points(tmp_path, width, height, make_model_dir):
     rng = np.random.default_rng(0)
-    records = [record(100 * i, 1.4 + 3 * math.exp(-i / 300), None if i % 7 == 0 else
-                      1.3 + 3 * math.exp(-i / 300) + 0.1 * rng.standard_normal()) for i in range(1, 3001)]
+    records = [
+        record(
+            100 * i,
+            1.4 + 3 * math.exp(-i / 300),
+            None if i % 7 == 0 else 1.3 + 3 * math.exp(-i / 300) + 0.1 * rng.standard_normal(),
+        )
+        for i in range(1, 3001)
+    ]
     d = make_model_dir(tmp_path / "m", records)
     result = run(d, "--ascii", "--width", width, "--height", height)
     assert result.exit_code == 0, result.output
@@ -228,8 +249,9 @@ def test_ascii_with_one_point_and_no_training_loss(tmp_path, make_model_dir):
 
 
 def test_ascii_against_time_and_both(tmp_path, make_model_dir):
-    d = make_model_dir(tmp_path / "m", [record(i, 3.0 - 0.1 * i, 3.1 - 0.1 * i, elapsed=60.0 * i)
-                                        for i in range(1, 11)])
+    d = make_model_dir(
+        tmp_path / "m", [record(i, 3.0 - 0.1 * i, 3.1 - 0.1 * i, elapsed=60.0 * i) for i in range(1, 11)]
+    )
     time_chart = run(d, "--ascii", "--x", "time").output
     assert "training time (minutes)" in time_chart and "step\n" not in time_chart
     both = run(d, "--ascii", "--x", "both").output

@@ -37,12 +37,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-LOG_ENV = "CHARRNN_README_LOG"    # where the shim records what it ran (JSON lines)
+LOG_ENV = "CHARRNN_README_LOG"  # where the shim records what it ran (JSON lines)
 STEP_ENV = "CHARRNN_README_STEP"  # which README step is running, for that record
-SKIP_EXIT = 77                    # the shim's exit status for "needs the bundled model"
+SKIP_EXIT = 77  # the shim's exit status for "needs the bundled model"
 SKIP_MARK = "README test skip:"
-REFUSED_EXIT = 3                  # the shim's exit status for a command it cannot make tiny
-STDIN = "ROMEO:\n\n"              # what --interactive reads: one prime, then an empty line (quit)
+REFUSED_EXIT = 3  # the shim's exit status for a command it cannot make tiny
+STDIN = "ROMEO:\n\n"  # what --interactive reads: one prime, then an empty line (quit)
 
 TINY_NETWORK = {"--hidden": "16", "--batch-size": "4", "--seq-length": "16", "--eval-every": "10"}
 STEPS_PER_MINUTE = 3
@@ -64,7 +64,7 @@ def _value(args: list[str], *names: str) -> str | None:
             if arg == name and index + 1 < len(args):
                 return args[index + 1]
             if arg.startswith(name + "="):
-                return arg[len(name) + 1:]
+                return arg[len(name) + 1 :]
     return None
 
 
@@ -102,19 +102,22 @@ def tiny_arguments(args: list[str]) -> list[str]:
         if _value(rest, "--sample-every") is not None:
             rest = _set(rest, "--sample-every", "10")
         if _value(rest, "--epochs") is not None or (_value(rest, "--steps") is None and not resume):
-            raise CannotRunTiny("a training run needs a --minutes or --steps budget here "
-                                "(teach tests/test_readme.py how to make this budget tiny)")
+            raise CannotRunTiny(
+                "a training run needs a --minutes or --steps budget here "
+                "(teach tests/test_readme.py how to make this budget tiny)"
+            )
     elif command == "sample":
         length = _value(rest, "--length", "-n")
         if length is not None and int(length) > MAX_SAMPLE_LENGTH:
             rest = _set(_without(rest, "-n"), "--length", str(MAX_SAMPLE_LENGTH))
     elif command == "serve" and not {"-h", "--help"} & set(rest):
-        rest = _set(rest, "--port", "0")   # any free port; the shim stops it (serve_briefly)
+        rest = _set(rest, "--port", "0")  # any free port; the shim stops it (serve_briefly)
     elif command == "download":
         for arg in rest:
             if "://" in arg and not arg.startswith(("http://127.0.0.1:", "http://localhost:")):
-                raise CannotRunTiny(f"{arg} is on the internet, which tests never reach "
-                                    "(use a catalog name, or gutenberg:ID)")
+                raise CannotRunTiny(
+                    f"{arg} is on the internet, which tests never reach (use a catalog name, or gutenberg:ID)"
+                )
     return [command, *rest]
 
 
@@ -148,8 +151,7 @@ def _needs_missing_bundled_model(args: list[str]) -> bool:
 
 
 def shim_main(args: list[str]) -> None:
-    record = {"step": os.environ.get(STEP_ENV), "argv": args,
-              "complete": os.environ.get("_CHARRNN_COMPLETE")}
+    record = {"step": os.environ.get(STEP_ENV), "argv": args, "complete": os.environ.get("_CHARRNN_COMPLETE")}
     try:
         record["run"] = tiny_arguments(args)
     except CannotRunTiny as error:
@@ -163,8 +165,7 @@ def shim_main(args: list[str]) -> None:
         print(f"README test cannot run `{shown}`: {record['refused']}", file=sys.stderr)
         sys.exit(REFUSED_EXIT)
     if "skipped" in record:
-        print(f"{SKIP_MARK} `{shown}` needs the bundled model, and models/shakespeare holds "
-              "none yet", file=sys.stderr)
+        print(f"{SKIP_MARK} `{shown}` needs the bundled model, and models/shakespeare holds none yet", file=sys.stderr)
         sys.exit(SKIP_EXIT)
     if record["run"][:1] == ["serve"] and "--port" in record["run"]:
         sys.exit(serve_briefly(record["run"]))
@@ -177,10 +178,11 @@ def serve_briefly(args: list[str]) -> int:
     import signal
     import subprocess
 
-    process = subprocess.Popen([sys.executable, "-m", "charrnn", *args], stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", *args], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
     port = None
-    for line in process.stderr:        # ends when the server prints its address, or dies
+    for line in process.stderr:  # ends when the server prints its address, or dies
         sys.stderr.write(line)
         found = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
         if found:
@@ -209,8 +211,8 @@ import pytest  # noqa: E402  (the shim above does without it)
 
 @dataclass(frozen=True)
 class ReadmeLine:
-    number: int   # 1-based line of README.md where the command starts
-    text: str     # the command, continuation lines joined
+    number: int  # 1-based line of README.md where the command starts
+    text: str  # the command, continuation lines joined
 
 
 def readme_lines(text: str) -> list[ReadmeLine]:
@@ -291,8 +293,28 @@ def made_up_play(n_speeches: int = 300) -> str:
     """A small play with the README's speakers, plus every printable ASCII character once, so
     any prime the README types is in the vocabulary."""
     speakers = ["ROMEO", "JULIET", "NURSE", "MERCUTIO", "FRIAR LAURENCE", "KING HENRY"]
-    words = ["the", "king", "shall", "speak", "of", "love", "and", "war", "to", "thee", "my",
-             "lord", "what", "light", "through", "yonder", "window", "breaks", "sweet", "night"]
+    words = [
+        "the",
+        "king",
+        "shall",
+        "speak",
+        "of",
+        "love",
+        "and",
+        "war",
+        "to",
+        "thee",
+        "my",
+        "lord",
+        "what",
+        "light",
+        "through",
+        "yonder",
+        "window",
+        "breaks",
+        "sweet",
+        "night",
+    ]
     lines = ["".join(c for c in string.printable if c not in "\t\r\x0b\x0c\n"), ""]
     for n in range(n_speeches):
         said = " ".join(words[(n * 7 + k * 3) % len(words)] for k in range(5 + n % 7))
@@ -304,11 +326,13 @@ PLAY = made_up_play().encode("utf-8")
 
 
 def gutenberg_book(book_id: int) -> bytes:
-    return (f"The Project Gutenberg eBook of Book {book_id}\r\n\r\nTitle: Book {book_id}\r\n\r\n"
-            f"*** START OF THE PROJECT GUTENBERG EBOOK BOOK {book_id} ***\r\n\r\n"
-            + made_up_play().replace("\n", "\r\n")
-            + f"\r\n*** END OF THE PROJECT GUTENBERG EBOOK BOOK {book_id} ***\r\n"
-            "\r\nThe Full Project Gutenberg License\r\n").encode("utf-8")
+    return (
+        f"The Project Gutenberg eBook of Book {book_id}\r\n\r\nTitle: Book {book_id}\r\n\r\n"
+        f"*** START OF THE PROJECT GUTENBERG EBOOK BOOK {book_id} ***\r\n\r\n"
+        + made_up_play().replace("\n", "\r\n")
+        + f"\r\n*** END OF THE PROJECT GUTENBERG EBOOK BOOK {book_id} ***\r\n"
+        "\r\nThe Full Project Gutenberg License\r\n"
+    ).encode("utf-8")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -385,14 +409,16 @@ class Ran:
 
     def report(self) -> str:
         runs = "\n".join("  charrnn " + " ".join(c.get("run", c["argv"])) for c in self.calls)
-        return (f"`{self.step.command}` exited {self.returncode}\nran:\n{runs or '  (no charrnn)'}\n"
-                f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-3000:]}")
+        return (
+            f"`{self.step.command}` exited {self.returncode}\nran:\n{runs or '  (no charrnn)'}\n"
+            f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-3000:]}"
+        )
 
 
 @dataclass
 class Walkthrough:
-    work: Path              # the working directory the steps shared
-    ran: dict[str, Ran]     # by step id
+    work: Path  # the working directory the steps shared
+    ran: dict[str, Ran]  # by step id
 
 
 @pytest.fixture(scope="module")
@@ -403,25 +429,40 @@ def walkthrough(local_server, tmp_path_factory) -> Walkthrough:
     work.mkdir()
     write_shim(home / "bin")
     log = home / "calls.jsonl"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("CHARRNN_", "_CHARRNN_"))
-           and key.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CHARRNN_", "_CHARRNN_"))
+        and key.lower() not in ("http_proxy", "https_proxy", "no_proxy")
+    }
     closed_port = "http://127.0.0.1:9"  # nothing listens there: a request to the internet fails at once
-    env.update({
-        "PATH": f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONPATH": str(package_parent()),
-        "CHARRNN_CATALOG": str(local_catalog(local_server, home / "catalog.json")),
-        "CHARRNN_GUTENBERG_MIRROR": local_server,
-        "http_proxy": closed_port, "https_proxy": closed_port,
-        "HTTP_PROXY": closed_port, "HTTPS_PROXY": closed_port,
-        "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
-        LOG_ENV: str(log),
-    })
+    env.update(
+        {
+            "PATH": f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(package_parent()),
+            "CHARRNN_CATALOG": str(local_catalog(local_server, home / "catalog.json")),
+            "CHARRNN_GUTENBERG_MIRROR": local_server,
+            "http_proxy": closed_port,
+            "https_proxy": closed_port,
+            "HTTP_PROXY": closed_port,
+            "HTTPS_PROXY": closed_port,
+            "no_proxy": "127.0.0.1,localhost",
+            "NO_PROXY": "127.0.0.1,localhost",
+            LOG_ENV: str(log),
+        }
+    )
     results = {}
     for step in STEPS:
         before = len(log.read_text().splitlines()) if log.exists() else 0
-        process = subprocess.run(["bash", "-c", step.command], cwd=work, env={**env, STEP_ENV: step.id},
-                                 input=STDIN, capture_output=True, text=True, timeout=STEP_TIMEOUT)
+        process = subprocess.run(
+            ["bash", "-c", step.command],
+            cwd=work,
+            env={**env, STEP_ENV: step.id},
+            input=STDIN,
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT,
+        )
         calls = [json.loads(line) for line in log.read_text().splitlines()[before:]] if log.exists() else []
         results[step.id] = Ran(step, process.returncode, process.stdout, process.stderr, calls)
     return Walkthrough(work, results)
@@ -441,8 +482,7 @@ def test_readme_command_runs(walkthrough, step):
     picture = [c for c in ran.calls if (c.get("run") or [""])[0] == "plot" and "--ascii" not in c["run"]]
     if ran.returncode != 0 and picture and _matplotlib_missing():
         assert 'pip install "charrnn[plot]"' in ran.stderr, ran.report()
-        pytest.skip(f"{step.command}: matplotlib is not installed here; checked that it says "
-                    "how to install it")
+        pytest.skip(f"{step.command}: matplotlib is not installed here; checked that it says how to install it")
     assert ran.returncode == 0, ran.report()
     assert "Traceback" not in ran.stderr, ran.report()
     if uses_charrnn(step.command):
@@ -510,13 +550,31 @@ def test_every_readme_line_is_run_by_some_test():
 
 def test_the_shim_makes_runs_tiny_and_refuses_what_it_cannot():
     assert tiny_arguments(["train", "x.txt", "--minutes", "10", "--sample-every", "1000"]) == [
-        "train", "x.txt", "--steps", "30", "--hidden", "16", "--batch-size", "4", "--seq-length",
-        "16", "--eval-every", "10", "--sample-every", "10"]
+        "train",
+        "x.txt",
+        "--steps",
+        "30",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "4",
+        "--seq-length",
+        "16",
+        "--eval-every",
+        "10",
+        "--sample-every",
+        "10",
+    ]
     assert tiny_arguments(["train", "--out", "m", "--resume", "--minutes=15"]) == [
-        "train", "--out", "m", "--resume", "--steps", "45"]
+        "train",
+        "--out",
+        "m",
+        "--resume",
+        "--steps",
+        "45",
+    ]
     assert tiny_arguments(["sample", "m", "-n", "1000"]) == ["sample", "m", "--length", "200"]
-    for refused in (["train", "x.txt"], ["train", "x.txt", "--epochs", "2"],
-                    ["download", "https://example.org/a.txt"]):
+    for refused in (["train", "x.txt"], ["train", "x.txt", "--epochs", "2"], ["download", "https://example.org/a.txt"]):
         with pytest.raises(CannotRunTiny):
             tiny_arguments(refused)
     assert tiny_arguments(["download", "gutenberg:1342"]) == ["download", "gutenberg:1342"]
@@ -536,8 +594,12 @@ def test_readme_parsing_joins_continuations_and_drops_comments():
 def _checkout_copy(destination: Path) -> Path:
     def ignore(folder, names):
         folder = Path(folder)
-        dropped = {n for n in names if n in (".git", ".venv", ".ci-venv", "build", "dist", "__pycache__",
-                                             ".pytest_cache") or n.endswith(".egg-info")}
+        dropped = {
+            n
+            for n in names
+            if n in (".git", ".venv", ".ci-venv", "build", "dist", "__pycache__", ".pytest_cache")
+            or n.endswith(".egg-info")
+        }
         if folder == ROOT / "corpora":
             dropped |= set(names) - {"catalog.json"}
         if folder == ROOT / "models":
@@ -551,27 +613,49 @@ def _checkout_copy(destination: Path) -> Path:
 @pytest.mark.slow
 def test_install_lines_in_a_fresh_virtualenv(tmp_path):
     copy = _checkout_copy(tmp_path / "charrnn")
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("PYTHONPATH", "VIRTUAL_ENV", "NUMBA_CACHE_DIR") and not key.startswith("CHARRNN_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "VIRTUAL_ENV", "NUMBA_CACHE_DIR") and not key.startswith("CHARRNN_")
+    }
     has_bundled_model = holds_a_model(copy / "models" / "shakespeare")
     left_out = []
     for line in (line for line in LINES if is_install_line(line)):
         parts = segments(line.text)
         if not has_bundled_model:
-            needs_model = [p for p in parts if shlex.split(p, comments=True)[:1] == ["charrnn"]
-                           and samples_the_bundled_model(shlex.split(p, comments=True)[1:])]
+            needs_model = [
+                p
+                for p in parts
+                if shlex.split(p, comments=True)[:1] == ["charrnn"]
+                and samples_the_bundled_model(shlex.split(p, comments=True)[1:])
+            ]
             left_out += needs_model
             parts = [p for p in parts if p not in needs_model]
-        process = subprocess.run(["bash", "-c", " && ".join(parts)], cwd=copy, env=env, input=STDIN,
-                                 capture_output=True, text=True, timeout=3600)
-        assert process.returncode == 0, (f"README:{line.number} exited {process.returncode}\n"
-                                         f"{process.stdout[-5000:]}\n{process.stderr[-5000:]}")
+        process = subprocess.run(
+            ["bash", "-c", " && ".join(parts)],
+            cwd=copy,
+            env=env,
+            input=STDIN,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        assert process.returncode == 0, (
+            f"README:{line.number} exited {process.returncode}\n{process.stdout[-5000:]}\n{process.stderr[-5000:]}"
+        )
     # A wheel install: the package and its data live in the virtualenv, not in the copy.
     where = subprocess.run(
-        [str(copy / ".venv" / "bin" / "python"), "-c",
-         "import charrnn, charrnn.resources as r; print(charrnn.__file__); print(r.catalog_path())"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
+        [
+            str(copy / ".venv" / "bin" / "python"),
+            "-c",
+            "import charrnn, charrnn.resources as r; print(charrnn.__file__); print(r.catalog_path())",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert all("site-packages" in path for path in where) and Path(where[1]).is_file()
     if left_out:
-        pytest.skip(f"ran the install lines; left out {left_out}: models/shakespeare holds no "
-                    "bundled model yet")
+        pytest.skip(f"ran the install lines; left out {left_out}: models/shakespeare holds no bundled model yet")

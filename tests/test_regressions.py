@@ -43,11 +43,11 @@ def _params_in_state(directory):
 
 
 def test_the_saved_model_is_the_best_by_validation_not_the_last(text, tmp_path, monkeypatch):
-    scores = iter([3.0, 2.0, 2.5, 2.8])        # the second validation is the best; later ones worse
+    scores = iter([3.0, 2.0, 2.5, 2.8])  # the second validation is the best; later ones worse
     seen = []
 
     def scripted(kernels, params, ids, *args, **kwargs):
-        if len(ids) <= 2:                      # the warm-up before the clock starts
+        if len(ids) <= 2:  # the warm-up before the clock starts
             return 5.0
         seen.append(params.flat.copy())
         return next(scores, 9.0)
@@ -56,7 +56,7 @@ def test_the_saved_model_is_the_best_by_validation_not_the_last(text, tmp_path, 
     out = tmp_path / "m"
     train(text, out, overrides={**TINY, "eval_every": 5}, budget=Budget(steps=20), threads=1)
     assert len(seen) == 4
-    assert not np.array_equal(seen[1], seen[3])                        # the weights did move on
+    assert not np.array_equal(seen[1], seen[3])  # the weights did move on
     model = checkpoint.load_model(out)
     np.testing.assert_array_equal(model.params.flat, seen[1].astype(np.float32))
     assert model.meta["step"] == 10 and model.meta["best_val_bpc_estimate"] == 2.0
@@ -70,7 +70,7 @@ def test_the_state_carries_from_step_to_step_within_an_epoch(text, tmp_path):
     train(text, carried, overrides=TINY, budget=Budget(steps=1), threads=1)
     shutil.copytree(carried, cut)
     arrays, info = checkpoint.load_training_state(cut)
-    assert np.abs(arrays["state"]).max() > 0                             # the state after step 1
+    assert np.abs(arrays["state"]).max() > 0  # the state after step 1
     arrays["state"][...] = 0.0
     checkpoint.save_training_state(cut, arrays, info)
     for folder in (carried, cut):
@@ -102,12 +102,17 @@ def test_eval_prints_bits_per_character_for_every_cell(tmp_path, cell, layers):
     params = init_params(ModelSpec(cell, layers, 12, len(vocab)), np.random.default_rng(3), input_scale=1.0)
     checkpoint.save_model(tmp_path / "m", params, vocab, {"step": 1, "best_val_bpc": 1.0})
     (tmp_path / "t.txt").write_text(EVAL_TEXT)
-    result = subprocess.run([sys.executable, "-m", "charrnn", "eval", str(tmp_path / "m"), str(tmp_path / "t.txt")],
-                            capture_output=True, text=True, timeout=300, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "eval", str(tmp_path / "m"), str(tmp_path / "t.txt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ,
+    )
     assert result.returncode == 0, result.stderr
     match = re.fullmatch(r"(\d+\.\d{4}) bits per character over ([\d,]+) characters\n", result.stdout)
     assert match, result.stdout
     expected = _reference_bpc(cell, params, vocab, EVAL_TEXT)
     assert abs(float(match.group(1)) - expected) < 1e-3, (match.group(1), expected)
-    assert abs(float(match.group(1)) - expected * math.log(2)) > 0.05      # nats would be far off
-    assert int(match.group(2).replace(",", "")) == len(EVAL_TEXT) - 1      # every character after the first
+    assert abs(float(match.group(1)) - expected * math.log(2)) > 0.05  # nats would be far off
+    assert int(match.group(2).replace(",", "")) == len(EVAL_TEXT) - 1  # every character after the first

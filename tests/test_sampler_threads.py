@@ -42,15 +42,19 @@ def run(sampler, n, k, seed=1):
     for row in range(n):
         sampler.read(states, row, rng.integers(0, len(CHARS), size=row + 3))
     uniforms = rng.random((n, k))
-    options = (rng.uniform(0.5, 1.3, n), rng.integers(3, 9, n) * (rng.random(n) < 0.5),
-               rng.uniform(0.8, 1.0, n), np.arange(n) == n - 1)
+    options = (
+        rng.uniform(0.5, 1.3, n),
+        rng.integers(3, 9, n) * (rng.random(n) < 0.5),
+        rng.uniform(0.8, 1.0, n),
+        np.arange(n) == n - 1,
+    )
     ids = np.empty((n, k), dtype=np.int64)
     sampler.draw(states, uniforms, *options, ids)
     return ids, states
 
 
 @pytest.mark.parametrize("cell, layers", CELL_CASES)
-@pytest.mark.parametrize("hidden", [12, 64])     # 64: the packed product, with AVX-512
+@pytest.mark.parametrize("hidden", [12, 64])  # 64: the packed product, with AVX-512
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_two_threads_give_the_bits_of_one(cell, layers, hidden, n):
     params = make_params(hidden, cell, layers)
@@ -59,7 +63,7 @@ def test_two_threads_give_the_bits_of_one(cell, layers, hidden, n):
     assert (one.parts, two.parts) == (1, 2)
     assert one._packed == two._packed == (hidden == 64 and stepgemm.AVX512)
     ids_one, states_one = run(one, n, 37)
-    ids_two, states_two = run(two, n, 37)             # 37: odd, the state ends in the spare
+    ids_two, states_two = run(two, n, 37)  # 37: odd, the state ends in the spare
     np.testing.assert_array_equal(ids_one, ids_two)
     np.testing.assert_array_equal(states_one, states_two)
     assert len({tuple(row) for row in ids_one}) == n
@@ -69,7 +73,7 @@ def test_the_fall_back_to_one_thread_gives_the_bits_of_two():
     params = make_params(64, "lstm", 2)
     two = BatchSampler(params, Vocab(CHARS), threads=2)
     expected = run(two, 3, 20)
-    two._alone_until = time.monotonic() + 3600        # as after a busy spell: one thread
+    two._alone_until = time.monotonic() + 3600  # as after a busy spell: one thread
     calls = []
     original = sampling._team_run
     try:
@@ -85,9 +89,9 @@ def test_the_fall_back_to_one_thread_gives_the_bits_of_two():
 def test_part_count():
     assert part_count(512, 4, 2, True) == 2
     assert part_count(512, 4, 1, True) == 1
-    assert part_count(13, 1, 2, False) == 1           # H must split evenly
-    assert part_count(32, 1, 2, True) == 1            # 16 columns a part: not a whole strip
-    assert part_count(32, 4, 2, True) == 2            # 64 columns a part
+    assert part_count(13, 1, 2, False) == 1  # H must split evenly
+    assert part_count(32, 1, 2, True) == 1  # 16 columns a part: not a whole strip
+    assert part_count(32, 4, 2, True) == 2  # 64 columns a part
     assert part_count(32, 1, 2, False) == 2
 
 
@@ -98,17 +102,17 @@ def test_default_sampler_uses_two_threads_for_a_large_model_only(monkeypatch):
     monkeypatch.setattr(sampling, "_team_run", lambda *a: calls.append(a) or original(*a))
     small = BatchSampler(make_params(12, "rnn", 1), Vocab(CHARS))
     run(small, 1, 5)
-    assert small.parts == 2 and calls == []           # two parts, one thread
+    assert small.parts == 2 and calls == []  # two parts, one thread
     large = BatchSampler(make_params(256, "lstm", 1), Vocab(CHARS))
     run(large, 1, 5)
-    assert large.parts == 2 and len(calls) == 2       # the prime and the draw
+    assert large.parts == 2 and len(calls) == 2  # the prime and the draw
 
 
 def test_sampler_falls_back_to_one_thread_after_long_waits(monkeypatch):
     sampler = BatchSampler(make_params(64, "rnn", 1), Vocab(CHARS), threads=2)
-    monkeypatch.setattr(sampling, "_team_run", lambda parts, task: 1.8)   # waited 90% of the time
+    monkeypatch.setattr(sampling, "_team_run", lambda parts, task: 1.8)  # waited 90% of the time
     run(sampler, 1, sampling.JUDGED_STEPS - 1)
-    assert sampler._alone_until == 0.0                  # too short a call to judge by
+    assert sampler._alone_until == 0.0  # too short a call to judge by
     before = time.monotonic()
     run(sampler, 1, sampling.JUDGED_STEPS)
     assert sampler._alone_until >= before + sampling.ALONE_SECONDS
@@ -117,13 +121,14 @@ def test_sampler_falls_back_to_one_thread_after_long_waits(monkeypatch):
         raise AssertionError("the threads were used again too soon")
 
     monkeypatch.setattr(sampling, "_team_run", refuse)
-    run(sampler, 1, 10)                                 # runs on this thread
+    run(sampler, 1, 10)  # runs on this thread
 
 
 def _arrive_late(counters, epoch, arrive):
     """A thread that calls arrive() 0.2 s after thread 0 has arrived at round `epoch` (an
     event, not a guess at how long thread 0 takes to get there: the first call of a kernel
     loads it from Numba's cache, which takes long on a busy machine)."""
+
     def late():
         while counters[0] < epoch:
             time.sleep(0.001)
@@ -141,11 +146,11 @@ def test_a_barrier_counts_the_cycles_it_waited():
     waited_late = arrive_and_wait(counters, 0, 1)
     late.join()
     waited_on_time = []
-    for _ in range(5):      # the least of a few: a time slice lost to another process is no wait
+    for _ in range(5):  # the least of a few: a time slice lost to another process is no wait
         counters[:] = 0
-        counters[1 * COUNTER_STRIDE] = 1                # on time: the other has arrived already
+        counters[1 * COUNTER_STRIDE] = 1  # on time: the other has arrived already
         waited_on_time.append(arrive_and_wait(counters, 0, 1))
-    assert waited_late > 100 * max(min(waited_on_time), 1000)   # 0.2 s: hundreds of millions
+    assert waited_late > 100 * max(min(waited_on_time), 1000)  # 0.2 s: hundreds of millions
 
 
 @njit(nogil=True)
@@ -162,17 +167,16 @@ def test_the_first_round_is_not_counted_as_waiting():
     counters = np.zeros(2 * COUNTER_STRIDE, dtype=np.int64)
     for epoch in (1, 2):
         stamp = np.zeros(1, dtype=np.int64)
-        late = _arrive_late(counters, epoch,
-                            lambda: _stamp_then_arrive(counters, 1, epoch, stamp))  # noqa: B023
+        late = _arrive_late(counters, epoch, lambda: _stamp_then_arrive(counters, 1, epoch, stamp))  # noqa: B023
         waited = _wait(counters, 0, epoch)
         late.join()
         if epoch == 1:
             assert waited == 0
-            assert counters[1] >= stamp[0]              # the round ended after the other came
+            assert counters[1] >= stamp[0]  # the round ended after the other came
             first_end = counters[1]
         else:
-            assert counters[1] == first_end             # noted once
-            assert waited > 0 or stamp[0] == 0          # (0: a CPU without a cycle counter)
+            assert counters[1] == first_end  # noted once
+            assert waited > 0 or stamp[0] == 0  # (0: a CPU without a cycle counter)
 
 
 def test_a_slow_start_is_not_counted_as_waiting(monkeypatch):
@@ -196,11 +200,11 @@ def test_a_slow_start_is_not_counted_as_waiting(monkeypatch):
         return shares[first]
 
     monkeypatch.setattr(sampling, "run_parts", slow_second_part)
-    sampler._alone_until = 0.0          # two threads, even if the machine was busy just now
+    sampler._alone_until = 0.0  # two threads, even if the machine was busy just now
     prime = np.arange(100) % len(CHARS)
     states = sampler.new_states(1)
     sampler.read(states, 0, prime)
-    assert second_started.is_set()                      # the caller did wait for it
+    assert second_started.is_set()  # the caller did wait for it
     assert sorted(shares) == [0, 1] and all(0 <= share <= 1 for share in shares.values())
     assert sampler.last_waiting == pytest.approx((shares[0] + shares[1]) / 2)
     assert (sampler._alone_until > 0) == (sampler.last_waiting > sampling.WAITING_LIMIT)
@@ -240,7 +244,7 @@ def test_a_part_that_fails_releases_the_other(monkeypatch):
 def test_team_threads_run_each_task_on_a_thread_of_its_own():
     team = TeamThreads(3)
     seen = {}
-    barrier = threading.Barrier(3, timeout=20)     # deadlocks unless all three run at once
+    barrier = threading.Barrier(3, timeout=20)  # deadlocks unless all three run at once
 
     def task(w):
         seen[w] = threading.get_ident()
@@ -267,7 +271,7 @@ def test_a_forked_child_samples_with_threads_of_its_own():
 
     params = make_params(64, "gru", 1)
     expected = run(BatchSampler(params, Vocab(CHARS), threads=2), 1, 40)[0].tolist()
-    assert sampling._TEAMS                               # the parent's team exists
+    assert sampling._TEAMS  # the parent's team exists
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_sample_in_child, args=(params, queue))

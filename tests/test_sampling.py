@@ -31,7 +31,7 @@ from charrnn.sampling import BatchSampler, iter_sample, iter_samples, sample_tex
 from charrnn.sampling.batch import FIRST_CHUNK
 
 REPO = Path(__file__).resolve().parent.parent
-CHARS = tuple("\n !,.:ORaehilnostw")     # sorted by code point, as a Vocab requires
+CHARS = tuple("\n !,.:ORaehilnostw")  # sorted by code point, as a Vocab requires
 
 
 def make_params(hidden=10, chars=CHARS, seed=0, cell="rnn", layers=1):
@@ -69,6 +69,7 @@ def model_dir(tmp_path, params, vocab):
 # ----------------------------------------------------------------------------------------------
 # A plain NumPy sampler in float64, written from the definitions, to check the kernels against.
 
+
 def reference_filtered_order(probs, top_k, top_p):
     """Ids kept by top-k then top-p, in the order the inverse CDF walks them."""
     vocab_size = probs.size
@@ -79,7 +80,7 @@ def reference_filtered_order(probs, top_k, top_p):
         order = order[:top_k]
     if top_p < 1.0:
         mass = np.cumsum(probs[order])
-        order = order[:int(np.argmax(mass >= top_p * mass[-1])) + 1]
+        order = order[: int(np.argmax(mass >= top_p * mass[-1])) + 1]
     return order
 
 
@@ -92,7 +93,7 @@ def reference_step(p, spec, state, char_id):
     charrnn.model.spec: one-hot inputs, each layer reading the one below."""
     H = spec.hidden
     state = state.copy()
-    x = reference.one_hot(np.array([char_id]), spec.vocab_size)[0]          # (vocab,)
+    x = reference.one_hot(np.array([char_id]), spec.vocab_size)[0]  # (vocab,)
     for layer in range(spec.layers):
         h = state[layer, 0]
         U, W, b = p[f"U.{layer}"], p[f"W.{layer}"], p[f"b.{layer}"]
@@ -100,25 +101,24 @@ def reference_step(p, spec, state, char_id):
             new_h = np.tanh(x @ U + h @ W + b)
         elif spec.cell == "lstm":
             a = x @ U + h @ W + b
-            i, f, g, o = sigmoid(a[:H]), sigmoid(a[H:2 * H]), np.tanh(a[2 * H:3 * H]), sigmoid(a[3 * H:])
+            i, f, g, o = sigmoid(a[:H]), sigmoid(a[H : 2 * H]), np.tanh(a[2 * H : 3 * H]), sigmoid(a[3 * H :])
             state[layer, 1] = f * state[layer, 1] + i * g
             new_h = o * np.tanh(state[layer, 1])
         else:
             a_x, a_h = x @ U + b, h @ W
             r = sigmoid(a_x[:H] + a_h[:H])
-            z = sigmoid(a_x[H:2 * H] + a_h[H:2 * H])
-            n = np.tanh(a_x[2 * H:] + r * (a_h[2 * H:] + p[f"b_hn.{layer}"]))
+            z = sigmoid(a_x[H : 2 * H] + a_h[H : 2 * H])
+            n = np.tanh(a_x[2 * H :] + r * (a_h[2 * H :] + p[f"b_hn.{layer}"]))
             new_h = (1 - z) * n + z * h
         state[layer, 0] = new_h
         x = new_h
     return state
 
 
-def reference_sample(params, prime_ids, uniforms, temperature=1.0, top_k=0, top_p=1.0,
-                     greedy=False):
+def reference_sample(params, prime_ids, uniforms, temperature=1.0, top_k=0, top_p=1.0, greedy=False):
     spec = params.spec
     p = {name: a.astype(np.float64) for name, a in params.arrays().items()}
-    state = np.zeros(spec.state_shape(1)[1:])                                  # (L, K, H)
+    state = np.zeros(spec.state_shape(1)[1:])  # (L, K, H)
     for char_id in prime_ids:
         state = reference_step(p, spec, state, char_id)
     out = []
@@ -139,8 +139,9 @@ def reference_sample(params, prime_ids, uniforms, temperature=1.0, top_k=0, top_
 # ----------------------------------------------------------------------------------------------
 # Kernels
 
+
 @pytest.mark.parametrize("cell, layers", CELL_CASES)
-@pytest.mark.parametrize("hidden", [8, 10, 13])   # 10 and 13 leave rows over from the 4-row blocks
+@pytest.mark.parametrize("hidden", [8, 10, 13])  # 10 and 13 leave rows over from the 4-row blocks
 def test_read_matches_reference_forward(cell, layers, hidden):
     params = make_params(hidden, cell=cell, layers=layers)
     ids = np.random.default_rng(1).integers(0, len(CHARS), size=30)
@@ -152,7 +153,7 @@ def test_read_matches_reference_forward(cell, layers, hidden):
     states = sampler.new_states(3)
     sampler.read(states, 1, ids)
     np.testing.assert_allclose(states[1], expected, rtol=0, atol=2e-6)
-    assert not states[0].any() and not states[2].any()     # only its own row moved
+    assert not states[0].any() and not states[2].any()  # only its own row moved
 
 
 @pytest.mark.parametrize("cell, layers", CELL_CASES)
@@ -170,17 +171,24 @@ def test_a_row_draws_the_same_alone_or_in_a_batch(cell, layers, n, hidden):
     for row in range(n):
         sampler.read(states, row, rng.integers(0, len(CHARS), size=row + 1))
     uniforms = rng.random((n, k))
-    options = (rng.uniform(0.5, 1.3, n), rng.integers(3, 9, n) * (rng.random(n) < 0.5),
-               rng.uniform(0.8, 1.0, n),
-               np.arange(n) == n - 1)
+    options = (
+        rng.uniform(0.5, 1.3, n),
+        rng.integers(3, 9, n) * (rng.random(n) < 0.5),
+        rng.uniform(0.8, 1.0, n),
+        np.arange(n) == n - 1,
+    )
     alone = states.copy()
     together = np.empty((n, k), dtype=np.int64)
     sampler.draw(states, uniforms, *options, together)
     for row in range(n):
-        one_state = np.ascontiguousarray(alone[row:row + 1])
+        one_state = np.ascontiguousarray(alone[row : row + 1])
         one_ids = np.empty((1, k), dtype=np.int64)
-        sampler.draw(one_state, np.ascontiguousarray(uniforms[row:row + 1]),
-                     *(np.ascontiguousarray(o[row:row + 1]) for o in options), one_ids)
+        sampler.draw(
+            one_state,
+            np.ascontiguousarray(uniforms[row : row + 1]),
+            *(np.ascontiguousarray(o[row : row + 1]) for o in options),
+            one_ids,
+        )
         np.testing.assert_array_equal(one_ids[0], together[row])
         np.testing.assert_array_equal(one_state[0], states[row])
     assert len({tuple(r) for r in together}) == n
@@ -195,22 +203,18 @@ def test_an_output_layer_of_several_strips_samples_as_the_reference(cell, hidden
     assert len(chars) == 49
     params = make_params(hidden, chars=chars, cell=cell, seed=4)
     vocab = Vocab(chars)
-    assert BatchSampler(params, vocab)._packed == (hidden * params.spec.gates % 32 == 0
-                                                    and stepgemm.AVX512)
-    text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9,
-                       rng=np.random.default_rng(3))
+    assert BatchSampler(params, vocab)._packed == (hidden * params.spec.gates % 32 == 0 and stepgemm.AVX512)
+    text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9, rng=np.random.default_rng(3))
     uniforms = np.random.default_rng(3).random(120)
-    assert text == vocab.decode(reference_sample(params, vocab.encode("Rose"), uniforms,
-                                                 temperature=0.9))
+    assert text == vocab.decode(reference_sample(params, vocab.encode("Rose"), uniforms, temperature=0.9))
 
 
-@pytest.mark.parametrize("hidden", [9, 32])          # 32: the packed product (with AVX-512)
+@pytest.mark.parametrize("hidden", [9, 32])  # 32: the packed product (with AVX-512)
 @pytest.mark.parametrize("cell, layers", CELL_CASES[1:])
 def test_gated_and_deep_models_sample_as_the_reference(cell, layers, hidden):
     params = make_params(hidden, cell=cell, layers=layers, seed=4)
     vocab = Vocab(CHARS)
-    text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9, top_k=8,
-                       rng=np.random.default_rng(3))
+    text = sample_text(params, vocab, 120, prime="Rose", temperature=0.9, top_k=8, rng=np.random.default_rng(3))
     uniforms = np.random.default_rng(3).random(120)
     expected = reference_sample(params, vocab.encode("Rose"), uniforms, temperature=0.9, top_k=8)
     assert text == vocab.decode(expected)
@@ -219,8 +223,7 @@ def test_gated_and_deep_models_sample_as_the_reference(cell, layers, hidden):
 def test_num_samples_are_those_drawn_one_after_another(params, vocab):
     rng = np.random.default_rng(6)
     one_by_one = [sample_text(params, vocab, 70, prime="Ro", top_p=0.9, rng=rng) for _ in range(4)]
-    pieces = list(iter_samples(params, vocab, 70, num=4, prime="Ro", top_p=0.9,
-                               rng=np.random.default_rng(6)))
+    pieces = list(iter_samples(params, vocab, 70, num=4, prime="Ro", top_p=0.9, rng=np.random.default_rng(6)))
     together = ["".join(piece[i] for piece in pieces) for i in range(4)]
     assert together == one_by_one and len(set(together)) == 4
 
@@ -251,38 +254,43 @@ def test_sample_text_matches_reference_sampler(params, vocab, options):
 def draw_all(logits, uniforms, temperature=1.0, top_k=0, top_p=1.0, greedy=False):
     logits = np.asarray(logits, dtype=np.float32)
     weights = np.empty(logits.size)
-    return np.array([draw_one(logits, u, 1.0 / temperature, top_k, top_p, greedy, weights)
-                     for u in uniforms])
+    return np.array([draw_one(logits, u, 1.0 / temperature, top_k, top_p, greedy, weights) for u in uniforms])
 
 
-GRID = (np.arange(1000) + 0.5) / 1000     # evenly spaced draws: counts are exact proportions
+GRID = (np.arange(1000) + 0.5) / 1000  # evenly spaced draws: counts are exact proportions
 PROBS = np.array([0.1, 0.4, 0.2, 0.3])
 
 
-@pytest.mark.parametrize("options, expected", [
-    (dict(), [0.1, 0.4, 0.2, 0.3]),
-    (dict(temperature=0.5), np.array([0.01, 0.16, 0.04, 0.09]) / 0.30),
-    (dict(top_k=2), [0, 0.4 / 0.7, 0, 0.3 / 0.7]),
-    (dict(top_k=4), [0.1, 0.4, 0.2, 0.3]),
-    (dict(top_k=9), [0.1, 0.4, 0.2, 0.3]),
-    (dict(top_p=0.5), [0, 0.4 / 0.7, 0, 0.3 / 0.7]),
-    (dict(top_p=0.35), [0, 1, 0, 0]),
-    (dict(top_p=0.85), [0, 0.4 / 0.9, 0.2 / 0.9, 0.3 / 0.9]),
-    (dict(top_k=3, top_p=0.5), [0, 0.4 / 0.7, 0, 0.3 / 0.7]),
-    (dict(greedy=True), [0, 1, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (dict(), [0.1, 0.4, 0.2, 0.3]),
+        (dict(temperature=0.5), np.array([0.01, 0.16, 0.04, 0.09]) / 0.30),
+        (dict(top_k=2), [0, 0.4 / 0.7, 0, 0.3 / 0.7]),
+        (dict(top_k=4), [0.1, 0.4, 0.2, 0.3]),
+        (dict(top_k=9), [0.1, 0.4, 0.2, 0.3]),
+        (dict(top_p=0.5), [0, 0.4 / 0.7, 0, 0.3 / 0.7]),
+        (dict(top_p=0.35), [0, 1, 0, 0]),
+        (dict(top_p=0.85), [0, 0.4 / 0.9, 0.2 / 0.9, 0.3 / 0.9]),
+        (dict(top_k=3, top_p=0.5), [0, 0.4 / 0.7, 0, 0.3 / 0.7]),
+        (dict(greedy=True), [0, 1, 0, 0]),
+    ],
+)
 def test_draw_follows_the_filtered_distribution(options, expected):
     ids = draw_all(np.log(PROBS) + 3.0, GRID, **options)
     counts = np.bincount(ids, minlength=4) / GRID.size
     np.testing.assert_allclose(counts, expected, atol=1.5e-3)
 
 
-@pytest.mark.parametrize("options, order", [
-    (dict(), [0, 1, 2, 3]),                      # unfiltered: the walk goes in id order
-    (dict(top_p=0.9999), [1, 3, 2, 0]),          # filtered: most likely first
-])
+@pytest.mark.parametrize(
+    "options, order",
+    [
+        (dict(), [0, 1, 2, 3]),  # unfiltered: the walk goes in id order
+        (dict(top_p=0.9999), [1, 3, 2, 0]),  # filtered: most likely first
+    ],
+)
 def test_draw_is_the_inverse_cdf_at_the_uniform(options, order):
-    mass = np.cumsum(PROBS[order])[:-1]          # where one character gives way to the next
+    mass = np.cumsum(PROBS[order])[:-1]  # where one character gives way to the next
     below = draw_all(np.log(PROBS), mass - 1e-5, **options)
     above = draw_all(np.log(PROBS), mass + 1e-5, **options)
     assert list(below) == order[:-1] and list(above) == order[1:]
@@ -303,8 +311,15 @@ def test_draw_kernel_agrees_with_its_python_version():
     weights = np.empty(12)
     for _ in range(300):
         logits = (rng.normal(size=12) * 3).astype(np.float32)
-        args = (logits, rng.random(), 1.0 / rng.uniform(0.3, 2.0), int(rng.integers(0, 14)),
-                float(rng.uniform(0.05, 1.0)), bool(rng.random() < 0.1), weights)
+        args = (
+            logits,
+            rng.random(),
+            1.0 / rng.uniform(0.3, 2.0),
+            int(rng.integers(0, 14)),
+            float(rng.uniform(0.05, 1.0)),
+            bool(rng.random() < 0.1),
+            weights,
+        )
         assert draw_one(*args) == draw_one.py_func(*args)
 
 
@@ -319,36 +334,42 @@ def test_python_version_of_the_kernels_gives_the_same_text(cell, layers, threads
     s_jit = sampler.new_states(2)
     s_py = s_jit.copy()
     prime = vocab.encode("Rose, Olio").astype(np.int64).reshape(1, -1)
-    no_draws = (np.zeros((1, 0)), np.ones(1), np.zeros(1, dtype=np.int64), np.ones(1),
-                np.zeros(1, dtype=bool), np.zeros((1, 0), dtype=np.int64))
+    no_draws = (
+        np.zeros((1, 0)),
+        np.ones(1),
+        np.zeros(1, dtype=np.int64),
+        np.ones(1),
+        np.zeros(1, dtype=bool),
+        np.zeros((1, 0), dtype=np.int64),
+    )
     for kernel, states in ((run_parts, s_jit), (run_parts.py_func, s_py)):
         kernel(0, sampler.parts, *sampler._arguments(sampler.parts, states[1:2], prime, *no_draws))
     np.testing.assert_allclose(s_jit, s_py, atol=1e-6)
     uniforms = np.random.default_rng(0).random((2, 80))
     no_ids = np.zeros((2, 0), dtype=np.int64)
-    for inv_t, top_k, top_p, greedy in [(1.0, 0, 1.0, False), (1 / 0.7, 5, 0.9, False),
-                                        (1.0, 0, 1.0, True)]:
+    for inv_t, top_k, top_p, greedy in [(1.0, 0, 1.0, False), (1 / 0.7, 5, 0.9, False), (1.0, 0, 1.0, True)]:
         options = (np.full(2, inv_t), np.full(2, top_k), np.full(2, top_p), np.full(2, greedy))
         ids_jit = np.empty((2, 80), dtype=np.int64)
         ids_py = np.empty((2, 80), dtype=np.int64)
         s1, s2 = s_jit.copy(), s_py.copy()
-        run_parts(0, sampler.parts,
-                           *sampler._arguments(sampler.parts, s1, no_ids, uniforms, *options, ids_jit))
-        run_parts.py_func(0, sampler.parts,
-                                   *sampler._arguments(sampler.parts, s2, no_ids, uniforms, *options, ids_py))
+        run_parts(0, sampler.parts, *sampler._arguments(sampler.parts, s1, no_ids, uniforms, *options, ids_jit))
+        run_parts.py_func(0, sampler.parts, *sampler._arguments(sampler.parts, s2, no_ids, uniforms, *options, ids_py))
         assert (ids_jit == ids_py).all()
         np.testing.assert_allclose(s1, s2, atol=1e-6)
 
 
 def test_same_text_with_numba_jit_disabled(model_dir):
-    code = ("import sys, numpy as np; from charrnn.sampling import sample; "
-            "sys.stdout.write(repr(sample(sys.argv[1], 120, prime='Rose', temperature=0.8, "
-            "top_k=6, top_p=0.9, rng=np.random.default_rng(11))))")
+    code = (
+        "import sys, numpy as np; from charrnn.sampling import sample; "
+        "sys.stdout.write(repr(sample(sys.argv[1], 120, prime='Rose', temperature=0.8, "
+        "top_k=6, top_p=0.9, rng=np.random.default_rng(11))))"
+    )
     outputs = []
     for disable in ("0", "1"):
         env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_DISABLE_JIT=disable)
-        result = subprocess.run([sys.executable, "-c", code, str(model_dir)], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(model_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1]
@@ -358,10 +379,20 @@ def test_same_text_with_numba_jit_disabled(model_dir):
 # ----------------------------------------------------------------------------------------------
 # Python API
 
+
 def test_sample_text_signature_is_what_the_training_loop_calls():
     sig = inspect.signature(sample_text)
-    assert list(sig.parameters) == ["params", "vocab", "length", "prime", "temperature", "top_k",
-                                    "top_p", "greedy", "rng"]
+    assert list(sig.parameters) == [
+        "params",
+        "vocab",
+        "length",
+        "prime",
+        "temperature",
+        "top_k",
+        "top_p",
+        "greedy",
+        "rng",
+    ]
     keyword_only = [n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY]
     assert keyword_only == ["prime", "temperature", "top_k", "top_p", "greedy", "rng"]
 
@@ -391,16 +422,16 @@ def test_without_a_prime_the_hidden_state_starts_at_zero(params, vocab):
 @pytest.mark.parametrize("chunk_size", [1, 7, 16, 1000])
 def test_chunking_does_not_change_the_text(params, vocab, chunk_size):
     whole = sample_text(params, vocab, 700, prime="Rose", top_p=0.9, rng=np.random.default_rng(4))
-    pieces = list(iter_sample(params, vocab, 700, prime="Rose", top_p=0.9,
-                              rng=np.random.default_rng(4), chunk_size=chunk_size))
+    pieces = list(
+        iter_sample(params, vocab, 700, prime="Rose", top_p=0.9, rng=np.random.default_rng(4), chunk_size=chunk_size)
+    )
     assert "".join(pieces) == whole
     assert len(pieces) > 1 or chunk_size >= 700
     assert len(pieces[0]) == min(chunk_size, FIRST_CHUNK)
 
 
 def test_iterating_characters(params, vocab):
-    chars = list(itertools.chain.from_iterable(
-        iter_sample(params, vocab, 40, rng=np.random.default_rng(0))))
+    chars = list(itertools.chain.from_iterable(iter_sample(params, vocab, 40, rng=np.random.default_rng(0))))
     assert len(chars) == 40 and all(len(c) == 1 for c in chars)
 
 
@@ -419,28 +450,31 @@ def test_the_generator_advances_so_later_samples_differ(params, vocab):
     assert sample_text(params, vocab, 80, rng=rng) != sample_text(params, vocab, 80, rng=rng)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(length=-1), "length must be a whole number, 0 or more"),
-    (dict(length=2.5), "length must be a whole number"),
-    (dict(temperature=0), "temperature must be a number above 0"),
-    (dict(temperature=-1.0), "temperature must be a number above 0"),
-    (dict(temperature=float("nan")), "temperature must be a number above 0"),
-    (dict(temperature=1e-320), "too small"),
-    (dict(top_k=-2), "top_k must be a whole number, 0 (off)"),
-    (dict(top_p=0.0), "top_p must be a number in (0, 1]"),
-    (dict(top_p=1.01), "top_p must be a number in (0, 1]"),
-    (dict(top_p=float("nan")), "top_p must be a number in (0, 1]"),
-    (dict(greedy="yes"), "greedy must be true or false"),
-    (dict(rng=np.random.RandomState(0)), "rng must be a numpy.random.Generator"),
-    (dict(prime="Rose\u00e9Z"), "not in the model's vocabulary: '\u00e9' 'Z'"),
-    (dict(prime=5), "prime must be a string"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(length=-1), "length must be a whole number, 0 or more"),
+        (dict(length=2.5), "length must be a whole number"),
+        (dict(temperature=0), "temperature must be a number above 0"),
+        (dict(temperature=-1.0), "temperature must be a number above 0"),
+        (dict(temperature=float("nan")), "temperature must be a number above 0"),
+        (dict(temperature=1e-320), "too small"),
+        (dict(top_k=-2), "top_k must be a whole number, 0 (off)"),
+        (dict(top_p=0.0), "top_p must be a number in (0, 1]"),
+        (dict(top_p=1.01), "top_p must be a number in (0, 1]"),
+        (dict(top_p=float("nan")), "top_p must be a number in (0, 1]"),
+        (dict(greedy="yes"), "greedy must be true or false"),
+        (dict(rng=np.random.RandomState(0)), "rng must be a numpy.random.Generator"),
+        (dict(prime="Rose\u00e9Z"), "not in the model's vocabulary: '\u00e9' 'Z'"),
+        (dict(prime=5), "prime must be a string"),
+    ],
+)
 def test_bad_arguments_raise_one_line_input_errors(params, vocab, kwargs, message):
     arguments = dict(length=10, rng=np.random.default_rng(0))
     arguments.update(kwargs)
     length = arguments.pop("length")
     with pytest.raises(InputError) as error:
-        iter_sample(params, vocab, length, **arguments)      # checked before the first piece
+        iter_sample(params, vocab, length, **arguments)  # checked before the first piece
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -454,8 +488,9 @@ def test_mismatched_or_broken_weights_are_refused(params, vocab):
 
 
 def test_model_conveniences(model_dir, params, vocab):
-    expected = sample_text(params, vocab, 60, prime="Rose", rng=np.random.default_rng(9),
-                           temperature=sampling.DEFAULT_TEMPERATURE)   # the conveniences' default
+    expected = sample_text(
+        params, vocab, 60, prime="Rose", rng=np.random.default_rng(9), temperature=sampling.DEFAULT_TEMPERATURE
+    )  # the conveniences' default
     assert sampling.sample(model_dir, 60, prime="Rose", seed=9) == expected
     rng = np.random.default_rng(9)
     assert sampling.sample(str(model_dir), 60, prime="Rose", rng=rng) == expected
@@ -476,6 +511,7 @@ def test_missing_bundled_model_is_a_one_line_error(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # `charrnn sample` through click
 
+
 def run_cli(*args, input=None):
     return CliRunner().invoke(main, ["sample", *map(str, args)], input=input)
 
@@ -483,16 +519,30 @@ def run_cli(*args, input=None):
 def test_cli_prints_prime_then_continuation(model_dir, params, vocab):
     result = run_cli(model_dir, "--prime", "Rose", "--length", "120", "--seed", "3")
     assert result.exit_code == 0, result.output
-    expected = sample_text(params, vocab, 120, prime="Rose", temperature=0.8,
-                           rng=np.random.default_rng(3))
+    expected = sample_text(params, vocab, 120, prime="Rose", temperature=0.8, rng=np.random.default_rng(3))
     assert result.stdout == "Rose" + expected + "\n"
 
 
 def test_cli_options_reach_the_sampler(model_dir, params, vocab):
-    result = run_cli(model_dir, "--prime", "Rose", "--no-prime-echo", "-n", "90", "-t", "1.3",
-                     "--top-k", "5", "--top-p", "0.9", "--seed", "4")
-    expected = sample_text(params, vocab, 90, prime="Rose", temperature=1.3, top_k=5, top_p=0.9,
-                           rng=np.random.default_rng(4))
+    result = run_cli(
+        model_dir,
+        "--prime",
+        "Rose",
+        "--no-prime-echo",
+        "-n",
+        "90",
+        "-t",
+        "1.3",
+        "--top-k",
+        "5",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "4",
+    )
+    expected = sample_text(
+        params, vocab, 90, prime="Rose", temperature=1.3, top_k=5, top_p=0.9, rng=np.random.default_rng(4)
+    )
     assert result.exit_code == 0 and result.stdout == expected + "\n"
 
 
@@ -512,27 +562,31 @@ def test_cli_num_gives_independent_samples(model_dir, params, vocab):
     result = run_cli(model_dir, "--prime", "Ro", "-n", "60", "--num", "3", "--seed", "2")
     assert result.exit_code == 0
     rng = np.random.default_rng(2)
-    samples = ["Ro" + sample_text(params, vocab, 60, prime="Ro", temperature=0.8, rng=rng)
-               for _ in range(3)]
+    samples = ["Ro" + sample_text(params, vocab, 60, prime="Ro", temperature=0.8, rng=rng) for _ in range(3)]
     assert result.stdout == "\n\n".join(samples) + "\n"
     assert len(set(samples)) == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--temperature", "0"], "--temperature must be a number above 0"),
-    (["--temperature", "-0.5"], "--temperature must be a number above 0"),
-    (["--length", "-1"], "--length must be a whole number, 0 or more"),
-    (["--top-p", "0"], "--top-p must be a number in (0, 1]"),
-    (["--top-p", "1.2"], "--top-p must be a number in (0, 1]"),
-    (["--top-k", "-1"], "--top-k must be a whole number, 0 (off)"),
-    (["--num", "0"], "--num must be a whole number, 1 or more"),
-    (["--seed", "-3"], "--seed must be a whole number from 0 to"),
-    (["--prime", "Rose\u00e9Z!x"], "not in the model's vocabulary: '\u00e9' 'Z' 'x'; remove them "
-                                  "from --prime, or pass --unknown skip"),
-    (["--interactive", "--prime", "Ro"], "--prime does not go with --interactive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "0"], "--temperature must be a number above 0"),
+        (["--temperature", "-0.5"], "--temperature must be a number above 0"),
+        (["--length", "-1"], "--length must be a whole number, 0 or more"),
+        (["--top-p", "0"], "--top-p must be a number in (0, 1]"),
+        (["--top-p", "1.2"], "--top-p must be a number in (0, 1]"),
+        (["--top-k", "-1"], "--top-k must be a whole number, 0 (off)"),
+        (["--num", "0"], "--num must be a whole number, 1 or more"),
+        (["--seed", "-3"], "--seed must be a whole number from 0 to"),
+        (
+            ["--prime", "Rose\u00e9Z!x"],
+            "not in the model's vocabulary: '\u00e9' 'Z' 'x'; remove them from --prime, or pass --unknown skip",
+        ),
+        (["--interactive", "--prime", "Ro"], "--prime does not go with --interactive"),
+    ],
+)
 def test_cli_bad_options_are_one_line_errors(model_dir, monkeypatch, args, message):
-    if "--prime" not in args:   # refused before any model is read
+    if "--prime" not in args:  # refused before any model is read
         monkeypatch.setattr(checkpoint, "load_model", None)
     result = run_cli(model_dir, *args)
     assert result.exit_code == 1
@@ -572,19 +626,15 @@ def test_cli_without_model_dir_uses_the_bundled_model(model_dir, monkeypatch):
 
 
 def test_cli_unknown_skip_drops_characters_with_a_warning(model_dir, params, vocab):
-    result = run_cli(model_dir, "--prime", "RoZse\u00e9", "--unknown", "skip", "-n", "40",
-                     "--seed", "1")
+    result = run_cli(model_dir, "--prime", "RoZse\u00e9", "--unknown", "skip", "-n", "40", "--seed", "1")
     assert result.exit_code == 0
-    assert ("warning: dropped characters not in the model's vocabulary: 'Z' '\u00e9'"
-            in result.stderr)
-    expected = sample_text(params, vocab, 40, prime="Rose", temperature=0.8,
-                           rng=np.random.default_rng(1))
+    assert "warning: dropped characters not in the model's vocabulary: 'Z' '\u00e9'" in result.stderr
+    expected = sample_text(params, vocab, 40, prime="Rose", temperature=0.8, rng=np.random.default_rng(1))
     assert result.stdout == "Rose" + expected + "\n"
 
 
 def test_cli_interactive_loop(model_dir, params, vocab):
-    result = run_cli(model_dir, "--interactive", "-n", "30", "--seed", "5",
-                     input="Rose\nRoZ\nOil\n\nnot read\n")
+    result = run_cli(model_dir, "--interactive", "-n", "30", "--seed", "5", input="Rose\nRoZ\nOil\n\nnot read\n")
     assert result.exit_code == 0, result.output
     rng = np.random.default_rng(5)
     first = sample_text(params, vocab, 30, prime="Rose", temperature=0.8, rng=rng)
@@ -602,11 +652,18 @@ def test_cli_interactive_ends_at_end_of_input(model_dir):
 # ----------------------------------------------------------------------------------------------
 # `charrnn sample` as a real process: streaming, the prompt loop, a closed pipe
 
+
 def start_cli(*args, **kwargs):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("PYTHONUNBUFFERED", None)    # stdout block-buffered, as for any pipe: flushing is ours
-    return subprocess.Popen([sys.executable, "-m", "charrnn", "sample", *map(str, args)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    env.pop("PYTHONUNBUFFERED", None)  # stdout block-buffered, as for any pipe: flushing is ours
+    return subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "sample", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def read_within(proc, n, timeout=30.0):
@@ -635,7 +692,7 @@ def test_output_streams_while_generating(tmp_path, vocab):
     try:
         first = read_within(proc, 1)
         if select.select([proc.stdout.fileno()], [], [], 0)[0]:
-            first += os.read(proc.stdout.fileno(), 1 << 16)      # whatever is there already
+            first += os.read(proc.stdout.fileno(), 1 << 16)  # whatever is there already
         assert len(first) < 4000
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -653,15 +710,14 @@ def test_closed_pipe_ends_quietly(model_dir):
 
 
 def test_interactive_process_answers_each_prime(model_dir):
-    proc = start_cli(model_dir, "--interactive", "--length", "20", "--seed", "2",
-                     stdin=subprocess.PIPE)
+    proc = start_cli(model_dir, "--interactive", "--length", "20", "--seed", "2", stdin=subprocess.PIPE)
     try:
         proc.stdin.write(b"Rose\n")
         proc.stdin.flush()
         answer = read_within(proc, 4 + 20 + 1)  # arrives before the next prime is sent
         assert answer.startswith(b"Rose") and answer.endswith(b"\n")
         assert proc.poll() is None
-        proc.stdin.write(b"\n")                # an empty line quits
+        proc.stdin.write(b"\n")  # an empty line quits
         proc.stdin.flush()
         out, err = proc.communicate(timeout=60)
     finally:
@@ -677,7 +733,7 @@ def test_interactive_ctrl_c_stops_the_continuation_not_the_session(model_dir):
         proc.stdin.flush()
         assert read_within(proc, 100).startswith(b"Rose")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(b"\n", timeout=60)   # back at the prompt: an empty line quits
+        out, err = proc.communicate(b"\n", timeout=60)  # back at the prompt: an empty line quits
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -19,24 +19,33 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / ".pytest_cache" / "serve-screenshots"
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     dirs = make_tiny_models(tmp_path_factory.mktemp("browser-models"))
-    with live_server({"tiny-lstm": dirs["tiny-lstm"]}, max_length=10 ** 6) as server:
+    with live_server({"tiny-lstm": dirs["tiny-lstm"]}, max_length=10**6) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver; .ci/run does)")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)"
+        )
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -90,8 +99,7 @@ def test_the_page_loads_with_the_models_and_their_shapes(browser, live):
     Select(el(browser, "model")).select_by_value("tiny-lstm")
     assert "LSTM · 2 layers · 24 units" in el(browser, "model-info").text
     # Nothing came from anywhere but this server.
-    origins = browser.execute_script(
-        "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
+    origins = browser.execute_script("return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
     assert origins and set(origins) == {live.base}
     assert not el(browser, "error").is_displayed()
 
@@ -115,8 +123,7 @@ def test_generate_streams_the_text_into_the_page(browser, live):
     seen = browser.execute_script("return window.seenLengths")
     # Seen part-way: the text arrived in pieces while it was being written.
     assert len({n for n in seen if len("ROMEO:") < n < len(final)}) >= 2, seen
-    assert final == live.generate(model="shakespeare", prime="ROMEO:", length=3000,
-                                  seed=7)["texts"][0]
+    assert final == live.generate(model="shakespeare", prime="ROMEO:", length=3000, seed=7)["texts"][0]
     assert el(browser, "generate").is_enabled() and not el(browser, "stop").is_enabled()
     assert el(browser, "copy").is_enabled()
     el(browser, "copy").click()
@@ -125,15 +132,15 @@ def test_generate_streams_the_text_into_the_page(browser, live):
 
 def test_stop_stops_the_generation(browser, live):
     open_page(browser, live)
-    fill(browser, "length", 10 ** 6)
+    fill(browser, "length", 10**6)
     el(browser, "generate").click()
     assert wait_until(lambda: len(output(browser)) > 200, 30)
     el(browser, "stop").click()
     assert wait_until(lambda: "Stopped after" in status(browser), 10)
-    assert wait_until(lambda: live.engine.streams == 0, 10)   # the server stopped too
+    assert wait_until(lambda: live.engine.streams == 0, 10)  # the server stopped too
     length = len(output(browser))
     time.sleep(0.5)
-    assert len(output(browser)) == length < 10 ** 6
+    assert len(output(browser)) == length < 10**6
     assert el(browser, "generate").is_enabled()
 
 
@@ -152,17 +159,17 @@ def test_an_api_error_shows_as_a_message(browser, live):
     fill(browser, "length", 100)
     el(browser, "generate").click()
     assert wait_until(lambda: "Done" in status(browser), 30)
-    assert not el(browser, "error").is_displayed()         # a good request clears it
+    assert not el(browser, "error").is_displayed()  # a good request clears it
 
 
 def test_usable_from_the_keyboard(browser, live):
     open_page(browser, live)
-    fill(browser, "length", 10 ** 6)
+    fill(browser, "length", 10**6)
     prime = el(browser, "prime")
     prime.click()
-    prime.send_keys(Keys.END, "Is it", Keys.CONTROL, Keys.ENTER)   # Ctrl+Enter generates
+    prime.send_keys(Keys.END, "Is it", Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter generates
     assert wait_until(lambda: len(output(browser)) > 100, 30)
-    browser.switch_to.active_element.send_keys(Keys.ESCAPE)        # Escape stops
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)  # Escape stops
     assert wait_until(lambda: "Stopped after" in status(browser), 10)
     assert output(browser).startswith("ROMEO:\nIs it")
     # Every control is reached with Tab, in order, and shows where the focus is.
@@ -173,8 +180,7 @@ def test_usable_from_the_keyboard(browser, live):
         order.append(browser.switch_to.active_element.get_attribute("id"))
     for a, b in [("prime", "length"), ("length", "temperature"), ("seed", "generate")]:
         assert order.index(a) < order.index(b), order
-    outline = browser.execute_script(
-        "return getComputedStyle(document.activeElement).outlineStyle")
+    outline = browser.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
 
 
@@ -185,8 +191,9 @@ def test_reads_well_on_a_phone(browser, live):
     el(browser, "generate").click()
     assert wait_until(lambda: "Done" in status(browser), 30)
     overflow = browser.execute_script(
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert overflow <= 0                              # nothing wider than the screen
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0  # nothing wider than the screen
     for id_ in ("generate", "stop", "copy", "prime", "seed"):
         rect = el(browser, id_).rect
         assert rect["x"] >= 0 and rect["x"] + rect["width"] <= 390, (id_, rect)

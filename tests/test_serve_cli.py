@@ -25,9 +25,15 @@ class Process:
     """`python -m charrnn serve ARGS` with its stderr read on a thread."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", *args], cwd=ROOT,
-                                     env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "serve", *args],
+            cwd=ROOT,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -69,8 +75,9 @@ def tiny_dirs(tmp_path_factory):
 
 
 def test_serves_until_ctrl_c_which_ends_running_streams_cleanly(tiny_dirs):
-    server = Process(str(tiny_dirs["tiny-lstm"]), str(tiny_dirs["tiny-rnn"]), "--port", "0",
-                     "--max-length", "100000000")
+    server = Process(
+        str(tiny_dirs["tiny-lstm"]), str(tiny_dirs["tiny-rnn"]), "--port", "0", "--max-length", "100000000"
+    )
     host, port = server.url()
     assert host == "127.0.0.1"
     assert "tiny-lstm: lstm, 2 layers, 24 units" in server.stderr
@@ -79,14 +86,17 @@ def test_serves_until_ctrl_c_which_ends_running_streams_cleanly(tiny_dirs):
     names = [m["name"] for m in json.loads(conn.getresponse().read())["models"]]
     assert names == ["tiny-lstm", "tiny-rnn"]
     # A stream that would run for minutes, then Ctrl-C: it gets an error event and the end.
-    conn.request("POST", "/api/generate", json.dumps({"model": "tiny-lstm", "length": 10 ** 8,
-                                                      "stream": True}),
-                 {"Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/api/generate",
+        json.dumps({"model": "tiny-lstm", "length": 10**8, "stream": True}),
+        {"Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     first = response.read1(100)
     assert response.status == 200 and first.startswith(b"data:")
-    code = server.stop()             # Ctrl-C; stop() kills the server if it has not ended in 30 s
-    stream = (first + response.read()).decode()          # the server ended the stream
+    code = server.stop()  # Ctrl-C; stop() kills the server if it has not ended in 30 s
+    stream = (first + response.read()).decode()  # the server ended the stream
     assert code == 0, server.stderr
     # The whole stream, from its first byte (the first read may end anywhere, even between events);
     # however few characters a busy machine sent before Ctrl-C, its last event says why it stopped.
@@ -107,8 +117,15 @@ def test_another_host_than_loopback_is_warned_about(tiny_dirs):
 
 
 def _run(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "charrnn", "serve", *args], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "charrnn", "serve", *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_mistakes_are_one_line_errors(tiny_dirs, tmp_path):
@@ -137,16 +154,20 @@ def test_mistakes_are_one_line_errors(tiny_dirs, tmp_path):
 
 
 def test_without_the_extra_it_says_what_to_install():
-    blocker = ("import sys\n"
-               "class Block:\n"
-               "    def find_spec(self, name, path=None, target=None):\n"
-               "        if name.split('.')[0] in ('starlette', 'uvicorn'):\n"
-               "            raise ImportError(name)\n"
-               "sys.meta_path.insert(0, Block())\n"
-               "from charrnn.cli import main\n"
-               "main(['serve'])\n")
-    ran = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=120)
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('starlette', 'uvicorn'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from charrnn.cli import main\n"
+        "main(['serve'])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", blocker], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert ran.returncode != 0
     assert ran.stderr.strip().splitlines() == [
-        'Error: charrnn serve needs Starlette and uvicorn: pip install "charrnn[serve]"']
+        'Error: charrnn serve needs Starlette and uvicorn: pip install "charrnn[serve]"'
+    ]

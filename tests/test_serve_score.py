@@ -69,41 +69,40 @@ def test_packed_activations_are_every_unit_as_int8(live, tiny_dirs):
 
 
 def test_unknown_characters_are_refused_or_left_out(live):
-    status, _, data = live.request("POST", "/api/score", {"model": "tiny-rnn",
-                                                          "text": "The king€ ✓"})
+    status, _, data = live.request("POST", "/api/score", {"model": "tiny-rnn", "text": "The king€ ✓"})
     assert status == 400
-    assert data["error"].startswith("text: 2 characters are not in the model's vocabulary: "
-                                    "'€' '✓'; remove them, or send \"unknown\": \"skip\"")
+    assert data["error"].startswith(
+        "text: 2 characters are not in the model's vocabulary: '€' '✓'; remove them, or send \"unknown\": \"skip\""
+    )
     data = score(live, model="tiny-rnn", text="The king€ ✓", unknown="skip")
     assert data["text"] == "The king " and data["skipped"] == {"€": 1, "✓": 1}
 
 
-@pytest.mark.parametrize("body,status,message", [
-    ({"text": "The"}, 400, "the field 'model' is required"),
-    ({"model": "nope", "text": "The"}, 404, "no model named \"nope\""),
-    ({"model": "tiny-rnn"}, 400, "the field 'text' is required"),
-    ({"model": "tiny-rnn", "text": 5}, 400, "text must be a string"),
-    ({"model": "tiny-rnn", "text": "T" * 501}, 400, "text has 501 characters, over this "
-                                                    "server's limit of 500"),
-    ({"model": "tiny-rnn", "text": "T"}, 400, "text: fewer than 2 characters"),
-    ({"model": "tiny-rnn", "text": "The", "top": -1}, 400, "top must be a whole number"),
-    ({"model": "tiny-rnn", "text": "The", "top": 1.5}, 400, "top must be a whole number"),
-    ({"model": "tiny-rnn", "text": "The", "top": 10 ** 6}, 400, "top must be a whole number"),
-    ({"model": "tiny-rnn", "text": "The", "unknown": "drop"}, 400, "unknown must be"),
-    ({"model": "tiny-rnn", "text": "The", "layer": 1}, 400, "layer must be null or a whole "
-                                                           "number from 0 to 0"),
-    ({"model": "tiny-rnn", "text": "The", "layer": "0"}, 400, "layer must be"),
-    ({"model": "tiny-rnn", "text": "The", "units": [1]}, 400, "units needs a layer"),
-    ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": [32]}, 400,
-     "units: 32 is not a unit of this model"),
-    ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": "3-1"}, 400, "units: the range"),
-    ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": {"a": 1}}, 400, "units must be"),
-    ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": ["1"]}, 400,
-     "units must be whole numbers"),
-    ({"model": "tiny-rnn", "text": "The", "layer": 0, "packed": 1}, 400, "packed must be"),
-    ({"model": "tiny-rnn", "text": "The", "colour": 1}, 400, "unknown field 'colour'"),
-    ({"model": ["tiny-rnn"], "text": "The"}, 400, "model must be a model's name"),
-])
+@pytest.mark.parametrize(
+    "body,status,message",
+    [
+        ({"text": "The"}, 400, "the field 'model' is required"),
+        ({"model": "nope", "text": "The"}, 404, 'no model named "nope"'),
+        ({"model": "tiny-rnn"}, 400, "the field 'text' is required"),
+        ({"model": "tiny-rnn", "text": 5}, 400, "text must be a string"),
+        ({"model": "tiny-rnn", "text": "T" * 501}, 400, "text has 501 characters, over this server's limit of 500"),
+        ({"model": "tiny-rnn", "text": "T"}, 400, "text: fewer than 2 characters"),
+        ({"model": "tiny-rnn", "text": "The", "top": -1}, 400, "top must be a whole number"),
+        ({"model": "tiny-rnn", "text": "The", "top": 1.5}, 400, "top must be a whole number"),
+        ({"model": "tiny-rnn", "text": "The", "top": 10**6}, 400, "top must be a whole number"),
+        ({"model": "tiny-rnn", "text": "The", "unknown": "drop"}, 400, "unknown must be"),
+        ({"model": "tiny-rnn", "text": "The", "layer": 1}, 400, "layer must be null or a whole number from 0 to 0"),
+        ({"model": "tiny-rnn", "text": "The", "layer": "0"}, 400, "layer must be"),
+        ({"model": "tiny-rnn", "text": "The", "units": [1]}, 400, "units needs a layer"),
+        ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": [32]}, 400, "units: 32 is not a unit of this model"),
+        ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": "3-1"}, 400, "units: the range"),
+        ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": {"a": 1}}, 400, "units must be"),
+        ({"model": "tiny-rnn", "text": "The", "layer": 0, "units": ["1"]}, 400, "units must be whole numbers"),
+        ({"model": "tiny-rnn", "text": "The", "layer": 0, "packed": 1}, 400, "packed must be"),
+        ({"model": "tiny-rnn", "text": "The", "colour": 1}, 400, "unknown field 'colour'"),
+        ({"model": ["tiny-rnn"], "text": "The"}, 400, "model must be a model's name"),
+    ],
+)
 def test_bad_requests_get_a_4xx_naming_the_field(live, body, status, message):
     got, _, data = live.request("POST", "/api/score", body)
     assert got == status, data
@@ -115,8 +114,7 @@ def test_bad_bodies_get_a_4xx(live):
         (b"{", None, 400, "not valid JSON"),
         (b"[1]", None, 400, "must be a JSON object"),
         (b"\xff", None, 400, "not UTF-8"),
-        (b'{"model": "tiny-rnn", "text": "' + b"T" * 5000 + b'"}', None, 413, "over this "
-                                                                           "server's limit"),
+        (b'{"model": "tiny-rnn", "text": "' + b"T" * 5000 + b'"}', None, 413, "over this server's limit"),
         (b'{"model": "tiny-rnn", "text": "The"}', {"Content-Type": "text/plain"}, 415, "JSON"),
     ]:
         got, _, data = live.request("POST", "/api/score", raw=raw, headers=headers)
@@ -129,7 +127,6 @@ def test_too_many_float_values_are_refused(live, monkeypatch):
     import charrnn.serve.score as score_module
 
     monkeypatch.setattr(score_module, "MAX_FLOAT_VALUES", 100)
-    got, _, data = live.request("POST", "/api/score", {"model": "tiny-rnn", "text": TINY_TEXT,
-                                                       "layer": 0})
+    got, _, data = live.request("POST", "/api/score", {"model": "tiny-rnn", "text": TINY_TEXT, "layer": 0})
     assert got == 400 and "units: 32 units x" in data["error"] and "packed" in data["error"]
     assert score(live, model="tiny-rnn", text=TINY_TEXT, layer=0, packed=True)["activations"]

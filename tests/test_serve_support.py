@@ -58,8 +58,9 @@ class Live:
     def connection(self, timeout: float = 60) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
-    def request(self, method: str, path: str, body=None, *, headers=None, raw: bytes | None = None,
-                timeout: float = 60):
+    def request(
+        self, method: str, path: str, body=None, *, headers=None, raw: bytes | None = None, timeout: float = 60
+    ):
         """(status, headers, parsed JSON or text) of one request."""
         conn = self.connection(timeout)
         try:
@@ -112,8 +113,9 @@ def texts_of(events, num: int) -> list[str]:
 
 
 @contextmanager
-def live_server(model_dirs: dict[str, Path] | None = None, *, bundled: bool = True,
-                uvicorn_options: dict | None = None, **limits):
+def live_server(
+    model_dirs: dict[str, Path] | None = None, *, bundled: bool = True, uvicorn_options: dict | None = None, **limits
+):
     """A real server (uvicorn, in a thread) on a free loopback port."""
     import uvicorn
 
@@ -130,9 +132,16 @@ def live_server(model_dirs: dict[str, Path] | None = None, *, bundled: bool = Tr
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           lifespan="on", timeout_graceful_shutdown=2,
-                                           **(uvicorn_options or {})))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            **(uvicorn_options or {}),
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

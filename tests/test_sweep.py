@@ -106,8 +106,7 @@ def sweep_cmd(*args) -> list[str]:
 
 
 def run_sweep_cli(args, env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(sweep_cmd(*args), env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(sweep_cmd(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,26 +145,29 @@ def test_the_learning_rate_is_searched_log_uniformly():
     assert ((draws >= 1e-4) & (draws <= 1e-1)).all()
     decades = np.histogram(np.log10(draws), bins=[-4, -3, -2, -1])[0] / len(draws)
     assert np.all(np.abs(decades - 1 / 3) < 0.04), decades
-    assert abs(np.median(np.log10(draws)) - (-2.5)) < 0.08        # log-uniform's median: 10^-2.5
+    assert abs(np.median(np.log10(draws)) - (-2.5)) < 0.08  # log-uniform's median: 10^-2.5
     # The 'other' dimensions stay uniform.
     hidden = parse_dimension("seq_length", "10:1000").to_tune()
     assert abs(np.median([hidden.sample() for _ in range(4000)]) - 505) < 40
 
 
-@pytest.mark.parametrize("name, text, words", [
-    ("lr", "5e-3:1e-3", "inverted"),
-    ("lr", "1e-3:1e-3", "empty"),
-    ("hidden", "", "give a value"),
-    ("hidden", "256,,512", "empty item"),
-    ("hidden", "12.5", "not a whole number"),
-    ("lr", "fast", "not a number"),
-    ("lr", "1e-3:", "both given"),
-    ("hidden", "0,16", "positive"),
-    ("lr", "-1:1", "positive"),
-    ("cell", "rnn,transformer", "unknown cell"),
-    ("cell", "rnn:gru", "comma list"),
-    ("optimizer", "adam", "not a setting"),
-])
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("lr", "5e-3:1e-3", "inverted"),
+        ("lr", "1e-3:1e-3", "empty"),
+        ("hidden", "", "give a value"),
+        ("hidden", "256,,512", "empty item"),
+        ("hidden", "12.5", "not a whole number"),
+        ("lr", "fast", "not a number"),
+        ("lr", "1e-3:", "both given"),
+        ("hidden", "0,16", "positive"),
+        ("lr", "-1:1", "positive"),
+        ("cell", "rnn,transformer", "unknown cell"),
+        ("cell", "rnn:gru", "comma list"),
+        ("optimizer", "adam", "not a setting"),
+    ],
+)
 def test_bad_dimensions_are_one_line_input_errors(name, text, words):
     with pytest.raises(InputError) as caught:
         parse_dimension(name, text)
@@ -178,16 +180,19 @@ def test_default_space_is_used_when_none_is_given():
     assert list(parse_space({"lr": "1e-3", "hidden": "16"})) == ["hidden", "lr"]
 
 
-@pytest.mark.parametrize("settings, words", [
-    (dict(trials=0), "--trials"),
-    (dict(concurrent=0), "--concurrent"),
-    (dict(threads=0), "--threads"),
-    (dict(trial_minutes=0.0), "--trial-minutes"),
-    (dict(trial_steps=0), "--trial-steps"),
-    (dict(eval_every=0), "--eval-every"),
-    (dict(val_frac=0.9), "--val-frac"),
-    (dict(encoding="no-such-codec"), "--encoding"),
-])
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        (dict(trials=0), "--trials"),
+        (dict(concurrent=0), "--concurrent"),
+        (dict(threads=0), "--threads"),
+        (dict(trial_minutes=0.0), "--trial-minutes"),
+        (dict(trial_steps=0), "--trial-steps"),
+        (dict(eval_every=0), "--eval-every"),
+        (dict(val_frac=0.9), "--val-frac"),
+        (dict(encoding="no-such-codec"), "--encoding"),
+    ],
+)
 def test_bad_settings(settings, words):
     with pytest.raises(InputError, match=words):
         SweepSettings(space={"hidden": "16"}, **settings).check()
@@ -205,23 +210,32 @@ def test_settings_round_trip_through_json():
 
 def test_trial_file_names_are_the_checkpoint_modules():
     from charrnn.model import checkpoint
-    assert set(layout.TRIAL_FILES) == {checkpoint.MODEL_FILE, checkpoint.META_FILE,
-                                       checkpoint.METRICS_FILE, checkpoint.STATE_FILE}
+
+    assert set(layout.TRIAL_FILES) == {
+        checkpoint.MODEL_FILE,
+        checkpoint.META_FILE,
+        checkpoint.METRICS_FILE,
+        checkpoint.STATE_FILE,
+    }
     assert layout.STATE_FILE == checkpoint.STATE_FILE  # copied last: it points past the model
 
 
 def test_the_sink_imports_neither_ray_nor_the_trainer():
-    code = ("import sys, charrnn.sweep.sink; "
-            "print(sorted(m for m in ('ray', 'numba', 'charrnn.training.loop') if m in sys.modules))")
+    code = (
+        "import sys, charrnn.sweep.sink; "
+        "print(sorted(m for m in ('ray', 'numba', 'charrnn.training.loop') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_results_are_ranked_and_round_trip(tmp_path):
-    records = [TrialRecord("trial_00000", "finished", {"hidden": 16}, 2.5, 2.6, 100, 1.0),
-               TrialRecord("trial_00001", "stopped early", {"hidden": 32}, 3.0, 3.0, 20, 0.2),
-               TrialRecord("trial_00002", "failed", {"hidden": 64}, error="diverged"),
-               TrialRecord("trial_00003", "finished", {"hidden": 8}, 1.5, 1.5, 100, 1.0)]
+    records = [
+        TrialRecord("trial_00000", "finished", {"hidden": 16}, 2.5, 2.6, 100, 1.0),
+        TrialRecord("trial_00001", "stopped early", {"hidden": 32}, 3.0, 3.0, 20, 0.2),
+        TrialRecord("trial_00002", "failed", {"hidden": 64}, error="diverged"),
+        TrialRecord("trial_00003", "finished", {"hidden": 8}, 1.5, 1.5, 100, 1.0),
+    ]
     layout.write_results(tmp_path, records)
     lines = [json.loads(line) for line in (tmp_path / layout.RESULTS_FILE).read_text().splitlines()]
     assert [line["trial"] for line in lines] == ["trial_00003", "trial_00000", "trial_00001", "trial_00002"]
@@ -256,10 +270,10 @@ def test_clear_sweep_leaves_other_files(tmp_path):
 
 def test_sink_writes_trial_files_atomically_and_names_the_drivers_corpus(tmp_path):
     from charrnn.sweep.sink import TrialSink
+
     sink = TrialSink(str(tmp_path / "trials"), "/data/corpus.txt")
     meta = {"format": "charrnn-model", "corpus": {"name": "corpus", "path": "/tmp/x/corpus.txt"}}
-    sink.save("trial_00002", {"meta.json": json.dumps(meta).encode(), "model.npz": b"npz",
-                              "other.bin": b"ignored"})
+    sink.save("trial_00002", {"meta.json": json.dumps(meta).encode(), "model.npz": b"npz", "other.bin": b"ignored"})
     directory = tmp_path / "trials" / "trial_00002"
     assert sorted(p.name for p in directory.iterdir()) == ["meta.json", "model.npz"]
     assert json.loads((directory / "meta.json").read_text())["corpus"]["path"] == "/data/corpus.txt"
@@ -323,14 +337,17 @@ def test_cli_refuses_settings_on_resume_and_an_existing_sweep(tmp_path, text_fil
     assert result.exit_code != 0 and "already holds a sweep" in result.output
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--trials", "0"], "--trials must be 1 or more"),
-    (["--lr", "5e-3:1e-3"], "inverted"),
-    (["--hidden", "64:64"], "empty"),
-    (["--cell", "lstm,transformer"], "unknown cell"),
-    (["MISSING"], "no such file"),
-    (["--address", "CLOSED"], "no Ray cluster answers"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--trials", "0"], "--trials must be 1 or more"),
+        (["--lr", "5e-3:1e-3"], "inverted"),
+        (["--hidden", "64:64"], "empty"),
+        (["--cell", "lstm,transformer"], "unknown cell"),
+        (["MISSING"], "no such file"),
+        (["--address", "CLOSED"], "no Ray cluster answers"),
+    ],
+)
 def test_bad_input_is_one_line_and_leaves_no_ray_process(tmp_path, text_file, args, words):
     """A real process: the message is one line, no traceback, non-zero exit, nothing left behind."""
     ray_tmp = new_ray_tmp()
@@ -338,10 +355,8 @@ def test_bad_input_is_one_line_and_leaves_no_ray_process(tmp_path, text_file, ar
         if "MISSING" in args:
             args = [str(tmp_path / "missing.txt") if a == "MISSING" else a for a in args]
         else:
-            args = [str(text_file), *(f"127.0.0.1:{_closed_port()}" if a == "CLOSED" else a
-                                      for a in args)]
-        result = run_sweep_cli([*args, "--out", tmp_path / "sw"], ray_env(ray_tmp), tmp_path,
-                               timeout=120)
+            args = [str(text_file), *(f"127.0.0.1:{_closed_port()}" if a == "CLOSED" else a for a in args)]
+        result = run_sweep_cli([*args, "--out", tmp_path / "sw"], ray_env(ray_tmp), tmp_path, timeout=120)
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         lines = result.stderr.strip().splitlines()
@@ -353,28 +368,32 @@ def test_bad_input_is_one_line_and_leaves_no_ray_process(tmp_path, text_file, ar
 
 
 def test_without_ray_it_says_what_to_install(tmp_path, text_file):
-    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['charrnn', 'sweep', "
-            f"{str(text_file)!r}, '--out', {str(tmp_path / 'sw')!r}]; "
-            "from charrnn.cli import main; main()")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
+    code = (
+        "import sys; sys.modules['ray'] = None; sys.argv = ['charrnn', 'sweep', "
+        f"{str(text_file)!r}, '--out', {str(tmp_path / 'sw')!r}]; "
+        "from charrnn.cli import main; main()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        'Error: charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"']
+    assert result.stderr.strip().splitlines() == ['Error: charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"']
     assert not (tmp_path / "sw").exists()
 
 
 def test_help_works_without_ray():
-    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['charrnn', 'sweep', '-h']; "
-            "from charrnn.cli import main; main()")
+    code = (
+        "import sys; sys.modules['ray'] = None; sys.argv = ['charrnn', 'sweep', '-h']; "
+        "from charrnn.cli import main; main()"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--trial-minutes" in result.stdout
 
 
-@pytest.mark.parametrize("data, words", [(b"", "empty"), (b"  \n", "holds no text"),
-                                         (b"caf\xe9 au lait", "not utf-8 text")])
+@pytest.mark.parametrize(
+    "data, words", [(b"", "empty"), (b"  \n", "holds no text"), (b"caf\xe9 au lait", "not utf-8 text")]
+)
 def test_a_text_no_trial_could_read_fails_before_ray(tmp_path, data, words):
     from charrnn.sweep import run_sweep
+
     path = tmp_path / "bad.txt"
     path.write_bytes(data)
     with pytest.raises(InputError, match=words):

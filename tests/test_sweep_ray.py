@@ -72,19 +72,41 @@ def test_local_sweep_layout_results_and_asha(tmp_path, corpus, ray_tmp):
     """A learning rate of 1e-5 barely learns in 300 steps: ASHA must stop such a trial at a rung
     where a trial at 1e-2 has already reported."""
     out = tmp_path / "sw"
-    result = run_sweep_cli([corpus, "--out", out, "--trials", 3, "--trial-steps", 300,
-                            "--eval-every", 30, "--hidden", 16, "--lr", "1e-2,1e-5",
-                            "--concurrent", 1, "--threads", 1, "--seed", 1],
-                           ray_env(ray_tmp), tmp_path, timeout=600)
+    result = run_sweep_cli(
+        [
+            corpus,
+            "--out",
+            out,
+            "--trials",
+            3,
+            "--trial-steps",
+            300,
+            "--eval-every",
+            30,
+            "--hidden",
+            16,
+            "--lr",
+            "1e-2,1e-5",
+            "--concurrent",
+            1,
+            "--threads",
+            1,
+            "--seed",
+            1,
+        ],
+        ray_env(ray_tmp),
+        tmp_path,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     results = _results(out)
     assert len(results) == 3
     assert [r["trial"] for r in results] == sorted(
-        (r["trial"] for r in results), key=lambda t: next(x["best_val_bpc"] for x in results if x["trial"] == t))
+        (r["trial"] for r in results), key=lambda t: next(x["best_val_bpc"] for x in results if x["trial"] == t)
+    )
     for record in results:
-        assert set(record) >= {"trial", "settings", "best_val_bpc", "steps", "seconds",
-                               "stopped_early", "status"}
+        assert set(record) >= {"trial", "settings", "best_val_bpc", "steps", "seconds", "stopped_early", "status"}
         assert {p.name for p in (out / record["dir"]).iterdir()} >= TRIAL_FILES
         assert record["status"] in ("finished", "stopped early")
     good = [r for r in results if r["settings"]["lr"] == 1e-2]
@@ -105,11 +127,12 @@ def test_local_sweep_layout_results_and_asha(tmp_path, corpus, ray_tmp):
     assert meta["corpus"]["path"] == str(corpus.resolve())  # the driver's text, not a worker's copy
     settings = json.loads((out / "sweep.json").read_text())
     assert settings["corpus"]["name"] == "corpus.txt" and settings["settings"]["trials"] == 3
-    info = subprocess.run(["charrnn", "info", str(out / "best")], capture_output=True, text=True,
-                          env=ray_env(ray_tmp), timeout=120)
+    info = subprocess.run(
+        ["charrnn", "info", str(out / "best")], capture_output=True, text=True, env=ray_env(ray_tmp), timeout=120
+    )
     assert info.returncode == 0 and "validation" in info.stdout
     # The ranked table closes the output.
-    table = result.stdout[result.stdout.index("rank  trial"):]
+    table = result.stdout[result.stdout.index("rank  trial") :]
     assert results[0]["trial"] in table.splitlines()[1]
     assert processes_of(ray_tmp) == []
 
@@ -119,11 +142,30 @@ def test_resume_after_ctrl_c_keeps_finished_trials(tmp_path, corpus, ray_tmp):
     trial is kept as it was, the second continues from its checkpoint, and, as it has the first's
     settings, ends exactly where the first did."""
     out = tmp_path / "sw"
-    args = [corpus, "--out", out, "--trials", 2, "--trial-steps", 4000, "--eval-every", 200,
-            "--hidden", 16, "--lr", "4e-3", "--concurrent", 1, "--threads", 1, "--no-early-stop"]
+    args = [
+        corpus,
+        "--out",
+        out,
+        "--trials",
+        2,
+        "--trial-steps",
+        4000,
+        "--eval-every",
+        200,
+        "--hidden",
+        16,
+        "--lr",
+        "4e-3",
+        "--concurrent",
+        1,
+        "--threads",
+        1,
+        "--no-early-stop",
+    ]
     env = ray_env(ray_tmp)
-    process = subprocess.Popen(sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_for_second_checkpoint(process, out)
         process.send_signal(signal.SIGINT)
@@ -150,11 +192,11 @@ def test_resume_after_ctrl_c_keeps_finished_trials(tmp_path, corpus, ray_tmp):
     assert {r["status"] for r in after.values()} == {"finished"}
     assert {name: (out / "trials" / "trial_00000" / name).read_bytes() for name in TRIAL_FILES} == kept
     steps = _metric_steps(out / "trials" / "trial_00001")
-    assert steps == sorted(set(steps)) and steps[-1] == 4000 and steps[:len(steps_then)] == steps_then
+    assert steps == sorted(set(steps)) and steps[-1] == 4000 and steps[: len(steps_then)] == steps_then
     # Continued, not trained again from the start: the records made before the Ctrl-C are the very
     # lines written then (a second run from step 0 would write them again with other times).
     lines = (out / "trials" / "trial_00001" / "metrics.jsonl").read_text().splitlines()
-    assert lines[:len(lines_then)] == lines_then
+    assert lines[: len(lines_then)] == lines_then
     assert "trial_00000 started" not in result.stdout  # a finished trial is not run again
     # An exact resume: the same settings and seed give the same model, interrupted or not.
     assert after["trial_00001"]["best_val_bpc"] == after["trial_00000"]["best_val_bpc"]
@@ -179,14 +221,34 @@ def test_sweep_on_a_cluster_with_address(tmp_path, corpus, ray_tmp):
     port = _free_port()
     token = tmp_path / "auth_token"
     token.write_text(os.urandom(16).hex())
-    env = ray_env(ray_tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
-                  RAY_AUTH_TOKEN_PATH=str(token))
+    env = ray_env(ray_tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-         "--dashboard-agent-listen-port", str(_free_port()), "--min-worker-port", "20000",
-         "--max-worker-port", "29999"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            "--min-worker-port",
+            "20000",
+            "--max-worker-port",
+            "29999",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -197,9 +259,28 @@ def test_sweep_on_a_cluster_with_address(tmp_path, corpus, ray_tmp):
             except OSError:
                 time.sleep(0.5)
         out = tmp_path / "sw"
-        result = run_sweep_cli([corpus, "--out", out, "--trials", 2, "--trial-steps", 100,
-                                "--eval-every", 50, "--hidden", "16,24", "--concurrent", 2,
-                                "--address", f"127.0.0.1:{port}"], env, tmp_path, timeout=600)
+        result = run_sweep_cli(
+            [
+                corpus,
+                "--out",
+                out,
+                "--trials",
+                2,
+                "--trial-steps",
+                100,
+                "--eval-every",
+                50,
+                "--hidden",
+                "16,24",
+                "--concurrent",
+                2,
+                "--address",
+                f"127.0.0.1:{port}",
+            ],
+            env,
+            tmp_path,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"the Ray cluster at 127.0.0.1:{port}" in result.stdout
         results = _results(out)
@@ -221,11 +302,30 @@ def test_resume_after_the_driver_is_killed(tmp_path, corpus, ray_tmp):
     """SIGKILL to the driver, then --resume: the trial that was training continues from its last
     checkpoint (exactly: it ends where its twin ended)."""
     out = tmp_path / "sw"
-    args = [corpus, "--out", out, "--trials", 2, "--trial-steps", 3000, "--eval-every", 200,
-            "--hidden", 16, "--lr", "4e-3", "--concurrent", 1, "--threads", 1, "--no-early-stop"]
+    args = [
+        corpus,
+        "--out",
+        out,
+        "--trials",
+        2,
+        "--trial-steps",
+        3000,
+        "--eval-every",
+        200,
+        "--hidden",
+        16,
+        "--lr",
+        "4e-3",
+        "--concurrent",
+        1,
+        "--threads",
+        1,
+        "--no-early-stop",
+    ]
     env = ray_env(ray_tmp)
-    process = subprocess.Popen(sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        sweep_cmd(*args), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for_second_checkpoint(process, out)
     finally:

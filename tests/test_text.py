@@ -31,7 +31,7 @@ def test_ascii_file_encodes_like_its_str(tmp_path):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 1 << 20])
 def test_chunked_decoding_gives_the_whole_text(tmp_path, chunk_bytes):
-    text = "\u65e5\u672c caf\u00e9 \U0001F600 \u2014 end\n" * 5
+    text = "\u65e5\u672c caf\u00e9 \U0001f600 \u2014 end\n" * 5
     assert read_text(write(tmp_path, text.encode()), chunk_bytes=chunk_bytes) == text
 
 
@@ -51,11 +51,14 @@ def test_undecodable_byte_names_offset_and_suggests_encoding(tmp_path):
         read_text(path, chunk_bytes=4)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"abc\x00\x01def", "binary"),
-    ("caf\u00e9\x00".encode(), "binary"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"abc\x00\x01def", "binary"),
+        ("caf\u00e9\x00".encode(), "binary"),
+    ],
+)
 def test_unusable_files_are_refused(tmp_path, data, message):
     with pytest.raises(InputError, match=message):
         read_text(write(tmp_path, data))
@@ -71,7 +74,7 @@ def test_missing_file_directory_and_unknown_encoding(tmp_path):
 
 
 def test_vocab_is_sorted_by_code_point_and_round_trips_unicode():
-    text = "\u65e5\u672c\u8a9e \U0001F600 caf\u00e9 \u0416\u0436 abc"
+    text = "\u65e5\u672c\u8a9e \U0001f600 caf\u00e9 \u0416\u0436 abc"
     vocab, ids = encode_text(text)
     assert list(vocab.chars) == sorted(set(text))
     assert vocab.decode(ids) == text
@@ -80,8 +83,9 @@ def test_vocab_is_sorted_by_code_point_and_round_trips_unicode():
 
 def test_thousands_of_characters_use_a_wider_id_type(monkeypatch):
     import charrnn.corpus.encode
+
     monkeypatch.setattr(charrnn.corpus.encode, "_CHUNK", 1000)  # exercise the slice-by-slice path
-    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 3000)) * 2 + "\U0001F600"
+    text = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 3000)) * 2 + "\U0001f600"
     vocab, ids = encode_text(text)
     assert len(vocab) == 3001
     assert ids.dtype == np.uint16
@@ -113,22 +117,25 @@ def test_index_into_U_equals_one_hot_product():
     rng = np.random.default_rng(0)
     U = rng.normal(size=(7, 5))
     ids = rng.integers(0, 7, size=(3, 4))
-    x = one_hot(ids, 7, np.float64)                            # (3, 4, 7)
+    x = one_hot(ids, 7, np.float64)  # (3, 4, 7)
     assert x.sum(axis=-1).tolist() == [[1.0] * 4] * 3
     np.testing.assert_array_equal(x @ U, U[ids])
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 64])
 def test_utf8_sequences_split_across_chunks_decode_whole(tmp_path, chunk_bytes):
-    text = "a\u00e9\u20ac\U0001F600b" * 7 + "\u00e9"                # 1-, 2-, 3- and 4-byte sequences
+    text = "a\u00e9\u20ac\U0001f600b" * 7 + "\u00e9"  # 1-, 2-, 3- and 4-byte sequences
     assert read_text(write(tmp_path, text.encode()), chunk_bytes=chunk_bytes) == text
 
 
-@pytest.mark.parametrize("data, offset", [
-    (b"ab\xc3", 2),                       # the file ends inside a sequence
-    (b"abcdef\xc3(", 6),                  # a lead byte without its continuation
-    (b"\xed\xa0\x80abc", 0),              # an encoded surrogate
-])
+@pytest.mark.parametrize(
+    "data, offset",
+    [
+        (b"ab\xc3", 2),  # the file ends inside a sequence
+        (b"abcdef\xc3(", 6),  # a lead byte without its continuation
+        (b"\xed\xa0\x80abc", 0),  # an encoded surrogate
+    ],
+)
 def test_invalid_utf8_is_reported_at_its_offset(tmp_path, data, offset):
     with pytest.raises(InputError, match=f"at offset {offset} "):
         read_text(write(tmp_path, data), chunk_bytes=4)

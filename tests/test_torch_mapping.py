@@ -20,7 +20,7 @@ def torch_model(cell):
     rnn = kind(VOCAB, HIDDEN, num_layers=LAYERS, batch_first=True)
     with torch.no_grad():
         for p in rnn.parameters():
-            p.uniform_(-0.8, 0.8)            # biases far from zero, so a wrong sum shows
+            p.uniform_(-0.8, 0.8)  # biases far from zero, so a wrong sum shows
     head = torch.nn.Linear(HIDDEN, VOCAB)
     return rnn, head
 
@@ -39,8 +39,8 @@ def mapped_params(cell, rnn, head):
         arrays[f"W.{layer}"] = w_hh.T
         b = b_ih + b_hh
         if cell == "gru":
-            b[2 * H:] = b_ih[2 * H:]
-            arrays[f"b_hn.{layer}"] = b_hh[2 * H:]
+            b[2 * H :] = b_ih[2 * H :]
+            arrays[f"b_hn.{layer}"] = b_hh[2 * H :]
         arrays[f"b.{layer}"] = b
     arrays["V"] = head.weight.detach().numpy().T
     arrays["b_y"] = head.bias.detach().numpy()
@@ -56,7 +56,7 @@ def test_pytorch_weights_map_onto_model_npz(cell):
         x = torch.nn.functional.one_hot(torch.from_numpy(ids), VOCAB).float()[None]  # (1, T, V)
         out, final = rnn(x)
         logits = head(out[0, -1]).numpy()
-    h_n = (final[0] if cell == "lstm" else final)[:, 0].numpy()                      # (L, H)
+    h_n = (final[0] if cell == "lstm" else final)[:, 0].numpy()  # (L, H)
     sampler = BatchSampler(params, Vocab(tuple("abcdefg")))
     states = sampler.new_states(1)
     sampler.read(states, 0, ids)

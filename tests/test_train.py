@@ -20,8 +20,9 @@ def weights(directory):
 
 def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_path):
     events = []
-    result = train(text_file, tmp_path / "m", overrides=TINY, budget=Budget(steps=200),
-                   threads=1, on_event=events.append)
+    result = train(
+        text_file, tmp_path / "m", overrides=TINY, budget=Budget(steps=200), threads=1, on_event=events.append
+    )
     out = tmp_path / "m"
     model = checkpoint.load_model(out)
     uniform_bpc = math.log2(len(model.vocab))
@@ -38,7 +39,8 @@ def test_training_learns_and_writes_a_complete_model_directory(text_file, tmp_pa
     kinds = {e.kind for e in events}
     assert {"start", "step", "eval", "done"} <= kinds
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.npz", "meta.json", "training_state.npz", "metrics.jsonl"])
+        ["model.npz", "meta.json", "training_state.npz", "metrics.jsonl"]
+    )
 
 
 def test_validation_bpc_matches_a_direct_computation(text_file, tmp_path):
@@ -61,29 +63,30 @@ def interrupt_at(step):
     def on_event(event):
         if event.kind == "step" and event.step == step:
             os.kill(os.getpid(), signal.SIGINT)
+
     return on_event
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(
-        text_file, tmp_path, monkeypatch, threads):
-    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)   # a step event after every step
+def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(text_file, tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)  # a step event after every step
     full = train(text_file, tmp_path / "full", overrides=TINY, budget=Budget(steps=70), threads=threads)
-    cut = train(text_file, tmp_path / "cut", overrides=TINY, budget=Budget(steps=70), threads=threads,
-                on_event=interrupt_at(33))
+    cut = train(
+        text_file, tmp_path / "cut", overrides=TINY, budget=Budget(steps=70), threads=threads, on_event=interrupt_at(33)
+    )
     assert cut.interrupted and cut.step == 33
     resumed = train(None, tmp_path / "cut", resume=True, threads=threads)
     assert resumed.step == 70 and not resumed.interrupted
     np.testing.assert_array_equal(weights(tmp_path / "cut"), weights(tmp_path / "full"))
     assert resumed.best_val_bpc == full.best_val_bpc
-    assert [m["step"] for m in checkpoint.read_metrics(tmp_path / "cut")] == \
-        [m["step"] for m in checkpoint.read_metrics(tmp_path / "full")]
+    assert [m["step"] for m in checkpoint.read_metrics(tmp_path / "cut")] == [
+        m["step"] for m in checkpoint.read_metrics(tmp_path / "full")
+    ]
 
 
 def test_interrupting_before_the_first_evaluation_still_leaves_a_model(text_file, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
-    result = train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=70), threads=1,
-                   on_event=interrupt_at(3))
+    result = train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=70), threads=1, on_event=interrupt_at(3))
     assert result.interrupted
     assert checkpoint.load_model(tmp_path).meta["step"] == 3
 
@@ -103,7 +106,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(text_file, tmp_
     def poisoned(self, *args, **kwargs):
         calls["n"] += 1
         loss = original(self, *args, **kwargs)
-        return float("nan") if calls["n"] > 1 + 25 else loss   # one warm-up call, then 25 steps
+        return float("nan") if calls["n"] > 1 + 25 else loss  # one warm-up call, then 25 steps
 
     monkeypatch.setattr(Kernels, "loss_and_grad", poisoned)
     with pytest.raises(TrainingDiverged, match="NaN at step 26"):
@@ -120,8 +123,7 @@ def test_an_existing_model_is_kept_unless_forced(text_file, tmp_path):
     with pytest.raises(InputError, match="--resume.*--force"):
         train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=20), threads=1)
     assert (tmp_path / "model.npz").read_bytes() == before
-    train(text_file, tmp_path, overrides={**TINY, "seed": 5}, budget=Budget(steps=20), threads=1,
-          force=True)
+    train(text_file, tmp_path, overrides={**TINY, "seed": 5}, budget=Budget(steps=20), threads=1, force=True)
     assert (tmp_path / "model.npz").read_bytes() != before
     assert len(checkpoint.read_metrics(tmp_path)) == 1
 
@@ -136,12 +138,15 @@ def test_resume_refuses_changed_settings_and_a_different_text(text_file, tmp_pat
         train(other, tmp_path, resume=True, threads=1)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"hidden": 0}, "--hidden"),
-    ({"val_frac": 0.9}, "--val-frac"),
-    ({"lr": -1.0}, "--lr"),
-    ({"optimizer": "sgd"}, "--optimizer"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"hidden": 0}, "--hidden"),
+        ({"val_frac": 0.9}, "--val-frac"),
+        ({"lr": -1.0}, "--lr"),
+        ({"optimizer": "sgd"}, "--optimizer"),
+    ],
+)
 def test_nonsense_settings_are_refused(text_file, tmp_path, overrides, message):
     with pytest.raises(InputError, match=message):
         train(text_file, tmp_path, overrides=overrides, budget=Budget(steps=1))
@@ -171,18 +176,17 @@ def test_resuming_with_another_thread_count_says_it_will_not_match_bit_for_bit(t
     assert not [e for e in events if e.kind == "note"]
 
 
-GATED = {"hidden": 16, "seq_length": 12, "batch_size": 4, "eval_every": 15, "lr": 1e-2,
-         "layers": 2, "dropout": 0.3}
+GATED = {"hidden": 16, "seq_length": 12, "batch_size": 4, "eval_every": 15, "lr": 1e-2, "layers": 2, "dropout": 0.3}
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_every_cell_resumes_bit_for_bit_with_dropout_at_two_threads(text_file, tmp_path,
-                                                                    monkeypatch, cell):
+def test_every_cell_resumes_bit_for_bit_with_dropout_at_two_threads(text_file, tmp_path, monkeypatch, cell):
     monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
     settings = {**GATED, "cell": cell}
     full = train(text_file, tmp_path / "full", overrides=settings, budget=Budget(steps=40), threads=2)
-    cut = train(text_file, tmp_path / "cut", overrides=settings, budget=Budget(steps=40), threads=2,
-                on_event=interrupt_at(17))
+    cut = train(
+        text_file, tmp_path / "cut", overrides=settings, budget=Budget(steps=40), threads=2, on_event=interrupt_at(17)
+    )
     assert cut.interrupted and cut.step == 17
     resumed = train(None, tmp_path / "cut", resume=True, threads=2)
     assert resumed.step == 40
@@ -195,8 +199,9 @@ def test_every_cell_resumes_bit_for_bit_with_dropout_at_two_threads(text_file, t
 
 def test_dropout_changes_training_and_the_seed_changes_the_masks(text_file, tmp_path):
     def final(name, **extra):
-        train(text_file, tmp_path / name, overrides={**GATED, "cell": "lstm", **extra},
-              budget=Budget(steps=6), threads=1)
+        train(
+            text_file, tmp_path / name, overrides={**GATED, "cell": "lstm", **extra}, budget=Budget(steps=6), threads=1
+        )
         return weights(tmp_path / name)
 
     plain, dropped = final("plain", dropout=0.0), final("dropped")
@@ -229,9 +234,17 @@ def test_training_samples_continue_their_stream_across_a_resume(text_file, tmp_p
             if on_event:
                 on_event(event)
 
-        train(None if resume else text_file, tmp_path / name, overrides={} if resume else TINY,
-              budget=Budget(steps=steps), threads=1, sample_every=10, sample_length=30,
-              resume=resume, on_event=record)
+        train(
+            None if resume else text_file,
+            tmp_path / name,
+            overrides={} if resume else TINY,
+            budget=Budget(steps=steps),
+            threads=1,
+            sample_every=10,
+            sample_length=30,
+            resume=resume,
+            on_event=record,
+        )
         return [e.text for e in events if e.kind == "sample"]
 
     whole = samples("whole", 40)

@@ -106,6 +106,7 @@ class TickingClock:
     """Stands in for charrnn.training.loop's time module: each perf_counter() call is TICK seconds after
     the one before, so that a time budget is a count of the loop's clock readings, whatever the
     machine's load."""
+
     TICK = 0.01
 
     def __init__(self):
@@ -118,6 +119,7 @@ class TickingClock:
 
 def test_a_minutes_budget_stops_on_time_and_the_eta_counts_down(text, tmp_path, monkeypatch):
     import charrnn.training.loop
+
     monkeypatch.setattr(charrnn.training.loop, "time", TickingClock())
     events = []
     limit = 0.02 * 60
@@ -175,7 +177,7 @@ def test_each_epoch_starts_from_a_zero_state(text, tmp_path):
     run(text, tmp_path / "end", events, budget=Budget(epochs=1))
     per_epoch = steps_per_epoch(events)
     plain, scrambled = _resume_two_steps_from(tmp_path / "end", tmp_path / "end-scrambled", per_epoch)
-    assert_same_arrays(plain, scrambled)   # the new epoch reset the state: the scramble is gone
+    assert_same_arrays(plain, scrambled)  # the new epoch reset the state: the scramble is gone
     # The control: mid-epoch the carried state matters, so the same scramble changes training.
     middle = per_epoch // 2
     run(text, tmp_path / "mid", budget=Budget(steps=middle))
@@ -196,8 +198,10 @@ def test_samples_are_printed_and_never_change_training(text, tmp_path):
     assert all(len(e.text) > 0 for e in samples)
     run(text, tmp_path / "without", overrides=overrides, budget=Budget(steps=12))
     assert_same_arrays(state_arrays(tmp_path / "with"), state_arrays(tmp_path / "without"))
-    assert_same_arrays(npz_arrays(tmp_path / "with" / checkpoint.MODEL_FILE),
-                       npz_arrays(tmp_path / "without" / checkpoint.MODEL_FILE))
+    assert_same_arrays(
+        npz_arrays(tmp_path / "with" / checkpoint.MODEL_FILE), npz_arrays(tmp_path / "without" / checkpoint.MODEL_FILE)
+    )
+
     def logged(name):
         return [(r["step"], r["train_loss"], r["val_bpc"]) for r in checkpoint.read_metrics(tmp_path / name)]
 
@@ -259,8 +263,9 @@ def _wrong_contents(arrays: dict) -> dict[str, bytes]:
     record = json.loads(arrays[STATE_RECORD].tobytes())
     found = {
         "record not an object": _with_record(arrays, b"[1, 2, 3]"),
-        "record without its step": _with_record(arrays, json.dumps(
-            {k: v for k, v in record.items() if k != "step"}).encode()),
+        "record without its step": _with_record(
+            arrays, json.dumps({k: v for k, v in record.items() if k != "step"}).encode()
+        ),
     }
     for name in arrays:
         if name != STATE_RECORD:
@@ -359,8 +364,25 @@ def test_force_replaces_a_model_and_nothing_else_does(text, tmp_path):
     before = snapshot(out)
     assert_cli_error(cli("train", text, "--out", out, *TINY_CLI, "--steps", 4), "--force", "--resume")
     assert snapshot(out) == before
-    replaced = cli("train", text, "--out", out, "--hidden", 12, "--seq-length", 16, "--batch-size", 4,
-                   "--threads", 1, "--steps", 4, "--eval-every", 2, "--force")
+    replaced = cli(
+        "train",
+        text,
+        "--out",
+        out,
+        "--hidden",
+        12,
+        "--seq-length",
+        16,
+        "--batch-size",
+        4,
+        "--threads",
+        1,
+        "--steps",
+        4,
+        "--eval-every",
+        2,
+        "--force",
+    )
     assert replaced.exit_code == 0, replaced.output
     meta = checkpoint.read_meta(out)
     assert meta["hidden"] == 12 and meta["step"] <= 4
@@ -416,7 +438,8 @@ def test_optimizers_train_and_resume_bit_for_bit(text, tmp_path, optimizer):
 def test_an_infinite_loss_stops_training_and_leaves_the_saved_model(text, tmp_path, monkeypatch):
     window = pytest.importorskip(
         "charrnn.kernels.window",
-        reason="the loss is patched at charrnn.kernels.window.Kernels, which this tree does not have yet")
+        reason="the loss is patched at charrnn.kernels.window.Kernels, which this tree does not have yet",
+    )
     out = tmp_path / "m"
     run(text, out, overrides={**TINY, "eval_every": 2}, budget=Budget(steps=4))
     before = snapshot(out)
@@ -426,7 +449,7 @@ def test_an_infinite_loss_stops_training_and_leaves_the_saved_model(text, tmp_pa
     def loss_and_grad(self, *args, **kwargs):
         loss = real(self, *args, **kwargs)
         calls.append(loss)
-        return math.inf if len(calls) > 1 else loss   # the warm-up (or a first step), then inf
+        return math.inf if len(calls) > 1 else loss  # the warm-up (or a first step), then inf
 
     monkeypatch.setattr(window.Kernels, "loss_and_grad", loss_and_grad)
     with pytest.raises(TrainingDiverged, match="infinite") as info:

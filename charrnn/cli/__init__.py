@@ -59,7 +59,7 @@ class _Group(click.Group):
             raise click.ClickException(describe_os_error(error, then="try again")) from None
 
 
-_GUARDED: weakref.WeakSet[click.Command] = weakref.WeakSet()   # the copies _guarded made
+_GUARDED: weakref.WeakSet[click.Command] = weakref.WeakSet()  # the copies _guarded made
 
 
 def _guarded(command: click.Command) -> click.Command:
@@ -125,6 +125,16 @@ def main():
     """
 
 
-_COMMAND_MODULES = {"train": "train", "info": "info", "sample": "sample", "download": "download",
-                    "corpora": "download", "plot": "plot", "eval": "eval",
-                    "serve": "serve", "sweep": "sweep", "score": "score", "export": "export"}
+_COMMAND_MODULES = {
+    "train": "train",
+    "info": "info",
+    "sample": "sample",
+    "download": "download",
+    "corpora": "download",
+    "plot": "plot",
+    "eval": "eval",
+    "serve": "serve",
+    "sweep": "sweep",
+    "score": "score",
+    "export": "export",
+}

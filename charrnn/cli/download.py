@@ -25,8 +25,19 @@ from charrnn.corpus.download import (
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar  # what click.progressbar returns
 
-_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 10**3,
+    "KB": 10**3,
+    "M": 10**6,
+    "MB": 10**6,
+    "G": 10**9,
+    "GB": 10**9,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+}
 
 
 class ByteSize(click.ParamType):
@@ -101,28 +112,42 @@ class _ProgressRenderer:
 @click.command("download")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("corpora"),
-    show_default=True, help="Folder for the texts (created if missing).",
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("corpora"),
+    show_default=True,
+    help="Folder for the texts (created if missing).",
 )
 @click.option("--force", is_flag=True, help="Replace a text that is already there.  [default: off]")
 @click.option(
-    "--mirror", metavar="URL", envvar="CHARRNN_GUTENBERG_MIRROR",
+    "--mirror",
+    metavar="URL",
+    envvar="CHARRNN_GUTENBERG_MIRROR",
     help="Project Gutenberg mirror serving /cache/epub/ID/pgID.txt [default: https://www.gutenberg.org; "
     "env CHARRNN_GUTENBERG_MIRROR].",
 )
 @click.option(
-    "--max-bytes", type=ByteSize(), default=DEFAULT_MAX_BYTES,
-    help="Refuse bodies larger than this many bytes; units kB, MB, GB, KiB, MiB, GiB are fine.  "
-    "[default: 200MB]",
+    "--max-bytes",
+    type=ByteSize(),
+    default=DEFAULT_MAX_BYTES,
+    help="Refuse bodies larger than this many bytes; units kB, MB, GB, KiB, MiB, GiB are fine.  [default: 200MB]",
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
     help="Connect and read timeout in seconds.",
 )
-@click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True,
-              help="Retries of a request after a connection error, 429 or 5xx.")
-@click.option("--quiet", "-q", is_flag=True,
-              help="No progress bar or messages (warnings still shown).  [default: off]")
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 20),
+    default=5,
+    show_default=True,
+    help="Retries of a request after a connection error, 429 or 5xx.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages (warnings still shown).  [default: off]")
 def download_command(names, directory, force, mirror, max_bytes, timeout, retries, quiet):
     """Fetch training text and print the path of the file written.
 
@@ -137,8 +162,7 @@ def download_command(names, directory, force, mirror, max_bytes, timeout, retrie
     shipped corpora/catalog.json) to use instead of the shipped one.
     """
     catalog = load_catalog()
-    policy = FetchPolicy(connect_timeout=timeout, read_timeout=timeout, retries=retries,
-                         max_bytes=max_bytes)
+    policy = FetchPolicy(connect_timeout=timeout, read_timeout=timeout, retries=retries, max_bytes=max_bytes)
     # Resolve every name before fetching anything, so a typo costs no download.
     sources = [resolve_source(name, catalog, mirror=mirror) for name in names]
     for source in sources:
@@ -148,7 +172,11 @@ def download_command(names, directory, force, mirror, max_bytes, timeout, retrie
         progress = _ProgressRenderer(source.name, enabled=not quiet and sys.stderr.isatty())
         try:
             result = download(
-                source, directory, force=force, policy=policy, on_progress=progress,
+                source,
+                directory,
+                force=force,
+                policy=policy,
+                on_progress=progress,
                 on_warning=lambda message: click.echo(f"warning: {message}", err=True),
             )
         finally:
@@ -168,8 +196,12 @@ def download_command(names, directory, force, mirror, max_bytes, timeout, retrie
 
 @click.command("corpora")
 @click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("corpora"),
-    show_default=True, help="Folder to look in for downloaded texts.",
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("corpora"),
+    show_default=True,
+    help="Folder to look in for downloaded texts.",
 )
 def corpora_command(directory):
     """List the corpus catalog and the texts already downloaded.
@@ -179,8 +211,9 @@ def corpora_command(directory):
     catalog = load_catalog()
     rows = [("NAME", "TITLE", "SOURCE", "SIZE", "LICENCE")]
     for entry in catalog.values():
-        rows.append((entry.name, entry.title, entry.source, _human_size(entry.size, entry.bytes is None),
-                     entry.licence))
+        rows.append(
+            (entry.name, entry.title, entry.source, _human_size(entry.size, entry.bytes is None), entry.licence)
+        )
     click.echo("Catalog (charrnn download NAME; also gutenberg:ID or an http(s) URL):")
     _echo_table(rows)
 

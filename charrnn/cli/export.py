@@ -14,13 +14,21 @@ SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "html": ".html"}
 
 @click.command("export")
 @click.argument("model")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True,
-              help="onnx: a one-step model on ONNX's RNN/GRU/LSTM operators; safetensors: the "
-                   "weights under PyTorch's names; html: a self-contained page that writes text "
-                   "in the browser.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="The file to write.  [default: MODEL's name with the format's suffix, in the "
-                   "current directory]")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    required=True,
+    help="onnx: a one-step model on ONNX's RNN/GRU/LSTM operators; safetensors: the "
+    "weights under PyTorch's names; html: a self-contained page that writes text "
+    "in the browser.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write.  [default: MODEL's name with the format's suffix, in the current directory]",
+)
 @click.option("--force", is_flag=True, help="Replace an existing file.  [default: off]")
 def export_command(model, fmt, out, force):
     """Write MODEL (a model directory or a bundled model's name) for use outside charrnn.
@@ -35,7 +43,7 @@ def export_command(model, fmt, out, force):
     from charrnn import export
     from charrnn.sampling import load, resolve_model_dir
 
-    export.require(fmt)                      # before the model is read: say what to install
+    export.require(fmt)  # before the model is read: say what to install
     directory = resolve_model_dir(model)
     name = directory.resolve().name
     if out is None:
@@ -47,6 +55,7 @@ def export_command(model, fmt, out, force):
     loaded = load(directory)
     if fmt == "html":
         from charrnn.export.html_format import write
+
         write(loaded, out, name)
     else:
         export.export(loaded, fmt, out)

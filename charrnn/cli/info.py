@@ -13,12 +13,16 @@ from charrnn.model import checkpoint
 
 @click.command("info")
 @click.argument("model", type=click.Path(path_type=Path), required=False)
-@click.option("--json", "as_json", is_flag=True,
-              help="Print meta.json as it is (JSON) instead of the summary.  [default: off]")
-@click.option("--system", is_flag=True,
-              help="Describe this machine instead: CPU and vector features, the kernel path "
-                   "of each cell, BLAS, versions (paste it when reporting a slow run).  "
-                   "[default: off]")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print meta.json as it is (JSON) instead of the summary.  [default: off]"
+)
+@click.option(
+    "--system",
+    is_flag=True,
+    help="Describe this machine instead: CPU and vector features, the kernel path "
+    "of each cell, BLAS, versions (paste it when reporting a slow run).  "
+    "[default: off]",
+)
 def info_command(model, as_json, system):
     """Describe MODEL (a model directory, or a bundled model's name): its cell, layers and
     sizes, vocabulary, training, validation bpc and corpus. With --system, describe what runs
@@ -40,16 +44,21 @@ def info_command(model, as_json, system):
         click.echo(json.dumps(report, indent=1) if as_json else "\n".join(format_system(report)))
         return
     if model is None:
-        raise InputError("missing MODEL: give a model directory or a bundled model's name "
-                         "(or --system to describe this machine)")
+        raise InputError(
+            "missing MODEL: give a model directory or a bundled model's name (or --system to describe this machine)"
+        )
 
     model_dir = resolve_model_dir(model)
     if not model_dir.is_dir():
-        raise InputError(f"{model_dir}: no such model directory; `charrnn train TEXT_FILE` writes "
-                         "one (in models/, unless --out names another)")
+        raise InputError(
+            f"{model_dir}: no such model directory; `charrnn train TEXT_FILE` writes "
+            "one (in models/, unless --out names another)"
+        )
     if not (model_dir / checkpoint.META_FILE).exists():
-        raise InputError(f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); give "
-                         "the directory `charrnn train` wrote (its --out)")
+        raise InputError(
+            f"{model_dir}: not a model directory (no {checkpoint.META_FILE}); give "
+            "the directory `charrnn train` wrote (its --out)"
+        )
     loaded = checkpoint.load_model(model_dir)
     if as_json:
         click.echo(json.dumps(loaded.meta, indent=1, ensure_ascii=False))
@@ -63,14 +72,16 @@ def _summary(name, model) -> list[str]:
     config = meta.get("config", {})
     corpus = meta.get("corpus", {})
     shown_vocab = "".join(model.vocab.chars[:80]).replace("\n", "\\n").replace("\t", "\\t")
-    shapes = f"U.0 {v}x{g}, W {h}x{g}" + (f", U.1.. {h}x{g}" if spec.layers > 1 else "") + \
-        f", V {h}x{v}"
+    shapes = f"U.0 {v}x{g}, W {h}x{g}" + (f", U.1.. {h}x{g}" if spec.layers > 1 else "") + f", V {h}x{v}"
     dropout = config.get("dropout", 0.0)
     choice = meta.get("auto_choice")
     method = meta.get("val_bpc_method")
-    validation = (f"validation  {meta['best_val_bpc']:.4f} bits per character"
-                  f"{' (estimate; the run ended early)' if method == 'estimate' else ''}"
-                  if meta.get("best_val_bpc") else "validation  none recorded")
+    validation = (
+        f"validation  {meta['best_val_bpc']:.4f} bits per character"
+        f"{' (estimate; the run ended early)' if method == 'estimate' else ''}"
+        if meta.get("best_val_bpc")
+        else "validation  none recorded"
+    )
     return [
         f"model       {name}",
         f"network     {spec.describe()}, {spec.n_params:,} parameters ({shapes})",
@@ -89,6 +100,7 @@ def _summary(name, model) -> list[str]:
 
 def _parent(record: dict) -> str:
     from charrnn.training.finetune import describe
+
     return describe(record)
 
 

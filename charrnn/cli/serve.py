@@ -58,31 +58,55 @@ def _positive(name: str, value: int) -> None:
 
 @click.command("serve")
 @click.argument("model_dirs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but a loopback address lets every machine "
-                   "that can reach this one use the server.")
-@click.option("--port", default=8000, show_default=True,
-              help="Port to listen on (0: any free port; the address is printed).")
-@click.option("--max-length", default=2000, show_default=True,
-              help="Most characters a request may ask for, per sample.")
-@click.option("--max-num", default=8, show_default=True,
-              help="Most samples one request may ask for.")
-@click.option("--max-prime", default=2000, show_default=True,
-              help="Most characters of prime a request may send.")
-@click.option("--max-text", default=20000, show_default=True,
-              help="Most characters of text a request may send to /api/score.")
-@click.option("--max-body", default=65536, show_default=True,
-              help="Largest request body, in bytes.")
-@click.option("--max-concurrent", default=64, show_default=True,
-              help="Most samples generating at once, over all clients (a request for num "
-                   "samples takes num); a request past it is refused with status 429.")
-@click.option("--max-per-client", type=int, default=None,
-              help="Most of those one client (remote address) may hold at once; past it, 429. "
-                   "[default: a quarter of --max-concurrent, at least --max-num]")
-@click.option("--max-connections", default=256, show_default=True,
-              help="Most open connections; past it uvicorn answers 503.")
-def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_body, max_concurrent,
-          max_per_client, max_connections):
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but a loopback address lets every machine "
+    "that can reach this one use the server.",
+)
+@click.option(
+    "--port", default=8000, show_default=True, help="Port to listen on (0: any free port; the address is printed)."
+)
+@click.option(
+    "--max-length", default=2000, show_default=True, help="Most characters a request may ask for, per sample."
+)
+@click.option("--max-num", default=8, show_default=True, help="Most samples one request may ask for.")
+@click.option("--max-prime", default=2000, show_default=True, help="Most characters of prime a request may send.")
+@click.option(
+    "--max-text", default=20000, show_default=True, help="Most characters of text a request may send to /api/score."
+)
+@click.option("--max-body", default=65536, show_default=True, help="Largest request body, in bytes.")
+@click.option(
+    "--max-concurrent",
+    default=64,
+    show_default=True,
+    help="Most samples generating at once, over all clients (a request for num "
+    "samples takes num); a request past it is refused with status 429.",
+)
+@click.option(
+    "--max-per-client",
+    type=int,
+    default=None,
+    help="Most of those one client (remote address) may hold at once; past it, 429. "
+    "[default: a quarter of --max-concurrent, at least --max-num]",
+)
+@click.option(
+    "--max-connections", default=256, show_default=True, help="Most open connections; past it uvicorn answers 503."
+)
+def serve(
+    model_dirs,
+    host,
+    port,
+    max_length,
+    max_num,
+    max_prime,
+    max_text,
+    max_body,
+    max_concurrent,
+    max_per_client,
+    max_connections,
+):
     """Serve a web page at / to write with models, and a JSON API under /api/.
 
     MODEL_DIRS: model directories, each offered under its directory's name (default: the
@@ -102,9 +126,15 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_
 
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be from 0 to 65535, got {port}")
-    for name, value in (("--max-length", max_length), ("--max-num", max_num),
-                        ("--max-prime", max_prime), ("--max-text", max_text), ("--max-body", max_body),
-                        ("--max-concurrent", max_concurrent), ("--max-connections", max_connections)):
+    for name, value in (
+        ("--max-length", max_length),
+        ("--max-num", max_num),
+        ("--max-prime", max_prime),
+        ("--max-text", max_text),
+        ("--max-body", max_body),
+        ("--max-concurrent", max_concurrent),
+        ("--max-connections", max_connections),
+    ):
         _positive(name, value)
     if max_per_client is not None:
         _positive("--max-per-client", max_per_client)
@@ -120,21 +150,32 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_
     for model in served:
         info = model.info()
         bpc = f", {info['best_val_bpc']:.3f} bpc" if info["best_val_bpc"] is not None else ""
-        click.echo(f"  {model.name}: {info['cell']}, {info['layers']} layer"
-                   f"{'s' if info['layers'] != 1 else ''}, {info['hidden']} units{bpc}", err=True)
+        click.echo(
+            f"  {model.name}: {info['cell']}, {info['layers']} layer"
+            f"{'s' if info['layers'] != 1 else ''}, {info['hidden']} units{bpc}",
+            err=True,
+        )
     if time.perf_counter() - started > 10:
         click.echo("(the first start compiles the kernels; later starts are quick)", err=True)
 
-    limits = Limits(max_length=max_length, max_num=max_num, max_prime=max_prime,
-                    max_text=max_text, max_body=max_body, max_streams=max_concurrent,
-                    max_per_client=max_per_client)
+    limits = Limits(
+        max_length=max_length,
+        max_num=max_num,
+        max_prime=max_prime,
+        max_text=max_text,
+        max_body=max_body,
+        max_streams=max_concurrent,
+        max_per_client=max_per_client,
+    )
     loopback = _is_loopback(host)
     app = create_app(served, limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     sock = _listen(host, port)
     port = sock.getsockname()[1]
     if not loopback:
-        click.echo(f"warning: listening on {host}: anyone who can reach this machine on port "
-                   f"{port} can use this server", err=True)
+        click.echo(
+            f"warning: listening on {host}: anyone who can reach this machine on port {port} can use this server",
+            err=True,
+        )
     click.echo(f"serving on {_url(host, port)} (Ctrl-C stops)", err=True)
 
     class Server(uvicorn.Server):
@@ -144,13 +185,20 @@ def serve(model_dirs, host, port, max_length, max_num, max_prime, max_text, max_
             app.state.engine.close()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False,
-                            http=protocol_with_header_deadline(), limit_concurrency=max_connections,
-                            timeout_keep_alive=5)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        http=protocol_with_header_deadline(),
+        limit_concurrency=max_connections,
+        timeout_keep_alive=5,
+    )
     try:
         Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:   # uvicorn hands the Ctrl-C back once it has shut down
+    except KeyboardInterrupt:  # uvicorn hands the Ctrl-C back once it has shut down
         pass
     finally:
         sock.close()

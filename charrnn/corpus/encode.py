@@ -34,16 +34,16 @@ def encode_code_chunks(chunks: Callable[[], Iterable[np.ndarray]], length: int) 
     present = np.zeros(_UNICODE, dtype=np.bool_)
     for codes in chunks():
         _mark_present(codes, present)
-    vocab_codes = np.flatnonzero(present)                      # sorted code points
+    vocab_codes = np.flatnonzero(present)  # sorted code points
     vocab = Vocab(tuple(chr(c) for c in vocab_codes))
     lookup = np.zeros(_UNICODE, dtype=vocab.dtype)
     lookup[vocab_codes] = np.arange(vocab_codes.size, dtype=vocab.dtype)
-    ids = np.empty(length, dtype=vocab.dtype)                  # (N,)
+    ids = np.empty(length, dtype=vocab.dtype)  # (N,)
     position = 0
     for codes in chunks():
         if position + codes.size > length:
             raise ValueError(f"chunks hold more than the {length} characters announced")
-        _map_codes(codes, lookup, ids[position:position + codes.size])
+        _map_codes(codes, lookup, ids[position : position + codes.size])
         position += codes.size
     if position != length:
         raise ValueError(f"chunks held {position} characters, expected {length}")
@@ -58,12 +58,16 @@ def encode_text(text: str | bytes) -> tuple[Vocab, np.ndarray]:
     if isinstance(text, bytes):
         if not text.isascii():
             raise ValueError("bytes given to encode_text must be ASCII")
+
         def chunks():
             for start in range(0, len(text), _CHUNK):
-                yield np.frombuffer(text, dtype=np.uint8, count=min(_CHUNK, len(text) - start),
-                                    offset=start).astype(np.uint32)
+                yield np.frombuffer(text, dtype=np.uint8, count=min(_CHUNK, len(text) - start), offset=start).astype(
+                    np.uint32
+                )
     else:
+
         def chunks():
             for start in range(0, len(text), _CHUNK):
-                yield np.frombuffer(text[start:start + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
+                yield np.frombuffer(text[start : start + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
+
     return encode_code_chunks(chunks, len(text))

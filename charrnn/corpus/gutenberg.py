@@ -75,11 +75,14 @@ def declared_encoding(raw: bytes) -> str | None:
 def decode_text(raw: bytes) -> Decoded:
     """Strict UTF-8 (BOM dropped); else the encoding the Gutenberg header declares; else cp1252;
     else latin-1 (which cannot fail). Anything but UTF-8 comes with a warning naming the codec."""
-    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-                       (codecs.BOM_UTF16_BE, "utf-16-be")):
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
         if raw.startswith(bom):
             try:
-                text = raw[len(bom):].decode(codec)
+                text = raw[len(bom) :].decode(codec)
             except UnicodeDecodeError:
                 break
             warnings = () if codec == "utf-8" else (f"decoded as {codec} (byte order mark)",)
@@ -181,8 +184,9 @@ def _find_markers(lines: list[str]) -> tuple[list[int], list[int]]:
     return body_starts, end_lines
 
 
-def choose_body(body_starts: list[int], end_lines: list[int], *,
-                warn_if_unmarked: bool = True) -> tuple[int | None, int | None, list[str]]:
+def choose_body(
+    body_starts: list[int], end_lines: list[int], *, warn_if_unmarked: bool = True
+) -> tuple[int | None, int | None, list[str]]:
     """The book's first line and the end marker's line (None: not found) from the markers'
     lines, and the warnings to give."""
     first_start = body_starts[0] if body_starts else 0
@@ -205,8 +209,10 @@ def choose_body(body_starts: list[int], end_lines: list[int], *,
 def kept_too_little(cleaned_chars: int, text_chars: int, stripped_chars: int) -> str | None:
     """The warning when the book between the markers is too short to be right (None: it is not)."""
     if cleaned_chars < MIN_KEPT_FRACTION * stripped_chars:
-        return (f"the text between the Project Gutenberg markers is only {cleaned_chars} of "
-                f"{text_chars} characters; kept the whole text")
+        return (
+            f"the text between the Project Gutenberg markers is only {cleaned_chars} of "
+            f"{text_chars} characters; kept the whole text"
+        )
     return None
 
 

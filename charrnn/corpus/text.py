@@ -68,15 +68,17 @@ def _complete_prefix(chunk: bytes) -> int:
     """Length of the longest prefix of `chunk` that does not end inside a UTF-8 sequence."""
     for back in range(1, min(4, len(chunk)) + 1):
         b = chunk[-back]
-        if b & 0xC0 != 0x80:                                     # a lead byte (or ASCII)
+        if b & 0xC0 != 0x80:  # a lead byte (or ASCII)
             need = 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
             return len(chunk) - back if need > back else len(chunk)
     return len(chunk)
 
 
 def _decode_error(path: Path, error: UnicodeDecodeError, offset: int) -> InputError:
-    return InputError(f"{path}: byte 0x{error.object[error.start]:02x} at offset {offset} is not valid "
-                      f"{error.encoding}; pass --encoding (e.g. --encoding latin-1 or cp1252)")
+    return InputError(
+        f"{path}: byte 0x{error.object[error.start]:02x} at offset {offset} is not valid "
+        f"{error.encoding}; pass --encoding (e.g. --encoding latin-1 or cp1252)"
+    )
 
 
 def _utf8_chunks(path: Path, chunk_bytes: int):
@@ -89,21 +91,23 @@ def _utf8_chunks(path: Path, chunk_bytes: int):
             final = len(fresh) < chunk_bytes
             chunk = carry + fresh
             if offset == 0 and chunk.startswith(_UTF8_BOM):
-                chunk, offset = chunk[len(_UTF8_BOM):], len(_UTF8_BOM)
+                chunk, offset = chunk[len(_UTF8_BOM) :], len(_UTF8_BOM)
             if b"\x00" in chunk:
-                raise InputError(f"{path}: looks like a binary file (it contains NUL bytes); "
-                                 "if it is UTF-16 text, pass --encoding utf-16")
+                raise InputError(
+                    f"{path}: looks like a binary file (it contains NUL bytes); "
+                    "if it is UTF-16 text, pass --encoding utf-16"
+                )
             cut = len(chunk) if final else _complete_prefix(chunk)
             body, carry = chunk[:cut], chunk[cut:]
             if body.isascii():
-                yield np.frombuffer(body, dtype=np.uint8)        # ASCII: each byte is a code point
+                yield np.frombuffer(body, dtype=np.uint8)  # ASCII: each byte is a code point
             else:
                 try:
                     body.decode("utf-8")
                 except UnicodeDecodeError as error:
                     raise _decode_error(path, error, offset + error.start) from None
                 codes = np.empty(len(body), dtype=np.uint32)
-                yield codes[:_decode_utf8(np.frombuffer(body, dtype=np.uint8), codes)]
+                yield codes[: _decode_utf8(np.frombuffer(body, dtype=np.uint8), codes)]
             offset += len(body)
             if final:
                 return
@@ -122,8 +126,10 @@ def _code_chunks(path: Path, codec: str, chunk_bytes: int):
             chunk = f.read(chunk_bytes)
             final = len(chunk) < chunk_bytes
             if b"\x00" in chunk and not wide:
-                raise InputError(f"{path}: looks like a binary file (it contains NUL bytes); "
-                                 "if it is UTF-16 text, pass --encoding utf-16")
+                raise InputError(
+                    f"{path}: looks like a binary file (it contains NUL bytes); "
+                    "if it is UTF-16 text, pass --encoding utf-16"
+                )
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(chunk, final=final)
@@ -140,8 +146,7 @@ def _code_chunks(path: Path, codec: str, chunk_bytes: int):
                 return
 
 
-def load_corpus(path: str | Path, encoding: str = "utf-8",
-                chunk_bytes: int = _CHUNK_BYTES) -> tuple[Vocab, np.ndarray]:
+def load_corpus(path: str | Path, encoding: str = "utf-8", chunk_bytes: int = _CHUNK_BYTES) -> tuple[Vocab, np.ndarray]:
     """The vocabulary and ids of a text file; InputError (one line) for what cannot be a text."""
     path = Path(path)
     codec = _codec(encoding)

@@ -29,8 +29,9 @@ def require(fmt: str) -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise InputError(f"export to {fmt} needs {' and '.join(missing)}: {INSTALL} "
-                         f"(or pip install {' '.join(missing)})")
+        raise InputError(
+            f"export to {fmt} needs {' and '.join(missing)}: {INSTALL} (or pip install {' '.join(missing)})"
+        )
 
 
 def export(model, fmt: str, out) -> None:

@@ -75,22 +75,34 @@ def _json_in_script(obj) -> str:
 def render(model, name: str = "charrnn model") -> str:
     spec, meta = model.spec, model.meta
     gh = spec.gates * spec.hidden
-    wasm_cols = gh if gh % 8 == 0 else 8         # mv8 serves the layers' G*H-column products
-    config = {"cell": spec.cell, "layers": spec.layers, "hidden": spec.hidden,
-              "vocab": list(model.vocab.chars), "name": name,
-              "best_val_bpc": meta.get("best_val_bpc"),
-              "wasm": base64.b64encode(wasm.module(wasm_cols)).decode("ascii"),
-              "wasm_relaxed": base64.b64encode(wasm.module(wasm_cols, relaxed=True)).decode("ascii"),
-              "wasm_cols": wasm_cols}
+    wasm_cols = gh if gh % 8 == 0 else 8  # mv8 serves the layers' G*H-column products
+    config = {
+        "cell": spec.cell,
+        "layers": spec.layers,
+        "hidden": spec.hidden,
+        "vocab": list(model.vocab.chars),
+        "name": name,
+        "best_val_bpc": meta.get("best_val_bpc"),
+        "wasm": base64.b64encode(wasm.module(wasm_cols)).decode("ascii"),
+        "wasm_relaxed": base64.b64encode(wasm.module(wasm_cols, relaxed=True)).decode("ascii"),
+        "wasm_cols": wasm_cols,
+    }
     weights = base64.b64encode(np.ascontiguousarray(model.params.flat, dtype="<f4").tobytes())
     bpc = meta.get("best_val_bpc")
-    description = (f"{spec.describe()}, {spec.n_params:,} parameters, {spec.vocab_size} characters"
-                   + (f", {bpc:.3f} bits per character on its validation text" if bpc else "")
-                   + ". Everything runs in this page; nothing is sent anywhere.")
+    description = (
+        f"{spec.describe()}, {spec.n_params:,} parameters, {spec.vocab_size} characters"
+        + (f", {bpc:.3f} bits per character on its validation text" if bpc else "")
+        + ". Everything runs in this page; nothing is sent anywhere."
+    )
     script = resources.files("charrnn.export").joinpath("page.js").read_text(encoding="utf-8")
-    return PAGE.format(title=html.escape(f"charrnn: {name}"), description=html.escape(description),
-                       prime="", config=_json_in_script(config),
-                       weights=weights.decode("ascii"), script=script)
+    return PAGE.format(
+        title=html.escape(f"charrnn: {name}"),
+        description=html.escape(description),
+        prime="",
+        config=_json_in_script(config),
+        weights=weights.decode("ascii"),
+        script=script,
+    )
 
 
 def write(model, out, name: str | None = None) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from charrnn.atomic import atomic_write
 
 OPSET = 17
-IR_VERSION = 8           # readable by onnxruntime 1.10 and later
+IR_VERSION = 8  # readable by onnxruntime 1.10 and later
 # charrnn's gate blocks, in the order ONNX's operator wants them
 ONNX_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
 OPERATOR = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -43,15 +43,18 @@ def layer_weights(params, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """ONNX's W [1, G*H, in], R [1, G*H, H] and B [1, 2*G*H] for one layer."""
     spec = params.spec
     order, H = ONNX_ORDER[spec.cell], spec.hidden
-    W = _blocks(params[f"U.{layer}"], order, axis=1).T       # (G*H, in)
-    R = _blocks(params[f"W.{layer}"], order, axis=1).T       # (G*H, H)
+    W = _blocks(params[f"U.{layer}"], order, axis=1).T  # (G*H, in)
+    R = _blocks(params[f"W.{layer}"], order, axis=1).T  # (G*H, H)
     wb = _blocks(params[f"b.{layer}"], order, axis=0)
     rb = np.zeros_like(wb)
-    if spec.cell == "gru":                                   # the h block is last in [z, r, h]
-        rb[2 * H:] = params[f"b_hn.{layer}"]
+    if spec.cell == "gru":  # the h block is last in [z, r, h]
+        rb[2 * H :] = params[f"b_hn.{layer}"]
     B = np.concatenate([wb, rb])
-    return (np.ascontiguousarray(W[None], np.float32), np.ascontiguousarray(R[None], np.float32),
-            np.ascontiguousarray(B[None], np.float32))
+    return (
+        np.ascontiguousarray(W[None], np.float32),
+        np.ascontiguousarray(R[None], np.float32),
+        np.ascontiguousarray(B[None], np.float32),
+    )
 
 
 def build(model):
@@ -71,9 +74,8 @@ def build(model):
     const("onehot_values", np.array([0.0, 1.0], dtype=np.float32))
     const("axis0", np.array([0], dtype=np.int64))
     const("axis1", np.array([1], dtype=np.int64))
-    nodes.append(helper.make_node("OneHot", ["char", "onehot_depth", "onehot_values"], ["x_nv"],
-                                  axis=-1))                                     # (N, V)
-    nodes.append(helper.make_node("Unsqueeze", ["x_nv", "axis0"], ["x0"]))    # (1, N, V)
+    nodes.append(helper.make_node("OneHot", ["char", "onehot_depth", "onehot_values"], ["x_nv"], axis=-1))  # (N, V)
+    nodes.append(helper.make_node("Unsqueeze", ["x_nv", "axis0"], ["x0"]))  # (1, N, V)
     x, h_outs, c_outs = "x0", [], []
     for layer in range(L):
         W, R, B = layer_weights(params, layer)
@@ -97,7 +99,7 @@ def build(model):
         x = f"x{layer + 1}"
         h_outs.append(f"h_out{layer}")
         c_outs.append(f"c_out{layer}")
-    nodes.append(helper.make_node("Squeeze", [x, "axis0"], ["top"]))                 # (N, H)
+    nodes.append(helper.make_node("Squeeze", [x, "axis0"], ["top"]))  # (N, H)
     const("V", np.ascontiguousarray(params.V, np.float32))
     const("b_y", np.ascontiguousarray(params.b_y, np.float32))
     nodes.append(helper.make_node("MatMul", ["top", "V"], ["logits_v"]))
@@ -111,18 +113,17 @@ def build(model):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, [L, "N", H])
 
     graph_inputs = [helper.make_tensor_value_info("char", TensorProto.INT64, ["N"]), state("h")]
-    graph_outputs = [helper.make_tensor_value_info("logprobs", TensorProto.FLOAT, ["N", V]),
-                     state("h_out")]
+    graph_outputs = [helper.make_tensor_value_info("logprobs", TensorProto.FLOAT, ["N", V]), state("h_out")]
     if lstm:
         graph_inputs.append(state("c"))
         graph_outputs.append(state("c_out"))
     graph = helper.make_graph(nodes, "charrnn_step", graph_inputs, graph_outputs, inits)
-    onnx_model = helper.make_model(graph, producer_name="charrnn",
-                                   opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx_model = helper.make_model(graph, producer_name="charrnn", opset_imports=[helper.make_opsetid("", OPSET)])
     onnx_model.ir_version = IR_VERSION
-    helper.set_model_props(onnx_model, {
-        "vocab": json.dumps(list(model.vocab.chars)), "cell": spec.cell, "layers": str(L),
-        "hidden": str(H)})
+    helper.set_model_props(
+        onnx_model,
+        {"vocab": json.dumps(list(model.vocab.chars)), "cell": spec.cell, "layers": str(L), "hidden": str(H)},
+    )
     return onnx_model
 
 

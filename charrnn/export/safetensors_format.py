@@ -20,11 +20,18 @@ MODULES = {"rnn": "nn.RNN", "gru": "nn.GRU", "lstm": "nn.LSTM"}
 
 def metadata(model) -> dict[str, str]:
     spec = model.spec
-    return {"format": "charrnn-safetensors", "cell": spec.cell, "layers": str(spec.layers),
-            "hidden": str(spec.hidden), "vocab_size": str(spec.vocab_size),
-            "vocab": json.dumps(list(model.vocab.chars)), "torch_module": MODULES[spec.cell],
-            "rnn_prefix": RNN_PREFIX, "output_prefix": OUTPUT_PREFIX,
-            "best_val_bpc": json.dumps(model.meta.get("best_val_bpc"))}
+    return {
+        "format": "charrnn-safetensors",
+        "cell": spec.cell,
+        "layers": str(spec.layers),
+        "hidden": str(spec.hidden),
+        "vocab_size": str(spec.vocab_size),
+        "vocab": json.dumps(list(model.vocab.chars)),
+        "torch_module": MODULES[spec.cell],
+        "rnn_prefix": RNN_PREFIX,
+        "output_prefix": OUTPUT_PREFIX,
+        "best_val_bpc": json.dumps(model.meta.get("best_val_bpc")),
+    }
 
 
 def write(model, out) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from charrnn.model.params import Params
 
-RNN_PREFIX = "rnn."        # the nn.RNN / nn.GRU / nn.LSTM's state dict
+RNN_PREFIX = "rnn."  # the nn.RNN / nn.GRU / nn.LSTM's state dict
 OUTPUT_PREFIX = "output."  # the nn.Linear's
 
 
@@ -26,10 +26,13 @@ def torch_arrays(params: Params) -> dict[str, np.ndarray]:
         b = params[f"b.{layer}"]
         b_hh = np.zeros_like(b)
         if spec.cell == "gru":
-            b_hh[2 * H:] = params[f"b_hn.{layer}"]
-        for name, array in ((f"weight_ih_l{layer}", params[f"U.{layer}"].T),
-                            (f"weight_hh_l{layer}", params[f"W.{layer}"].T),
-                            (f"bias_ih_l{layer}", b), (f"bias_hh_l{layer}", b_hh)):
+            b_hh[2 * H :] = params[f"b_hn.{layer}"]
+        for name, array in (
+            (f"weight_ih_l{layer}", params[f"U.{layer}"].T),
+            (f"weight_hh_l{layer}", params[f"W.{layer}"].T),
+            (f"bias_ih_l{layer}", b),
+            (f"bias_hh_l{layer}", b_hh),
+        ):
             out[RNN_PREFIX + name] = np.ascontiguousarray(array, dtype=np.float32)
     out[OUTPUT_PREFIX + "weight"] = np.ascontiguousarray(params.V.T, dtype=np.float32)
     out[OUTPUT_PREFIX + "bias"] = np.ascontiguousarray(params.b_y, dtype=np.float32)

@@ -73,7 +73,7 @@ def _fallback_gemm_addresses():
         b_full = carray(b, (b_rows, ldb))[:, :b_cols].copy()
         a_op = a_full.T.copy() if trans_a == TRANS else a_full
         b_op = b_full.T.copy() if trans_b == TRANS else b_full
-        product = np.dot(a_op, b_op)                                    # (m, n)
+        product = np.dot(a_op, b_op)  # (m, n)
         c_view = carray(c, (m, ldc))
         for i in range(m):
             for j in range(n):
@@ -85,9 +85,22 @@ def _fallback_gemm_addresses():
     addresses = []
     for dtype in (types.float32, types.float64):
         ptr = types.CPointer(dtype)
-        signature = types.void(types.int32, types.int32, types.int32, types.int64, types.int64,
-                               types.int64, dtype, ptr, types.int64, ptr, types.int64, dtype, ptr,
-                               types.int64)
+        signature = types.void(
+            types.int32,
+            types.int32,
+            types.int32,
+            types.int64,
+            types.int64,
+            types.int64,
+            dtype,
+            ptr,
+            types.int64,
+            ptr,
+            types.int64,
+            dtype,
+            ptr,
+            types.int64,
+        )
 
         def gemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
             gemm_with_dot(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -118,15 +131,29 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, l
     if a.dtype != dtype or b.dtype != dtype or str(dtype) not in GEMM_SYMBOL:
         return None
     symbol = GEMM_SYMBOL[str(dtype)]
-    signature = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, dtype, a,
-                           types.intp, b, types.intp, dtype, c, types.intp)
+    signature = types.void(
+        types.intp,
+        types.intp,
+        types.intp,
+        types.intp,
+        types.intp,
+        dtype,
+        a,
+        types.intp,
+        b,
+        types.intp,
+        dtype,
+        c,
+        types.intp,
+    )
 
     def codegen(context, builder, sig, args):
         real = context.get_value_type(dtype)
         i32, i64 = ir.IntType(32), ir.IntType(64)
         pointer = real.as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, pointer, i64,
-                                               pointer, i64, real, pointer, i64])
+        fnty = ir.FunctionType(
+            ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, pointer, i64, pointer, i64, real, pointer, i64]
+        )
         fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
         ta, tb, m_, n_, k_, alpha_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
 
@@ -134,9 +161,25 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, l
             array = context.make_array(sig.args[index])(context, builder, value)
             return builder.bitcast(array.data, pointer)
 
-        builder.call(fn, [i32(_ROW_MAJOR), builder.trunc(ta, i32), builder.trunc(tb, i32), m_, n_,
-                          k_, alpha_, data(6, a_), lda_, data(8, b_), ldb_, beta_, data(11, c_),
-                          ldc_])
+        builder.call(
+            fn,
+            [
+                i32(_ROW_MAJOR),
+                builder.trunc(ta, i32),
+                builder.trunc(tb, i32),
+                m_,
+                n_,
+                k_,
+                alpha_,
+                data(6, a_),
+                lda_,
+                data(8, b_),
+                ldb_,
+                beta_,
+                data(11, c_),
+                ldc_,
+            ],
+        )
         return context.get_dummy_value()
 
     return signature, codegen

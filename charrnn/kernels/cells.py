@@ -20,13 +20,13 @@ from charrnn.kernels.fastmath import FAST, fast_sigmoid, fast_tanh
 def _blocks3(row, hidden):
     """The 3 gate blocks of a row of 3H, as separate views (indexing one row at offsets kept
     LLVM from vectorising the loops: it could not tell the blocks apart; measured 6x slower)."""
-    return row[:hidden], row[hidden:2 * hidden], row[2 * hidden:]
+    return row[:hidden], row[hidden : 2 * hidden], row[2 * hidden :]
 
 
 @njit(inline="always")
 def _blocks4(row, hidden):
     """The 4 gate blocks of a row of 4H, as separate views."""
-    return row[:hidden], row[hidden:2 * hidden], row[2 * hidden:3 * hidden], row[3 * hidden:]
+    return row[:hidden], row[hidden : 2 * hidden], row[2 * hidden : 3 * hidden], row[3 * hidden :]
 
 
 # ------------------------------------------------------------------ one unit of each cell
@@ -133,8 +133,9 @@ def gru_forward(gates, ah, b_hn, h_prev, h, ahn):
         w_r, w_z, w_n = _blocks3(ah[i], hidden)
         hp, hn, an = h_prev[i], h[i], ahn[i]
         for j in range(hidden):
-            a_r[j], a_z[j], a_n[j], an[j], hn[j] = gru_unit(a_r[j], a_z[j], a_n[j], w_r[j], w_z[j], w_n[j],
-                                                            b_hn[j], hp[j])
+            a_r[j], a_z[j], a_n[j], an[j], hn[j] = gru_unit(
+                a_r[j], a_z[j], a_n[j], w_r[j], w_z[j], w_n[j], b_hn[j], hp[j]
+            )
 
 
 @njit(cache=True, nogil=True, **FAST)

@@ -107,7 +107,7 @@ def apply_mask_in_place(a, key, layer, row0, limit, scale):
 
 @njit(cache=True)
 def _kept(key, layer, rows, T, hidden, limit):
-    out = np.zeros((rows.size, T, hidden), np.bool_)                 # (rows, T, H)
+    out = np.zeros((rows.size, T, hidden), np.bool_)  # (rows, T, H)
     for r in range(rows.size):
         for t in range(T):
             k = _row_key(key, layer, rows[r], t)

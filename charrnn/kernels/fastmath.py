@@ -30,6 +30,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 class FastOptions(TypedDict):
     """njit's keywords for the elementwise kernels: `@njit(cache=True, **FAST)`."""
+
     fastmath: set[str]
     error_model: Literal["numpy"]
 
@@ -69,7 +70,7 @@ def _pow2_f32_overload(n):
 
 _EXP_LO, _EXP_HI = _F32(-87.0), _F32(88.0)
 _LOG2E = _F32(1.4426950408889634)
-_LN2_HI = _F32(0.693145751953125)          # ln 2 split in two so that n * _LN2_HI is exact
+_LN2_HI = _F32(0.693145751953125)  # ln 2 split in two so that n * _LN2_HI is exact
 _LN2_LO = _F32(1.4286068203094173e-06)
 _HALF = _F32(0.5)
 _ONE = _F32(1.0)
@@ -103,7 +104,7 @@ def tanh_f32(x):
     big = -q if x < _ZERO else q
     x2 = x * x
     small = x + x * x2 * (_TANH_C3 + x2 * (_TANH_C5 + x2 * _TANH_C7))
-    return big if ax >= _TANH_SMALL else small          # a NaN takes `small`, which is NaN
+    return big if ax >= _TANH_SMALL else small  # a NaN takes `small`, which is NaN
 
 
 @njit(cache=True, **FAST)
@@ -115,7 +116,7 @@ def sigmoid_f32(x):
 def fast_exp(x):
     """exp; the fast approximation for float32, the exact one otherwise."""
     if isinstance(x, np.float32):
-        return _F32(exp_f32(x))    # (a compiled call returns a Python float)
+        return _F32(exp_f32(x))  # (a compiled call returns a Python float)
     return math.exp(x)
 
 

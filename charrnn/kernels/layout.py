@@ -9,7 +9,7 @@ from numba import njit
 
 from charrnn.model.spec import CELLS
 
-RNN, GRU, LSTM = CELLS.index("rnn"), CELLS.index("gru"), CELLS.index("lstm")   # ModelSpec.cell_code
+RNN, GRU, LSTM = CELLS.index("rnn"), CELLS.index("gru"), CELLS.index("lstm")  # ModelSpec.cell_code
 
 
 @njit(cache=True)
@@ -27,13 +27,13 @@ def layer_views(flat, cell, vocab, hidden, layer):
     if layer > 0:
         start = vocab * gh + hidden * gh + gh + extra + (layer - 1) * (2 * hidden * gh + gh + extra)
     rows = vocab if layer == 0 else hidden
-    U = flat[start:start + rows * gh].reshape((rows, gh))
+    U = flat[start : start + rows * gh].reshape((rows, gh))
     start += rows * gh
-    W = flat[start:start + hidden * gh].reshape((hidden, gh))
+    W = flat[start : start + hidden * gh].reshape((hidden, gh))
     start += hidden * gh
-    b = flat[start:start + gh]
+    b = flat[start : start + gh]
     start += gh
-    b_hn = flat[start:start + extra]
+    b_hn = flat[start : start + extra]
     return U, W, b, b_hn
 
 
@@ -41,5 +41,5 @@ def layer_views(flat, cell, vocab, hidden, layer):
 def output_views(flat, vocab, hidden):
     """V (H, vocab), b_y (vocab,): the last arrays of the buffer."""
     end = flat.size
-    V = flat[end - hidden * vocab - vocab:end - vocab].reshape((hidden, vocab))
-    return V, flat[end - vocab:]
+    V = flat[end - hidden * vocab - vocab : end - vocab].reshape((hidden, vocab))
+    return V, flat[end - vocab :]

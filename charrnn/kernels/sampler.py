@@ -50,7 +50,7 @@ from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 # loops); draw_one is compiled without them, so a character's choice is exact IEEE arithmetic on
 # the probabilities.
 HUGE_PAGE = 1 << 21
-STRIP = block_columns(4)     # float32 columns per strip of a packed operand (charrnn.kernels.stepgemm)
+STRIP = block_columns(4)  # float32 columns per strip of a packed operand (charrnn.kernels.stepgemm)
 # From this many streams on, each thread draws for its own share of the streams (then waits for
 # the other's ids); below it every thread draws every stream's character itself.
 SPLIT_DRAWS_FROM = 2
@@ -58,6 +58,7 @@ SPLIT_DRAWS_FROM = 2
 
 # ----------------------------------------------------------------------------------------------
 # Preparing the weights (Python, once per model).
+
 
 def part_count(hidden: int, gates: int, threads: int, packed: bool) -> int:
     """Parts the units are split in: `threads` where H splits evenly into them (and, for the
@@ -69,8 +70,7 @@ def part_count(hidden: int, gates: int, threads: int, packed: bool) -> int:
     return threads
 
 
-def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab_size: int,
-                  parts: int, packed: bool):
+def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab_size: int, parts: int, packed: bool):
     """(weights (parts, S') float32, layout (L + 1, 4) int64): `arrays` (name -> float32 array,
     as charrnn.model.params names them) cut in the parts' buffers (see the module docstring), each
     part's share of the output layer (output_operand) at its end: layout[L] is (its start, and
@@ -79,35 +79,33 @@ def split_weights(arrays: dict, cell_gates: int, layers: int, hidden: int, vocab
     Hp = H // parts
     width = G * Hp
     strip = STRIP
-    layout = np.full((layers, 4), -1, dtype=np.int64)                     # (L, 4)
+    layout = np.full((layers, 4), -1, dtype=np.int64)  # (L, 4)
     position = 0
     for layer in range(layers):
         rows = vocab_size if layer == 0 else H
-        for slot, size in enumerate((rows * width, H * width, width,
-                                     Hp if f"b_hn.{layer}" in arrays else 0)):
+        for slot, size in enumerate((rows * width, H * width, width, Hp if f"b_hn.{layer}" in arrays else 0)):
             if size:
                 layout[layer, slot] = position
                 position += size
-    output = output_operand(arrays["V"], packed, parts)                   # (parts, a, b, c)
-    layout = np.concatenate([layout, [[position, *output.shape[1:]]]])     # row L: V's part
-    weights = part_buffers(parts, position + output[0].size)              # (parts, >= S)
+    output = output_operand(arrays["V"], packed, parts)  # (parts, a, b, c)
+    layout = np.concatenate([layout, [[position, *output.shape[1:]]]])  # row L: V's part
+    weights = part_buffers(parts, position + output[0].size)  # (parts, >= S)
     for p in range(parts):
-        columns = np.concatenate([np.arange(g * H + p * Hp, g * H + (p + 1) * Hp)
-                                  for g in range(G)])                      # (G*Hp,)
+        columns = np.concatenate([np.arange(g * H + p * Hp, g * H + (p + 1) * Hp) for g in range(G)])  # (G*Hp,)
         buffer = weights[p]
         for layer in range(layers):
             u0, w0, b0, bhn0 = layout[layer]
             U = np.ascontiguousarray(arrays[f"U.{layer}"][:, columns], dtype=np.float32)
             W = np.ascontiguousarray(arrays[f"W.{layer}"][:, columns], dtype=np.float32)
             if layer == 0:
-                buffer[u0:u0 + U.size] = U.ravel()
+                buffer[u0 : u0 + U.size] = U.ravel()
             else:
-                _store_operand(U, buffer[u0:u0 + U.size], packed, strip)
-            _store_operand(W, buffer[w0:w0 + W.size], packed, strip)
-            buffer[b0:b0 + width] = arrays[f"b.{layer}"][columns]
+                _store_operand(U, buffer[u0 : u0 + U.size], packed, strip)
+            _store_operand(W, buffer[w0 : w0 + W.size], packed, strip)
+            buffer[b0 : b0 + width] = arrays[f"b.{layer}"][columns]
             if bhn0 >= 0:
-                buffer[bhn0:bhn0 + Hp] = arrays[f"b_hn.{layer}"][p * Hp:(p + 1) * Hp]
-        buffer[position:position + output[p].size] = output[p].ravel()
+                buffer[bhn0 : bhn0 + Hp] = arrays[f"b_hn.{layer}"][p * Hp : (p + 1) * Hp]
+        buffer[position : position + output[p].size] = output[p].ravel()
     return weights, layout
 
 
@@ -134,13 +132,12 @@ def part_buffers(parts: int, size: int) -> np.ndarray:
     if not hasattr(mmap, "MADV_HUGEPAGE") or nbytes > l2_cache_bytes():
         return np.zeros((parts, size), dtype=np.float32)
     row = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
-    region = mmap.mmap(-1, parts * row + HUGE_PAGE,
-                       flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)         # zeroed
-    raw = np.frombuffer(region, dtype=np.uint8)            # keeps the mapping alive
+    region = mmap.mmap(-1, parts * row + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # zeroed
+    raw = np.frombuffer(region, dtype=np.uint8)  # keeps the mapping alive
     start = (-raw.ctypes.data) % HUGE_PAGE
-    with contextlib.suppress(OSError):                      # huge pages unsupported: fine
+    with contextlib.suppress(OSError):  # huge pages unsupported: fine
         region.madvise(mmap.MADV_HUGEPAGE, start, parts * row)
-    return raw[start:start + parts * row].view(np.float32).reshape(parts, row // 4)
+    return raw[start : start + parts * row].view(np.float32).reshape(parts, row // 4)
 
 
 def _store_operand(M, out, packed, strip):
@@ -160,14 +157,14 @@ def output_operand(V: np.ndarray, packed: bool, parts: int) -> np.ndarray:
     unit = STRIP * parts if packed else parts
     padded = -(-vocab_size // unit) * unit
     Cp = padded // parts
-    wide = np.zeros((hidden, padded), dtype=np.float32)                   # (H, C)
+    wide = np.zeros((hidden, padded), dtype=np.float32)  # (H, C)
     wide[:, :vocab_size] = V
     if not packed:
         return np.ascontiguousarray(wide.T.reshape(parts, 1, Cp, hidden))  # (parts, 1, Cp, H)
     strip = STRIP
     out = np.zeros((parts, Cp // strip, hidden, strip), dtype=np.float32)  # (parts, Cp/32, H, 32)
     for p in range(parts):
-        pack(np.ascontiguousarray(wide[:, p * Cp:(p + 1) * Cp]), out[p])
+        pack(np.ascontiguousarray(wide[:, p * Cp : (p + 1) * Cp]), out[p])
     return out
 
 
@@ -182,6 +179,7 @@ def packs(hidden: int, gates: int, parts: int) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Kernels. Arrays are C-contiguous unless said; weights and states float32, ids int64, uniforms
 # float64.
+
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _add_rows_times(x, M, out):
@@ -235,21 +233,22 @@ def _cells(cell, hp, ax, ah, b_hn, cur, nxt, layer, lo):
     kinds = cur.shape[2]
     for r in range(n):
         a = ax[r]
-        h_new = nxt[r, layer, 0, lo:lo + hp]
+        h_new = nxt[r, layer, 0, lo : lo + hp]
         if cell == RNN:
             for j in range(hp):
                 h_new[j] = fast_tanh(a[j])
         elif cell == LSTM:
-            c_old = cur[r, layer, kinds - 1, lo:lo + hp]
-            c_new = nxt[r, layer, kinds - 1, lo:lo + hp]
+            c_old = cur[r, layer, kinds - 1, lo : lo + hp]
+            c_new = nxt[r, layer, kinds - 1, lo : lo + hp]
             for j in range(hp):
                 _, _, _, _, c_new[j], h_new[j] = lstm_unit(a[j], a[hp + j], a[2 * hp + j], a[3 * hp + j], c_old[j])
         else:
             a_h = ah[r]
-            h_old = cur[r, layer, 0, lo:lo + hp]
+            h_old = cur[r, layer, 0, lo : lo + hp]
             for j in range(hp):
-                h_new[j] = gru_unit(a[j], a[hp + j], a[2 * hp + j], a_h[j], a_h[hp + j], a_h[2 * hp + j],
-                                    b_hn[j], h_old[j])[4]
+                h_new[j] = gru_unit(
+                    a[j], a[hp + j], a[2 * hp + j], a_h[j], a_h[hp + j], a_h[2 * hp + j], b_hn[j], h_old[j]
+                )[4]
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -261,24 +260,24 @@ def _layer_step(buffer, layout, layer, cell, packed, hp, lo, cur, nxt, ids, ax, 
     n, _, _, hidden = cur.shape
     width = ax.shape[1]
     u0, w0, b0, bhn0 = layout[layer, 0], layout[layer, 1], layout[layer, 2], layout[layer, 3]
-    b = buffer[b0:b0 + width]
-    b_hn = buffer[bhn0:bhn0 + hp] if bhn0 >= 0 else b[:0]
+    b = buffer[b0 : b0 + width]
+    b_hn = buffer[bhn0 : bhn0 + hp] if bhn0 >= 0 else b[:0]
     if layer == 0:
         for r in range(n):
-            row = buffer[u0 + ids[r] * width:u0 + (ids[r] + 1) * width]
+            row = buffer[u0 + ids[r] * width : u0 + (ids[r] + 1) * width]
             for j in range(width):
                 ax[r, j] = row[j] + b[j]
     else:
         for r in range(n):
             for j in range(width):
                 ax[r, j] = b[j]
-        _add_times(nxt[:, layer - 1, 0, :], buffer[u0:u0 + hidden * width], packed, x_rows, ax)
-    W = buffer[w0:w0 + hidden * width]
+        _add_times(nxt[:, layer - 1, 0, :], buffer[u0 : u0 + hidden * width], packed, x_rows, ax)
+    W = buffer[w0 : w0 + hidden * width]
     if cell == GRU:
         ah[:] = 0.0
-        _add_times(cur[:, layer, 0, :], W, packed, x_rows, ah)          # a_h = h W, kept apart
+        _add_times(cur[:, layer, 0, :], W, packed, x_rows, ah)  # a_h = h W, kept apart
     else:
-        _add_times(cur[:, layer, 0, :], W, packed, x_rows, ax)          # a += h W
+        _add_times(cur[:, layer, 0, :], W, packed, x_rows, ax)  # a += h W
     _cells(cell, hp, ax, ah, b_hn, cur, nxt, layer, lo)
 
 
@@ -298,7 +297,7 @@ def _logits(V_part, b_y, packed, lo, cur, x_rows, logits):
             x_rows[r] = cur[r, layers - 1, 0]
         step_product(x_rows, V_part, logits, True)
         return
-    V_t = V_part[0]                                                # (Cp, H)
+    V_t = V_part[0]  # (Cp, H)
     for r in range(n):
         h = cur[r, layers - 1, 0]
         for k in range(columns):
@@ -342,7 +341,7 @@ def draw_one(logits, uniform, inv_temperature, top_k, top_p, greedy, weights):
         return best
 
     # Most likely first; a stable sort breaks ties by id, the same with and without the JIT.
-    order = np.argsort(-weights, kind="mergesort")             # (V,) ids by falling weight
+    order = np.argsort(-weights, kind="mergesort")  # (V,) ids by falling weight
     keep = vocab_size
     if 0 < top_k < vocab_size:
         keep = top_k
@@ -375,7 +374,7 @@ def _output_part(buffer, layout):
     """A part's columns of the output layer, a view of its buffer (see output_operand)."""
     row = layout.shape[0] - 1
     start, a, b, c = layout[row, 0], layout[row, 1], layout[row, 2], layout[row, 3]
-    return buffer[start:start + a * b * c].reshape((a, b, c))
+    return buffer[start : start + a * b * c].reshape((a, b, c))
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -392,7 +391,7 @@ def _row_logits(shared_logits, r, row_logits):
     """Stream r's logits, whole (C,), from the parts' shares in shared_logits (parts, n, Cp)."""
     parts, _, columns = shared_logits.shape
     for q in range(parts):
-        row_logits[q * columns:(q + 1) * columns] = shared_logits[q, r]
+        row_logits[q * columns : (q + 1) * columns] = shared_logits[q, r]
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -419,9 +418,29 @@ def _wait(counters, me, epoch):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, forced, uniforms,
-              inv_temperature, top_k, top_p, greedy, out_ids, targets, log_probs, shared_logits, drawn,
-              counters):
+def run_parts(
+    first,
+    last,
+    weights,
+    layout,
+    cell,
+    packed,
+    b_y,
+    states,
+    spare,
+    forced,
+    uniforms,
+    inv_temperature,
+    top_k,
+    top_p,
+    greedy,
+    out_ids,
+    targets,
+    log_probs,
+    shared_logits,
+    drawn,
+    counters,
+):
     """Parts [first, last) of `steps` characters for every stream of `states` (n, L, K, H), in
     place (parts = weights.shape[0]). Either one thread runs every part, one after another at
     each stage, or each part has a thread of its own, all running this at the same time, and
@@ -438,31 +457,31 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
     Returns the share of its time this thread spent waiting at barriers, the first one (where
     the threads start together) left out: 0 for one thread."""
     parts = weights.shape[0]
-    team = last - first < parts                         # threads meet at barriers
+    team = last - first < parts  # threads meet at barriers
     me = first
     n, layers, _, hidden = states.shape
     vocab_size = b_y.shape[0]
     hp = hidden // parts
-    width = (layout[0, 1] - layout[0, 0]) // vocab_size              # G*Hp: U.0 is (vocab, G*Hp)
+    width = (layout[0, 1] - layout[0, 0]) // vocab_size  # G*Hp: U.0 is (vocab, G*Hp)
     drawing = uniforms.shape[1] > 0
     steps = uniforms.shape[1] if drawing else forced.shape[1]
     scoring = not drawing and targets.shape[1] > 0
     split = (drawing or scoring) and team and n >= SPLIT_DRAWS_FROM
-    owner = np.full(n, me, dtype=np.int64)                           # (n,) which thread draws a row
+    owner = np.full(n, me, dtype=np.int64)  # (n,) which thread draws a row
     if split:
         for q in range(parts):
-            owner[q * n // parts:(q + 1) * n // parts] = q
+            owner[q * n // parts : (q + 1) * n // parts] = q
     r0 = me * n // parts if split else 0
     r1 = (me + 1) * n // parts if split else n
-    columns = shared_logits.shape[2]                                   # Cp
-    ax = np.empty((n, width), dtype=np.float32)                      # (n, G*Hp)
+    columns = shared_logits.shape[2]  # Cp
+    ax = np.empty((n, width), dtype=np.float32)  # (n, G*Hp)
     ah = np.empty((n, width), dtype=np.float32)
-    x_rows = np.empty((n, hidden), dtype=np.float32)                 # (n, H)
-    row_logits = np.empty(parts * columns, dtype=np.float32)         # (C,) one stream's, whole
-    probabilities = np.empty(vocab_size, dtype=np.float64)           # (vocab,)
-    ids = np.empty(n, dtype=np.int64)                                # (n,)
+    x_rows = np.empty((n, hidden), dtype=np.float32)  # (n, H)
+    row_logits = np.empty(parts * columns, dtype=np.float32)  # (C,) one stream's, whole
+    probabilities = np.empty(vocab_size, dtype=np.float64)  # (vocab,)
+    ids = np.empty(n, dtype=np.int64)  # (n,)
     epoch = 0
-    waited = 0                                       # cycles at barriers, after the first
+    waited = 0  # cycles at barriers, after the first
     cur, nxt = states, spare
     for s in range(steps):
         if drawing:
@@ -472,8 +491,9 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
                 waited += _wait(counters, me, epoch)
             for r in range(r0, r1):
                 _row_logits(shared_logits, r, row_logits)
-                drawn[me, r] = draw_one(row_logits, uniforms[r, s], inv_temperature[r],
-                                        top_k[r], top_p[r], greedy[r], probabilities)
+                drawn[me, r] = draw_one(
+                    row_logits, uniforms[r, s], inv_temperature[r], top_k[r], top_p[r], greedy[r], probabilities
+                )
                 if split or me == 0:
                     out_ids[r, s] = drawn[me, r]
             if split:
@@ -486,8 +506,7 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
                 ids[r] = forced[r, s]
         for layer in range(layers):
             for p in range(first, last):
-                _layer_step(weights[p], layout, layer, cell, packed, hp, p * hp, cur, nxt, ids,
-                            ax, ah, x_rows)
+                _layer_step(weights[p], layout, layer, cell, packed, hp, p * hp, cur, nxt, ids, ax, ah, x_rows)
             if team:
                 epoch += 1
                 waited += _wait(counters, me, epoch)
@@ -501,7 +520,7 @@ def run_parts(first, last, weights, layout, cell, packed, b_y, states, spare, fo
                 for r in range(r0, r1):
                     _row_logits(shared_logits, r, row_logits)
                     log_probs[r, s] = log_prob(row_logits, targets[r, s], vocab_size)
-    if steps % 2:                                 # the last state is in spare: these parts' units
+    if steps % 2:  # the last state is in spare: these parts' units
         lo, hi = first * hp, last * hp
         states[:, :, :, lo:hi] = spare[:, :, :, lo:hi]
     if epoch <= 1:

@@ -48,8 +48,8 @@ AVX512 = _targets_avx512()
 # Used with AVX-512 only. Compiled for AVX2 (NUMBA_CPU_NAME=haswell on the same Zen 4 core) the
 # same kernel with 4 rows x 2 ymm vectors ran at 62 GFLOP/s at 16x512 against OpenBLAS's 65, and
 # at half OpenBLAS's speed for one row: there OpenBLAS's tuned kernels do the whole job.
-VECTOR_BYTES = 64                           # one zmm register: 16 float32 or 8 float64
-BLOCK_ROWS = 8                              # 8 rows x 2 vectors: 16 of the 32 zmm accumulate
+VECTOR_BYTES = 64  # one zmm register: 16 float32 or 8 float64
+BLOCK_ROWS = 8  # 8 rows x 2 vectors: 16 of the 32 zmm accumulate
 BLOCK_VECTORS = 2
 # A single row left over (and batch 1, the validation pass) goes over wider column blocks: enough
 # independent accumulators to hide the FMA latency, and longer runs of each row of w.
@@ -110,11 +110,15 @@ def _step_gemm_function(module, real, itemsize):
     loop: per k, 2 vector loads of the strip, one broadcast of A per row, 2 FMAs per row."""
     lanes = VECTOR_BYTES // itemsize
     pointer = real.as_pointer()
-    fnty = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, ir.IntType(64), ir.IntType(64),
-                                           ir.IntType(64), ir.IntType(1)])
+    fnty = ir.FunctionType(
+        ir.VoidType(), [pointer, pointer, pointer, ir.IntType(64), ir.IntType(64), ir.IntType(64), ir.IntType(1)]
+    )
     fn = cgutils.get_or_insert_function(
-        module, fnty, f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}"
-                      f"x{lanes}_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}_rows421")
+        module,
+        fnty,
+        f"charrnn_step_gemm_packed_f{itemsize * 8}_{BLOCK_ROWS}x{BLOCK_VECTORS}"
+        f"x{lanes}_{SINGLE_ROW_VECTORS}_pf{PREFETCH_BYTES}_rows421",
+    )
     if not fn.is_declaration:
         return fn
     fn.linkage = "internal"
@@ -134,20 +138,25 @@ class _StepGemmBody:
         self.i32 = i32 = ir.IntType(32)
         self.A, self.B, self.C, self.m, self.n, self.k, self.accumulate = fn.args
         self.builder = builder = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.fma = cgutils.get_or_insert_function(module, ir.FunctionType(vec, [vec, vec, vec]),
-                                                  f"llvm.fma.v{lanes}f{itemsize * 8}")
+        self.fma = cgutils.get_or_insert_function(
+            module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}f{itemsize * 8}"
+        )
         self.zero = ir.Constant(vec, None)
         self.undef = ir.Constant(vec, ir.Undefined)
         self.splat_mask = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
         # Accumulators live in allocas of the entry block, which LLVM promotes to registers.
-        self.slots = {(rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)]
-                                      for _ in range(rows)]
-                      for rows, width in {(BLOCK_ROWS, BLOCK_VECTORS)} | {
-                          (rows, narrow) for rows, vectors in LEFTOVER_BLOCKS
-                          for narrow in range(BLOCK_VECTORS, vectors + 1, BLOCK_VECTORS)}}
+        self.slots = {
+            (rows, width): [[cgutils.alloca_once(builder, vec) for _ in range(width)] for _ in range(rows)]
+            for rows, width in {(BLOCK_ROWS, BLOCK_VECTORS)}
+            | {
+                (rows, narrow)
+                for rows, vectors in LEFTOVER_BLOCKS
+                for narrow in range(BLOCK_VECTORS, vectors + 1, BLOCK_VECTORS)
+            }
+        }
         self.prefetch = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-            "llvm.prefetch.p0i8")
+            module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8"
+        )
         self.strip_width = BLOCK_VECTORS * lanes
         self.strip_size = builder.mul(self.k, self.const(self.strip_width))
 
@@ -162,12 +171,23 @@ class _StepGemmBody:
         builder, const, lanes, strip_width = self.builder, self.const, self.lanes, self.strip_width
         acc = self.slots[(rows, width)]
         strip0 = builder.udiv(j0, const(strip_width))
-        b_bases = [builder.add(builder.mul(builder.add(strip0, const(v * lanes // strip_width)),
-                                           self.strip_size), const(v * lanes % strip_width))
-                   for v in range(width)]
-        c_ptrs = [[self.vector_at(self.C, builder.add(builder.mul(builder.add(i0, const(r)), self.n),
-                                                      builder.add(j0, const(v * lanes))))
-                   for v in range(width)] for r in range(rows)]
+        b_bases = [
+            builder.add(
+                builder.mul(builder.add(strip0, const(v * lanes // strip_width)), self.strip_size),
+                const(v * lanes % strip_width),
+            )
+            for v in range(width)
+        ]
+        c_ptrs = [
+            [
+                self.vector_at(
+                    self.C,
+                    builder.add(builder.mul(builder.add(i0, const(r)), self.n), builder.add(j0, const(v * lanes))),
+                )
+                for v in range(width)
+            ]
+            for r in range(rows)
+        ]
         self._load_accumulators(acc, c_ptrs)
         with cgutils.for_range(builder, self.k) as loop:
             self._k_step(loop.index, i0, rows, width, acc, b_bases)
@@ -188,24 +208,23 @@ class _StepGemmBody:
         then per row A's element broadcast and multiplied-added into the row's accumulators."""
         builder, const, itemsize, i32 = self.builder, self.const, self.itemsize, self.i32
         b_row = builder.mul(kk, const(self.strip_width))
-        b_vecs = [builder.load(self.vector_at(self.B, builder.add(b_bases[v], b_row)), align=itemsize)
-                  for v in range(width)]
+        b_vecs = [
+            builder.load(self.vector_at(self.B, builder.add(b_bases[v], b_row)), align=itemsize) for v in range(width)
+        ]
         if width == BLOCK_VECTORS:
             for v in range(width):
-                ahead = builder.add(builder.add(b_bases[v], b_row),
-                                    const(PREFETCH_BYTES // itemsize))
+                ahead = builder.add(builder.add(b_bases[v], b_row), const(PREFETCH_BYTES // itemsize))
                 address = builder.bitcast(builder.gep(self.B, [ahead]), ir.IntType(8).as_pointer())
-                builder.call(self.prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3),
-                                             ir.Constant(i32, 1)])
+                builder.call(self.prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         for r in range(rows):
-            a_value = builder.load(builder.gep(self.A, [builder.add(
-                builder.mul(builder.add(i0, const(r)), self.k), kk)]))
+            a_value = builder.load(
+                builder.gep(self.A, [builder.add(builder.mul(builder.add(i0, const(r)), self.k), kk)])
+            )
             a_vec = builder.shuffle_vector(
-                builder.insert_element(self.undef, a_value, ir.Constant(i32, 0)), self.undef,
-                self.splat_mask)
+                builder.insert_element(self.undef, a_value, ir.Constant(i32, 0)), self.undef, self.splat_mask
+            )
             for v in range(width):
-                builder.store(builder.call(self.fma, [a_vec, b_vecs[v], builder.load(acc[r][v])]),
-                              acc[r][v])
+                builder.store(builder.call(self.fma, [a_vec, b_vecs[v], builder.load(acc[r][v])]), acc[r][v])
 
     def row_block(self, i0, rows, vectors):
         """`rows` rows from i0 over blocks of `vectors` vectors of columns, then the columns left
@@ -226,8 +245,10 @@ class _StepGemmBody:
         # Full blocks of rows: column strips outside, row blocks inside (the strip stays in L2).
         full_rows = builder.sub(m, builder.urem(m, const(BLOCK_ROWS)))
         strip = const(BLOCK_VECTORS * self.lanes)
-        with cgutils.for_range_slice(builder, const(0), self.n, strip) as (j0, _), \
-                cgutils.for_range_slice(builder, const(0), full_rows, const(BLOCK_ROWS)) as (i0, _):
+        with (
+            cgutils.for_range_slice(builder, const(0), self.n, strip) as (j0, _),
+            cgutils.for_range_slice(builder, const(0), full_rows, const(BLOCK_ROWS)) as (i0, _),
+        ):
             self.tile(i0, j0, BLOCK_ROWS, BLOCK_VECTORS)
         # Rows left over (fewer than 8: a few streams of the sampler, or batch 1) in blocks of 4,
         # then 2, then 1 row: each block reads w once, over column blocks wide enough for 16 (or 8)
@@ -256,8 +277,7 @@ def _step_gemm(typingctx, a, b, c, accumulate):
     def codegen(context, builder, sig, args):
         real = context.get_value_type(dtype)
         fn = _step_gemm_function(builder.module, real, context.get_abi_sizeof(real))
-        arrays = [context.make_array(t)(context, builder, v)
-                  for t, v in zip(sig.args[:3], args[:3], strict=True)]
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3], strict=True)]
         m = builder.extract_value(arrays[0].shape, 0)
         k = builder.extract_value(arrays[0].shape, 1)
         n = builder.extract_value(arrays[2].shape, 1)

@@ -21,13 +21,13 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-COUNTER_STRIDE = 16                 # int64s: 128 bytes between two threads' counters
+COUNTER_STRIDE = 16  # int64s: 128 bytes between two threads' counters
 # Waits are timed with the CPU's cycle counter (x86's time stamp counter, which runs at a fixed
 # rate of a few GHz). A thread spins for about 50 us, then yields the core between checks. (A
 # `pause` takes 10 ns on the Xeon of BENCHMARKS.md and up to 140 cycles elsewhere, so a count of
 # pauses is no clock.)
 CYCLES_BEFORE_YIELD = 150_000
-SPINS_BEFORE_YIELD = 100_000        # where the counter reads 0 (no cycle counter): yield anyway
+SPINS_BEFORE_YIELD = 100_000  # where the counter reads 0 (no cycle counter): yield anyway
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 _sched_yield = types.ExternalFunction("sched_yield", types.intc())
@@ -66,11 +66,12 @@ def store_release(typingctx, array, index, value):
 @intrinsic
 def cpu_relax(typingctx):
     """The spin-wait hint (x86 `pause`): lets the other hyperthread run and saves power."""
+
     def codegen(context, builder, sig, args):
         if _X86:
-            pause = cgutils.get_or_insert_function(builder.module,
-                                                   ir.FunctionType(ir.VoidType(), []),
-                                                   "llvm.x86.sse2.pause")
+            pause = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
             builder.call(pause, [])
         return context.get_dummy_value()
 
@@ -80,10 +81,11 @@ def cpu_relax(typingctx):
 @intrinsic
 def cycle_counter(typingctx):
     """The CPU's cycle counter (llvm.readcyclecounter: rdtsc on x86; 0 where there is none)."""
+
     def codegen(context, builder, sig, args):
-        read = cgutils.get_or_insert_function(builder.module,
-                                              ir.FunctionType(ir.IntType(64), []),
-                                              "llvm.readcyclecounter")
+        read = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(64), []), "llvm.readcyclecounter"
+        )
         return builder.call(read, [])
 
     return types.int64(), codegen

@@ -29,16 +29,15 @@ class ChunkThreads:
         self.n_threads, self.n_chunks = n_threads, n_chunks
         self._cond = threading.Condition()
         self._task = None
-        self._generation = 0                     # calls handed out so far
-        self._completed = [0] * n_threads        # per worker: the last generation it finished
+        self._generation = 0  # calls handed out so far
+        self._completed = [0] * n_threads  # per worker: the last generation it finished
         self._next_chunk = 0
         self._claim = threading.Lock()
         self._results = [0.0] * n_chunks
         self._errors: list[BaseException] = []
         self._closed = False
         for w in range(1, n_threads):
-            threading.Thread(target=self._serve, args=(w,), name=f"charrnn-kernels-{w}",
-                             daemon=True).start()
+            threading.Thread(target=self._serve, args=(w,), name=f"charrnn-kernels-{w}", daemon=True).start()
 
     def _work(self, task):
         while True:
@@ -87,11 +86,11 @@ class ChunkThreads:
 
     def run(self, task) -> float:
         """The sum of task(w) over the chunks, added in chunk order."""
-        self._wait_all_done()                    # a call interrupted before it could wait
+        self._wait_all_done()  # a call interrupted before it could wait
         self._errors.clear()
         self._next_chunk = 0
         with self._cond:
-            self._task = task                    # before the generation, which starts workers
+            self._task = task  # before the generation, which starts workers
             self._generation += 1
             self._cond.notify_all()
         try:
@@ -125,7 +124,7 @@ class TeamThreads(ChunkThreads):
     (charrnn.kernels.sync), where a thread that took two tasks would wait for itself forever."""
 
     def __init__(self, n_threads: int):
-        self._me = threading.local()             # before the workers start
+        self._me = threading.local()  # before the workers start
         super().__init__(n_threads, n_threads)
 
     def _serve(self, w):

@@ -44,10 +44,11 @@ __all__ = ["Kernels", "BLAS_BACKEND"]
 # Small helpers.
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(inline="always")
 def _window(buf, n, rows, width):
     """The first n * rows * width entries of a flat buffer as (n, rows, width)."""
-    return buf[:n * rows * width].reshape((n, rows, width))
+    return buf[: n * rows * width].reshape((n, rows, width))
 
 
 @njit(cache=True, nogil=True)
@@ -66,8 +67,7 @@ def _input_product(x, U, b, out):
     n, gh = out.shape
     for i in range(n):
         out[i] = b
-    gemm(NO_TRANS, NO_TRANS, n, gh, x.shape[1], out.dtype.type(1.0), x, x.shape[1], U, gh,
-         out.dtype.type(1.0), out, gh)
+    gemm(NO_TRANS, NO_TRANS, n, gh, x.shape[1], out.dtype.type(1.0), x, x.shape[1], U, gh, out.dtype.type(1.0), out, gh)
 
 
 @njit(cache=True, nogil=True)
@@ -92,6 +92,7 @@ def _sum_into(target, others):
 # ---------------------------------------------------------------------------------------------
 # Output layer: softmax cross-entropy.
 # ---------------------------------------------------------------------------------------------
+
 
 @njit(cache=True, **FAST)
 def _exp_row(row):
@@ -130,8 +131,7 @@ def _softmax_xent(logits, targets, b0, chunk_batch, row0, scale, grad):
 
 
 @njit(cache=True, nogil=True)
-def _output_layer(x, V, b_y, targets, b0, chunk, logits_buf, rows_per_block, scale, grad, dV,
-                  db_y, dx):
+def _output_layer(x, V, b_y, targets, b0, chunk, logits_buf, rows_per_block, scale, grad, dV, db_y, dx):
     """Summed cross-entropy of softmax(x V + b_y), x (T * chunk, H) with row t * chunk + i for
     batch row b0 + i at step t, in blocks of rows. If `grad`: dV, db_y (overwritten) and dx
     (T * chunk, H) = dL/dx for the loss times `scale`."""
@@ -144,18 +144,15 @@ def _output_layer(x, V, b_y, targets, b0, chunk, logits_buf, rows_per_block, sca
     total = 0.0
     for r0 in range(0, n_rows, rows_per_block):
         r1 = min(n_rows, r0 + rows_per_block)
-        logits = logits_buf[:(r1 - r0) * vocab].reshape((r1 - r0, vocab))
+        logits = logits_buf[: (r1 - r0) * vocab].reshape((r1 - r0, vocab))
         for i in range(r1 - r0):
             logits[i] = b_y
-        gemm(NO_TRANS, NO_TRANS, r1 - r0, vocab, hidden, one, x[r0:], hidden, V, vocab, one,
-             logits, vocab)
+        gemm(NO_TRANS, NO_TRANS, r1 - r0, vocab, hidden, one, x[r0:], hidden, V, vocab, one, logits, vocab)
         total += _softmax_xent(logits, targets, b0, chunk, r0, scale, grad)
         if grad:
-            gemm(TRANS, NO_TRANS, hidden, vocab, r1 - r0, one, x[r0:], hidden, logits, vocab,
-                 one, dV, vocab)
+            gemm(TRANS, NO_TRANS, hidden, vocab, r1 - r0, one, x[r0:], hidden, logits, vocab, one, dV, vocab)
             _add_column_sums(logits, db_y)
-            gemm(NO_TRANS, TRANS, r1 - r0, hidden, vocab, one, logits, vocab, V, vocab, zero,
-                 dx[r0:], hidden)
+            gemm(NO_TRANS, TRANS, r1 - r0, hidden, vocab, one, logits, vocab, V, vocab, zero, dx[r0:], hidden)
     return total
 
 
@@ -164,6 +161,7 @@ def _output_layer(x, V, b_y, targets, b0, chunk, logits_buf, rows_per_block, sca
 # Buffers are flat per layer ((layers, size) arrays, sized for the widest chunk and the longest
 # window) and viewed as (T, rows, width) here; a width is 0 where the cell does not need the buffer.
 # ---------------------------------------------------------------------------------------------
+
 
 @njit(cache=True, nogil=True)
 def _layer_forward(cell, layer, U, W, b, b_hn, inputs, b0, hs, cs, gates, ahn, ah):
@@ -195,8 +193,28 @@ def _layer_forward(cell, layer, U, W, b, b_hn, inputs, b0, hs, cs, gates, ahn, a
 
 
 @njit(cache=True, nogil=True)
-def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last, hs_buf,
-             cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale):
+def _forward(
+    flat,
+    W_op,
+    cell,
+    layers,
+    vocab,
+    hidden,
+    inputs,
+    b0,
+    b1,
+    state0,
+    state_last,
+    hs_buf,
+    cs_buf,
+    gates_buf,
+    ahn_buf,
+    ah_buf,
+    drop_buf,
+    key,
+    limit,
+    keep_scale,
+):
     """All layers forward for batch rows b0:b1, W_op[l] layer l's W as step operand; writes
     state_last[b0:b1] (after reading state0[b0:b1, l] for layer l: they may be the same array).
     With dropout (drop_buf of width H), drop_buf[l] holds layer l's output after dropout. Returns
@@ -208,8 +226,8 @@ def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, st
     g_width = gh if cell != RNN else 0
     n_width = hidden if cell == GRU else 0
     dropping = drop_buf.shape[1] > 0
-    ah = ah_buf[:rows * n_width * 3].reshape((rows, n_width * 3))
-    x = hs_buf[0, :T * rows * hidden].reshape((T * rows, hidden))
+    ah = ah_buf[: rows * n_width * 3].reshape((rows, n_width * 3))
+    x = hs_buf[0, : T * rows * hidden].reshape((T * rows, hidden))
     for layer in range(layers):
         U, W, b, b_hn = layer_views(flat, cell, vocab, hidden, layer)
         hs = _window(hs_buf[layer], T + 1, rows, hidden)
@@ -219,11 +237,11 @@ def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, st
         hs[0] = state0[b0:b1, layer, 0]
         if cell == LSTM:
             cs[0] = state0[b0:b1, layer, 1]
-        if layer > 0:                           # x: the layer below's output, (T * rows, H)
+        if layer > 0:  # x: the layer below's output, (T * rows, H)
             if cell == RNN:
-                pre = hs_buf[layer, rows * hidden:(T + 1) * rows * hidden].reshape((T * rows, gh))
+                pre = hs_buf[layer, rows * hidden : (T + 1) * rows * hidden].reshape((T * rows, gh))
             else:
-                pre = gates_buf[layer, :T * rows * gh].reshape((T * rows, gh))
+                pre = gates_buf[layer, : T * rows * gh].reshape((T * rows, gh))
             _input_product(x, U, b, pre)
         _layer_forward(cell, layer, U, W_op[layer], b, b_hn, inputs, b0, hs, cs, gates, ahn, ah)
         state_last[b0:b1, layer, 0] = hs[T]
@@ -232,25 +250,64 @@ def _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, st
         if dropping:
             dropped = _window(drop_buf[layer], T, rows, hidden)
             apply_mask(hs[1:], dropped, key, layer, b0, limit, keep_scale)
-            x = drop_buf[layer, :T * rows * hidden].reshape((T * rows, hidden))
+            x = drop_buf[layer, : T * rows * hidden].reshape((T * rows, hidden))
         else:
-            x = hs_buf[layer, rows * hidden:(T + 1) * rows * hidden].reshape((T * rows, hidden))
+            x = hs_buf[layer, rows * hidden : (T + 1) * rows * hidden].reshape((T * rows, hidden))
     return x
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss(flat, W_op, cell, layers, vocab, hidden, inputs, targets, b0, b1, state0,
-                state_last, hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, logits_buf,
-                rows_per_block):
+def _chunk_loss(
+    flat,
+    W_op,
+    cell,
+    layers,
+    vocab,
+    hidden,
+    inputs,
+    targets,
+    b0,
+    b1,
+    state0,
+    state_last,
+    hs_buf,
+    cs_buf,
+    gates_buf,
+    ahn_buf,
+    ah_buf,
+    drop_buf,
+    logits_buf,
+    rows_per_block,
+):
     """Summed cross-entropy of batch rows b0:b1 over the window (no dropout: drop_buf has width
     0); writes state_last[b0:b1]."""
     rows = b1 - b0
     V, b_y = output_views(flat, vocab, hidden)
-    x = _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last,
-                 hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, np.uint64(0), np.uint64(0),
-                 flat.dtype.type(1.0))
-    return _output_layer(x, V, b_y, targets, b0, rows, logits_buf, rows_per_block,
-                         flat.dtype.type(1.0), False, V, b_y, x)
+    x = _forward(
+        flat,
+        W_op,
+        cell,
+        layers,
+        vocab,
+        hidden,
+        inputs,
+        b0,
+        b1,
+        state0,
+        state_last,
+        hs_buf,
+        cs_buf,
+        gates_buf,
+        ahn_buf,
+        ah_buf,
+        drop_buf,
+        np.uint64(0),
+        np.uint64(0),
+        flat.dtype.type(1.0),
+    )
+    return _output_layer(
+        x, V, b_y, targets, b0, rows, logits_buf, rows_per_block, flat.dtype.type(1.0), False, V, b_y, x
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -266,13 +323,13 @@ def _layer_backward(cell, W_T, dh_up, hs, cs, gates, ahn, da, dxn, dh_next, dc_n
     for t in range(T - 1, -1, -1):
         if cell == RNN:
             rnn_backward(dh_up[t], dh_next, hs[t + 1], da[t])
-            step_product(da[t], W_T, dh_next, False)          # dh_{t-1} = da_t W^T
+            step_product(da[t], W_T, dh_next, False)  # dh_{t-1} = da_t W^T
         elif cell == LSTM:
             lstm_backward(dh_up[t], dh_next, dc_next, gates[t], cs[t], cs[t + 1], da[t])
             step_product(da[t], W_T, dh_next, False)
         else:
             gru_backward(dh_up[t], dh_next, gates[t], ahn[t], hs[t], da[t], dxn[t])
-            step_product(da[t], W_T, dh_next, True)           # dh_{t-1} = dh_t z + dah_t W^T
+            step_product(da[t], W_T, dh_next, True)  # dh_{t-1} = dh_t z + dah_t W^T
 
 
 @njit(cache=True, nogil=True)
@@ -314,18 +371,46 @@ def _input_grads(x, U, dU, db, da_rows, dxn_rows, split, dx):
     gemm(NO_TRANS, TRANS, n, hidden, split, one, da_rows, gh, U, gh, zero, dx, hidden)
     if split < gh:
         rest = gh - split
-        gemm(TRANS, NO_TRANS, hidden, rest, n, one, x, hidden, dxn_rows, rest, zero,
-             dU[:, split:], gh)
+        gemm(TRANS, NO_TRANS, hidden, rest, n, one, x, hidden, dxn_rows, rest, zero, dU[:, split:], gh)
         _add_column_sums(dxn_rows, db[split:])
-        gemm(NO_TRANS, TRANS, n, hidden, rest, one, dxn_rows, rest, U[:, split:], gh, one, dx,
-             hidden)
+        gemm(NO_TRANS, TRANS, n, hidden, rest, one, dxn_rows, rest, U[:, split:], gh, one, dx, hidden)
 
 
 @njit(cache=True, nogil=True)
-def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden, inputs,
-                         targets, b0, b1, state0, state_last, dstate0, hs_buf, cs_buf, gates_buf,
-                         ahn_buf, ah_buf, drop_buf, dh_buf, da_buf, dxn_buf, dh_next, dc_next,
-                         logits_buf, rows_per_block, scale, key, limit, keep_scale):
+def _chunk_loss_and_grad(
+    flat,
+    W_op,
+    W_T,
+    grad_flat,
+    cell,
+    layers,
+    vocab,
+    hidden,
+    inputs,
+    targets,
+    b0,
+    b1,
+    state0,
+    state_last,
+    dstate0,
+    hs_buf,
+    cs_buf,
+    gates_buf,
+    ahn_buf,
+    ah_buf,
+    drop_buf,
+    dh_buf,
+    da_buf,
+    dxn_buf,
+    dh_next,
+    dc_next,
+    logits_buf,
+    rows_per_block,
+    scale,
+    key,
+    limit,
+    keep_scale,
+):
     """Summed cross-entropy of batch rows b0:b1 over the window, and into `grad_flat` the gradient
     of (that sum * scale) for this chunk alone; writes state_last[b0:b1] and dstate0[b0:b1].
     W_op[l] and W_T[l] are layer l's W and W^T as step operands (see stepgemm): packed, or plain
@@ -342,20 +427,39 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
     V, b_y = output_views(flat, vocab, hidden)
     dV, db_y = output_views(grad_flat, vocab, hidden)
 
-    x = _forward(flat, W_op, cell, layers, vocab, hidden, inputs, b0, b1, state0, state_last,
-                 hs_buf, cs_buf, gates_buf, ahn_buf, ah_buf, drop_buf, key, limit, keep_scale)
-    dx = dh_buf[:n * hidden].reshape((n, hidden))
-    total = _output_layer(x, V, b_y, targets, b0, rows, logits_buf, rows_per_block, scale, True,
-                          dV, db_y, dx)
+    x = _forward(
+        flat,
+        W_op,
+        cell,
+        layers,
+        vocab,
+        hidden,
+        inputs,
+        b0,
+        b1,
+        state0,
+        state_last,
+        hs_buf,
+        cs_buf,
+        gates_buf,
+        ahn_buf,
+        ah_buf,
+        drop_buf,
+        key,
+        limit,
+        keep_scale,
+    )
+    dx = dh_buf[: n * hidden].reshape((n, hidden))
+    total = _output_layer(x, V, b_y, targets, b0, rows, logits_buf, rows_per_block, scale, True, dV, db_y, dx)
     dh_up = _window(dh_buf, T, rows, hidden)
     if dropping:
         apply_mask_in_place(dh_up, key, layers - 1, b0, limit, keep_scale)
 
     da = _window(da_buf, T, rows, gh)
     dxn = _window(dxn_buf, T, rows, n_width)
-    da_rows = da_buf[:n * gh].reshape((n, gh))
-    dxn_rows = dxn_buf[:n * n_width].reshape((n, n_width))
-    split = gh - n_width                        # gru: a_x's n block is in dxn
+    da_rows = da_buf[: n * gh].reshape((n, gh))
+    dxn_rows = dxn_buf[: n * n_width].reshape((n, n_width))
+    split = gh - n_width  # gru: a_x's n block is in dxn
     dh_rows = dh_next[:rows]
     dc_rows = dc_next[:rows]
     for layer in range(layers - 1, -1, -1):
@@ -371,7 +475,7 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
             dstate0[b0:b1, layer, 1] = dc_rows
 
         # dW = sum_t h_{t-1}^T da(t) as one product; b_hn's gradient is the sum of gru's da[n].
-        h_prev = hs_buf[layer, :n * hidden].reshape((n, hidden))     # h_0 .. h_{T-1}
+        h_prev = hs_buf[layer, : n * hidden].reshape((n, hidden))  # h_0 .. h_{T-1}
         gemm(TRANS, NO_TRANS, hidden, gh, n, one, h_prev, hidden, da_rows, gh, zero, dW, gh)
         if cell == GRU:
             db_hn[:] = zero
@@ -382,9 +486,9 @@ def _chunk_loss_and_grad(flat, W_op, W_T, grad_flat, cell, layers, vocab, hidden
             # This layer's input is the one below's output (after dropout): dU, db, and dL/dx,
             # which becomes dh_up of the layer below.
             if dropping:
-                x = drop_buf[layer - 1, :n * hidden].reshape((n, hidden))
+                x = drop_buf[layer - 1, : n * hidden].reshape((n, hidden))
             else:
-                x = hs_buf[layer - 1, rows * hidden:(T + 1) * rows * hidden].reshape((n, hidden))
+                x = hs_buf[layer - 1, rows * hidden : (T + 1) * rows * hidden].reshape((n, hidden))
             _input_grads(x, U, dU, db, da_rows, dxn_rows, split, dx)
             if dropping:
                 apply_mask_in_place(dh_up, key, layer - 1, b0, limit, keep_scale)
@@ -430,8 +534,15 @@ class Kernels:
     one BLAS thread (the compiled kernels release the GIL). One call at a time per instance; the
     worker threads do not survive a fork."""
 
-    def __init__(self, spec: ModelSpec, batch_size: int, seq_length: int, dtype=np.float32,
-                 threads: int = 1, dropout: float = 0.0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch_size: int,
+        seq_length: int,
+        dtype=np.float32,
+        threads: int = 1,
+        dropout: float = 0.0,
+    ):
         if not isinstance(spec, ModelSpec):
             raise ValueError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         self.spec = spec
@@ -441,8 +552,7 @@ class Kernels:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) \
-                or not 0.0 <= dropout < 1.0:
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
 
@@ -459,16 +569,16 @@ class Kernels:
             return np.zeros((n_chunks,) + shape, self.dtype)
 
         # Per chunk, flat per layer (viewed as (T, rows, width) by the kernels):
-        self._hs = per_chunk(L, (S + 1) * widest * H)                            # h_0 .. h_T
-        self._cs = per_chunk(L, (S + 1) * widest * H if cell == "lstm" else 0)   # c_0 .. c_T
-        self._gates = per_chunk(L, rows * GH if cell != "rnn" else 0)            # gate values
-        self._ahn = per_chunk(L, rows * H if cell == "gru" else 0)               # a_h[n] + b_hn
-        self._ah = per_chunk(widest * GH if cell == "gru" else 0)                # h_{t-1} W
-        self._drop = per_chunk(L, rows * H if self.dropout > 0 else 0)           # outputs dropped
+        self._hs = per_chunk(L, (S + 1) * widest * H)  # h_0 .. h_T
+        self._cs = per_chunk(L, (S + 1) * widest * H if cell == "lstm" else 0)  # c_0 .. c_T
+        self._gates = per_chunk(L, rows * GH if cell != "rnn" else 0)  # gate values
+        self._ahn = per_chunk(L, rows * H if cell == "gru" else 0)  # a_h[n] + b_hn
+        self._ah = per_chunk(widest * GH if cell == "gru" else 0)  # h_{t-1} W
+        self._drop = per_chunk(L, rows * H if self.dropout > 0 else 0)  # outputs dropped
         self._no_drop = per_chunk(L, 0)
-        self._dh = per_chunk(rows * H)                                           # dL/dh from above
-        self._da = per_chunk(rows * GH)                               # dL/d(pre-act.; gru: a_h)
-        self._dxn = per_chunk(rows * H if cell == "gru" else 0)                  # gru: dL/d(a_x[n])
+        self._dh = per_chunk(rows * H)  # dL/dh from above
+        self._da = per_chunk(rows * GH)  # dL/d(pre-act.; gru: a_h)
+        self._dxn = per_chunk(rows * H if cell == "gru" else 0)  # gru: dL/d(a_x[n])
         self._dh_next = per_chunk(widest, H)
         self._dc_next = per_chunk(widest, H)
         self._logits = per_chunk(self.rows_per_block * V)
@@ -496,19 +606,21 @@ class Kernels:
         if not isinstance(params, Params):
             raise ValueError(f"{what} must be a Params, got {type(params).__name__}")
         if params.spec != self.spec:
-            raise ValueError(f"{what} is a {params.spec.describe()} model (vocab "
-                             f"{params.spec.vocab_size}); kernels are for a {self.spec.describe()}"
-                             f" model (vocab {self.spec.vocab_size})")
+            raise ValueError(
+                f"{what} is a {params.spec.describe()} model (vocab "
+                f"{params.spec.vocab_size}); kernels are for a {self.spec.describe()}"
+                f" model (vocab {self.spec.vocab_size})"
+            )
         if params.dtype != self.dtype:
             raise ValueError(f"{what} is {params.dtype}; kernels are {self.dtype}")
 
     def _check_ids(self, ids, what: str) -> np.ndarray:
         if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu":
             raise ValueError(f"{what} must be an integer numpy array")
-        if (ids.ndim != 2 or ids.shape[0] != self.batch_size
-                or not 1 <= ids.shape[1] <= self.seq_length):
-            raise ValueError(f"{what} has shape {ids.shape}; expected ({self.batch_size}, T) with "
-                             f"1 <= T <= {self.seq_length}")
+        if ids.ndim != 2 or ids.shape[0] != self.batch_size or not 1 <= ids.shape[1] <= self.seq_length:
+            raise ValueError(
+                f"{what} has shape {ids.shape}; expected ({self.batch_size}, T) with 1 <= T <= {self.seq_length}"
+            )
         if ids.min() < 0 or ids.max() >= self.spec.vocab_size:
             raise ValueError(f"{what} holds ids outside 0..{self.spec.vocab_size - 1}")
         return np.ascontiguousarray(ids, dtype=np.int32)
@@ -543,8 +655,9 @@ class Kernels:
 
     # -- kernels ------------------------------------------------------------------------------
 
-    def loss_and_grad(self, params: Params, inputs, targets, state0, grads: Params, seed: int = 0,
-                      step: int = 0) -> float:
+    def loss_and_grad(
+        self, params: Params, inputs, targets, state0, grads: Params, seed: int = 0, step: int = 0
+    ) -> float:
         """Mean cross-entropy (nats per character) over the window, with dropout if the kernels
         have it (masks from `seed` and the global `step`); overwrites `grads` with its gradient
         and sets `state_last` and `dstate0`."""
@@ -565,12 +678,39 @@ class Kernels:
         def run_chunk(w):
             target = grads.flat if w == 0 else self._private_grads[w - 1]
             return _chunk_loss_and_grad(
-                params.flat, self._W_op, self._W_T, target, spec.cell_code, spec.layers,
-                spec.vocab_size, spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1], state0,
-                self.state_last, self.dstate0, self._hs[w], self._cs[w], self._gates[w],
-                self._ahn[w], self._ah[w], drop[w], self._dh[w], self._da[w], self._dxn[w],
-                self._dh_next[w], self._dc_next[w], self._logits[w], self.rows_per_block, scale,
-                key, self._limit, self._keep_scale)
+                params.flat,
+                self._W_op,
+                self._W_T,
+                target,
+                spec.cell_code,
+                spec.layers,
+                spec.vocab_size,
+                spec.hidden,
+                inputs,
+                targets,
+                self.bounds[w],
+                self.bounds[w + 1],
+                state0,
+                self.state_last,
+                self.dstate0,
+                self._hs[w],
+                self._cs[w],
+                self._gates[w],
+                self._ahn[w],
+                self._ah[w],
+                drop[w],
+                self._dh[w],
+                self._da[w],
+                self._dxn[w],
+                self._dh_next[w],
+                self._dc_next[w],
+                self._logits[w],
+                self.rows_per_block,
+                scale,
+                key,
+                self._limit,
+                self._keep_scale,
+            )
 
         total = self._run_chunks(run_chunk)
         if self.n_chunks > 1:
@@ -585,11 +725,28 @@ class Kernels:
         self._pack(params, transposed=False)
 
         def run_chunk(w):
-            return _chunk_loss(params.flat, self._W_op, spec.cell_code, spec.layers,
-                               spec.vocab_size, spec.hidden, inputs, targets, self.bounds[w], self.bounds[w + 1],
-                               state0, self.state_last, self._hs[w], self._cs[w], self._gates[w],
-                               self._ahn[w], self._ah[w], self._no_drop[w], self._logits[w],
-                               self.rows_per_block)
+            return _chunk_loss(
+                params.flat,
+                self._W_op,
+                spec.cell_code,
+                spec.layers,
+                spec.vocab_size,
+                spec.hidden,
+                inputs,
+                targets,
+                self.bounds[w],
+                self.bounds[w + 1],
+                state0,
+                self.state_last,
+                self._hs[w],
+                self._cs[w],
+                self._gates[w],
+                self._ahn[w],
+                self._ah[w],
+                self._no_drop[w],
+                self._logits[w],
+                self.rows_per_block,
+            )
 
         return self._run_chunks(run_chunk) / inputs.size
 
@@ -602,8 +759,8 @@ class Kernels:
         if not 0 <= layer < self.spec.layers or not 1 <= T <= self.seq_length:
             raise ValueError(f"layer {layer} or T {T} out of range")
         rows, H = self.batch_size, self.spec.hidden
-        h = self._hs[0, layer, rows * H:(T + 1) * rows * H].reshape((T, rows, H))
+        h = self._hs[0, layer, rows * H : (T + 1) * rows * H].reshape((T, rows, H))
         c = None
         if self.spec.cell == "lstm":
-            c = self._cs[0, layer, rows * H:(T + 1) * rows * H].reshape((T, rows, H))
+            c = self._cs[0, layer, rows * H : (T + 1) * rows * H].reshape((T, rows, H))
         return h, c

@@ -41,7 +41,7 @@ MODEL_FILE = "model.npz"
 META_FILE = "meta.json"
 STATE_FILE = "training_state.npz"
 METRICS_FILE = "metrics.jsonl"
-PAIR_JOURNAL = ".model-pair.json"    # present only while a save renames model.npz and meta.json
+PAIR_JOURNAL = ".model-pair.json"  # present only while a save renames model.npz and meta.json
 
 
 def finish_interrupted_save(directory: str | Path) -> None:
@@ -61,7 +61,7 @@ def remove_stale_temporaries(directory: str | Path) -> None:
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)   # numbers only: nothing a reader would unpickle
+    np.savez(buffer, allow_pickle=False, **arrays)  # numbers only: nothing a reader would unpickle
     return buffer.getvalue()
 
 
@@ -99,8 +99,9 @@ def _expected_spec(directory: Path, meta: dict, vocab: Vocab, headers: dict) -> 
     else:
         spec = model_spec(meta, directory / META_FILE)
         if spec.vocab_size != len(vocab):
-            raise ModelFormatError(f"{directory / META_FILE}: vocab_size {spec.vocab_size} but "
-                                   f"its vocabulary has {len(vocab)} characters")
+            raise ModelFormatError(
+                f"{directory / META_FILE}: vocab_size {spec.vocab_size} but its vocabulary has {len(vocab)} characters"
+            )
         shapes = spec.array_shapes()
     check_arrays(path, headers, shapes, spec.describe())
     return spec
@@ -127,12 +128,20 @@ def save_model(directory: str | Path, params: Params, vocab: Vocab, meta: JSONOb
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in params.arrays().items()}
-    full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
-                 **params.spec.to_meta(), **meta, "vocab": list(vocab.chars)}
+    full_meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "charrnn_version": __version__,
+        **params.spec.to_meta(),
+        **meta,
+        "vocab": list(vocab.chars),
+    }
     # Both written before either is renamed into place: a full disk never pairs a new model.npz
     # with the old meta.json.
-    atomic_write_all([(directory / MODEL_FILE, _npz_bytes(arrays)),
-                      (directory / META_FILE, _json_bytes(full_meta))], journal=directory / PAIR_JOURNAL)
+    atomic_write_all(
+        [(directory / MODEL_FILE, _npz_bytes(arrays)), (directory / META_FILE, _json_bytes(full_meta))],
+        journal=directory / PAIR_JOURNAL,
+    )
 
 
 def write_meta(directory: str | Path, meta: JSONObject) -> None:
@@ -158,9 +167,11 @@ def read_meta(directory: str | Path) -> JSONObject:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFormatError(f"{path}: not a charrnn model")
     if meta.get("format_version") not in READABLE_VERSIONS:
-        raise ModelFormatError(f"{path}: format version {meta.get('format_version')} is not supported "
-                               f"by charrnn {__version__} (it reads versions "
-                               f"{', '.join(map(str, READABLE_VERSIONS))})")
+        raise ModelFormatError(
+            f"{path}: format version {meta.get('format_version')} is not supported "
+            f"by charrnn {__version__} (it reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
     return meta
 
 
@@ -188,11 +199,11 @@ def load_model(directory: str | Path) -> Model:
     except ValueError as error:
         raise ModelFormatError(f"{directory / MODEL_FILE}: {error}") from None
     except MemoryError:
-        raise ModelFormatError(f"{directory / MODEL_FILE}: too large to load in this machine's "
-                               f"memory") from None
+        raise ModelFormatError(f"{directory / MODEL_FILE}: too large to load in this machine's memory") from None
     if params.vocab_size != len(vocab):
-        raise ModelFormatError(f"{directory}: model.npz has {params.vocab_size} characters but "
-                               f"meta.json's vocabulary has {len(vocab)}")
+        raise ModelFormatError(
+            f"{directory}: model.npz has {params.vocab_size} characters but meta.json's vocabulary has {len(vocab)}"
+        )
     if not np.isfinite(params.flat).all():
         raise ModelFormatError(f"{directory / MODEL_FILE}: weights are not finite")
     return Model(vocab, params, meta)
@@ -221,8 +232,15 @@ def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], J
 
 # What the training record holds, and the type of each entry (None: any JSON value).
 _RECORD: dict[str, type | tuple[type, ...]] = {
-    "step": int, "elapsed": (int, float), "optimizer_steps": int, "rng_state": dict,
-    "config": dict, "corpus": dict, "vocab": list, "budget": dict}
+    "step": int,
+    "elapsed": (int, float),
+    "optimizer_steps": int,
+    "rng_state": dict,
+    "config": dict,
+    "corpus": dict,
+    "vocab": list,
+    "budget": dict,
+}
 
 
 def _check_training_state(path: Path, arrays: dict[str, np.ndarray], info: object) -> None:
@@ -234,8 +252,7 @@ def _check_training_state(path: Path, arrays: dict[str, np.ndarray], info: objec
         if key not in info:
             raise ModelFormatError(f"{path}: corrupt training record (no {key!r})")
         if isinstance(info[key], bool) or not isinstance(info[key], kind):
-            raise ModelFormatError(f"{path}: corrupt training record ({key!r} is "
-                                   f"{type(info[key]).__name__})")
+            raise ModelFormatError(f"{path}: corrupt training record ({key!r} is {type(info[key]).__name__})")
     corpus = info["corpus"]
     if not all(isinstance(corpus.get(k), str) for k in ("path", "sha256")):
         raise ModelFormatError(f"{path}: corrupt training record (corpus path or sha256 missing)")
@@ -275,7 +292,7 @@ def append_metrics(directory: str | Path, record: JSONObject) -> None:
                 ends_cleanly = f.read(1) == b"\n"
             f.write((("" if ends_cleanly else "\n") + json.dumps(record) + "\n").encode("utf-8"))
     except OSError as error:
-        if error.filename is None:      # a failed write() names no file
+        if error.filename is None:  # a failed write() names no file
             error.filename = str(path)
         raise
 
@@ -288,15 +305,18 @@ def truncate_metrics(directory: str | Path, last_step: int) -> None:
 
 # Finding a model by name.
 
+
 def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
     """A model directory, a bundled model's name, or None (the default bundled model)."""
     names = bundled_model_names()
     if model is None:
         directory = bundled_model_dir(DEFAULT_MODEL)
         if not (directory / MODEL_FILE).is_file():
-            raise ModelFormatError(f"this installation of charrnn has no bundled model "
-                                   f"({directory} holds no {MODEL_FILE}); give a model "
-                                   f"directory made by `charrnn train`")
+            raise ModelFormatError(
+                f"this installation of charrnn has no bundled model "
+                f"({directory} holds no {MODEL_FILE}); give a model "
+                f"directory made by `charrnn train`"
+            )
         return directory
     path = Path(model)
     if path.exists():
@@ -304,8 +324,7 @@ def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
     if str(model) in names:
         return bundled_model_dir(str(model))
     if os.sep not in str(model) and names:
-        raise ModelFormatError(f"{model}: no such model directory, nor a bundled model "
-                               f"(bundled: {', '.join(names)})")
+        raise ModelFormatError(f"{model}: no such model directory, nor a bundled model (bundled: {', '.join(names)})")
     return path
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from charrnn.model.params import Params
 from charrnn.model.spec import ModelSpec
 
-FORMAT1_NAMES = {"U": "U.0", "W": "W.0", "b_h": "b.0", "V": "V", "b_y": "b_y"}   # old -> new
+FORMAT1_NAMES = {"U": "U.0", "W": "W.0", "b_h": "b.0", "V": "V", "b_y": "b_y"}  # old -> new
 # What a format-1 run's saved config leaves out: it predates cells, depth and dropout.
 FORMAT1_CONFIG = {"cell": "rnn", "layers": 1, "dropout": 0.0}
 
@@ -40,7 +40,7 @@ def format1_flat_order(spec: ModelSpec) -> np.ndarray:
         starts[name] = position
         position += size
     offsets = spec.offsets()
-    order = np.empty(spec.n_params, dtype=np.int64)                       # (n_params,)
+    order = np.empty(spec.n_params, dtype=np.int64)  # (n_params,)
     for old, new in FORMAT1_NAMES.items():
         start, stop = offsets[new]
         order[start:stop] = np.arange(starts[old], starts[old] + stop - start)
@@ -58,7 +58,10 @@ def format1_state(arrays: dict[str, np.ndarray], spec: ModelSpec, state_shape: t
     if spec.cell != "rnn" or spec.layers != 1:
         raise ValueError("a format-1 training state holds a one-layer vanilla RNN")
     order = format1_flat_order(spec)
-    converted = {name: (a[order] if name == "params" or name.startswith("opt_") else a)
-                 for name, a in arrays.items() if name != "hidden"}
+    converted = {
+        name: (a[order] if name == "params" or name.startswith("opt_") else a)
+        for name, a in arrays.items()
+        if name != "hidden"
+    }
     converted["state"] = arrays["hidden"].reshape(state_shape)
     return converted

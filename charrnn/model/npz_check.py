@@ -21,18 +21,18 @@ from numpy.lib import format as npy_format
 
 from charrnn.errors import ModelFormatError, StorageError, describe_os_error
 
-MAX_HEADER_BYTES = 1 << 16     # numpy writes a few hundred; its own reader stops at 10,000
+MAX_HEADER_BYTES = 1 << 16  # numpy writes a few hundred; its own reader stops at 10,000
 MAX_MEMBERS = 4096
-MAX_EXPANSION = 64             # declared bytes per byte of file (charrnn writes uncompressed: 1)
+MAX_EXPANSION = 64  # declared bytes per byte of file (charrnn writes uncompressed: 1)
 SLACK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class ArrayHeader:
-    name: str                  # without ".npy"
+    name: str  # without ".npy"
     shape: tuple[int, ...]
     dtype: np.dtype
-    member_bytes: int          # the member's uncompressed size, as the listing declares it
+    member_bytes: int  # the member's uncompressed size, as the listing declares it
 
     @property
     def data_bytes(self) -> int:
@@ -54,13 +54,15 @@ def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayHeader
         else:
             raise ValueError(f"member {info.filename!r} has .npy version {version}, not 1.0 or 2.0")
         header_bytes = member.tell()
-    name = info.filename[:-len(".npy")]
+    name = info.filename[: -len(".npy")]
     if dtype.hasobject or dtype.kind != "f" or dtype.itemsize > 8:
         raise ValueError(f"array {name} is of type {dtype}, not floating point")
     header = ArrayHeader(name, tuple(int(n) for n in shape), dtype, int(info.file_size))
     if info.file_size != header_bytes + header.data_bytes:
-        raise ValueError(f"array {name}'s member declares {info.file_size} bytes, but its header "
-                         f"{header.shape} needs {header_bytes + header.data_bytes}")
+        raise ValueError(
+            f"array {name}'s member declares {info.file_size} bytes, but its header "
+            f"{header.shape} needs {header_bytes + header.data_bytes}"
+        )
     return header
 
 
@@ -76,8 +78,9 @@ def read_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
                 raise ValueError(f"{len(members)} members")
             declared = sum(info.file_size for info in members)
             if declared > MAX_EXPANSION * file_bytes + SLACK_BYTES:
-                raise ValueError(f"its members declare {declared} bytes, more than a file of "
-                                 f"{file_bytes} bytes can hold")
+                raise ValueError(
+                    f"its members declare {declared} bytes, more than a file of {file_bytes} bytes can hold"
+                )
             headers = {}
             for info in members:
                 header = _read_header(archive, info)
@@ -89,8 +92,18 @@ def read_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
         raise ModelFormatError(f"{path}: missing") from None
     except (PermissionError, IsADirectoryError) as error:
         raise StorageError(describe_os_error(error, path)) from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError,
-            SyntaxError, TypeError, OverflowError, MemoryError) as error:
+    except (
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        SyntaxError,
+        TypeError,
+        OverflowError,
+        MemoryError,
+    ) as error:
         raise ModelFormatError(f"{path}: not a readable .npz file ({_one_line(error)})") from None
 
 
@@ -99,8 +112,9 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def check_arrays(path: str | os.PathLike, headers: dict[str, ArrayHeader],
-                 shapes: dict[str, tuple[int, ...]], what: str) -> None:
+def check_arrays(
+    path: str | os.PathLike, headers: dict[str, ArrayHeader], shapes: dict[str, tuple[int, ...]], what: str
+) -> None:
     """ModelFormatError (one line) unless `headers` hold exactly the arrays `shapes` names, each of
     its shape. `what` describes the model (for the message)."""
     missing = [name for name in shapes if name not in headers]

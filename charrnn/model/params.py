@@ -26,8 +26,7 @@ class Params:
             raise ValueError(f"flat buffer must be contiguous of shape ({size},), got {flat.shape}")
         self.flat = flat
         shapes = spec.array_shapes()
-        self._views = {name: flat[start:stop].reshape(shapes[name])
-                       for name, (start, stop) in spec.offsets().items()}
+        self._views = {name: flat[start:stop].reshape(shapes[name]) for name, (start, stop) in spec.offsets().items()}
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._views[name]
@@ -86,8 +85,7 @@ class Params:
         return params
 
 
-def init_params(spec: ModelSpec, rng: np.random.Generator, dtype=np.float32,
-                input_scale: float = 0.5) -> Params:
+def init_params(spec: ModelSpec, rng: np.random.Generator, dtype=np.float32, input_scale: float = 0.5) -> Params:
     """Random initial weights.
 
     `U.0` is drawn with standard deviation `input_scale`, so that a character moves the state from
@@ -104,5 +102,5 @@ def init_params(spec: ModelSpec, rng: np.random.Generator, dtype=np.float32,
         elif array.ndim == 2:
             array[...] = rng.uniform(-bound, bound, size=array.shape)
         elif spec.cell == "lstm" and name.startswith("b."):
-            array[H:2 * H] = 1.0
+            array[H : 2 * H] = 1.0
     return params

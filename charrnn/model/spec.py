@@ -34,7 +34,7 @@ CELLS = tuple(GATES)
 CELL_NAMES = {"rnn": "vanilla RNN", "gru": "GRU", "lstm": "LSTM"}
 # Bounds on a model's shape: far past what trains on a CPU, short of what a meta.json could ask
 # for to exhaust memory (an LSTM of 16,384 units holds 2^32 weights in a layer's W alone).
-LIMITS = {"layers": 64, "hidden": 16384, "vocab_size": 0x110000}   # vocab: every code point
+LIMITS = {"layers": 64, "hidden": 16384, "vocab_size": 0x110000}  # vocab: every code point
 
 
 def _shown(value) -> str:
@@ -116,8 +116,7 @@ class ModelSpec:
         return f"{CELL_NAMES[self.cell]}, {layers} of {self.hidden} units"
 
     def to_meta(self) -> dict[str, str | int]:
-        return {"cell": self.cell, "layers": self.layers, "hidden": self.hidden,
-                "vocab_size": self.vocab_size}
+        return {"cell": self.cell, "layers": self.layers, "hidden": self.hidden, "vocab_size": self.vocab_size}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], where: str = "meta.json") -> ModelSpec:

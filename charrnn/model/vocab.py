@@ -62,6 +62,6 @@ def one_hot(ids: np.ndarray, vocab_size: int, dtype=np.float32) -> np.ndarray:
 
     The kernels never build these: a row of U picked by index equals one_hot(ids) @ U.
     """
-    out = np.zeros(ids.shape + (vocab_size,), dtype=dtype)     # (..., V)
+    out = np.zeros(ids.shape + (vocab_size,), dtype=dtype)  # (..., V)
     np.put_along_axis(out, ids[..., None].astype(np.intp), 1, axis=-1)
     return out

@@ -11,12 +11,19 @@ import importlib
 from typing import TYPE_CHECKING
 
 _HOMES = {
-    "load": "charrnn.model.checkpoint", "resolve_model_dir": "charrnn.model.checkpoint",
-    "iter_sample": "charrnn.sampling.api", "iter_samples": "charrnn.sampling.api",
-    "sample": "charrnn.sampling.api", "sample_text": "charrnn.sampling.api", "stream": "charrnn.sampling.api",
-    "BatchSampler": "charrnn.sampling.batch", "default_threads": "charrnn.sampling.batch",
-    "DEFAULT_TEMPERATURE": "charrnn.sampling.options", "SampleOptions": "charrnn.sampling.options",
-    "drop_unknown": "charrnn.sampling.options", "unknown_prime_message": "charrnn.sampling.options",
+    "load": "charrnn.model.checkpoint",
+    "resolve_model_dir": "charrnn.model.checkpoint",
+    "iter_sample": "charrnn.sampling.api",
+    "iter_samples": "charrnn.sampling.api",
+    "sample": "charrnn.sampling.api",
+    "sample_text": "charrnn.sampling.api",
+    "stream": "charrnn.sampling.api",
+    "BatchSampler": "charrnn.sampling.batch",
+    "default_threads": "charrnn.sampling.batch",
+    "DEFAULT_TEMPERATURE": "charrnn.sampling.options",
+    "SampleOptions": "charrnn.sampling.options",
+    "drop_unknown": "charrnn.sampling.options",
+    "unknown_prime_message": "charrnn.sampling.options",
 }
 
 if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)

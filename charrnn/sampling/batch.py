@@ -41,13 +41,14 @@ MAX_CHUNK = 1024
 # After a call whose threads spent more than WAITING_LIMIT of their time waiting for each other
 # (a core busy with another process: a wait lasts a time slice), the sampler runs on one thread
 # for ALONE_SECONDS before it tries two again.
-JUDGED_STEPS = 32                   # shorter calls are too few barriers to judge by
-WAITING_LIMIT = 0.2                 # seen: 0.02-0.11 quiet, 0.22-0.93 with one busy process
+JUDGED_STEPS = 32  # shorter calls are too few barriers to judge by
+WAITING_LIMIT = 0.2  # seen: 0.02-0.11 quiet, 0.22-0.93 with one busy process
 ALONE_SECONDS = 1.0
 # Below this many multiply-adds per step in the recurrent products (streams x layers x G x H^2),
 # the barriers cost what a second thread saves (a lone 256-unit vanilla stream: the same speed;
 # 128 units: 4% slower), and the parts run on one thread unless threads were asked for.
 TEAM_MIN_WORK = 1 << 16
+
 
 class BatchSampler:
     """Generation for one model, any number of streams at once.
@@ -60,8 +61,7 @@ class BatchSampler:
     use two cores, for models large enough to gain from them). The kernels release the GIL; one
     call at a time per state array."""
 
-    def __init__(self, model_or_params, vocab: Vocab | None = None, *,
-                 threads: int | None = None):
+    def __init__(self, model_or_params, vocab: Vocab | None = None, *, threads: int | None = None):
         if isinstance(model_or_params, Model):
             params, vocab = model_or_params.params, model_or_params.vocab
         else:
@@ -71,8 +71,7 @@ class BatchSampler:
         if vocab is not None and not isinstance(vocab, Vocab):
             raise InputError(f"vocab must be a charrnn Vocab, got {type(vocab).__name__}")
         if vocab is not None and params.vocab_size != len(vocab):
-            raise InputError(f"the weights are for {params.vocab_size} characters but the "
-                             f"vocabulary has {len(vocab)}")
+            raise InputError(f"the weights are for {params.vocab_size} characters but the vocabulary has {len(vocab)}")
         if not np.isfinite(params.flat).all():
             raise InputError("the model's weights are not finite (NaN or infinity)")
         self.spec: ModelSpec = params.spec
@@ -86,17 +85,17 @@ class BatchSampler:
         threads = 1 if numba_config.DISABLE_JIT else int(threads)  # type: ignore[attr-defined]  # set at run time
         self._packed = packs(spec.hidden, spec.gates, 1)
         self.parts = part_count(spec.hidden, spec.gates, threads, self._packed)
-        self._arrays = {name: np.asarray(params[name], dtype=np.float32)
-                        for name in spec.array_shapes()}
-        self._split: dict[int, tuple] = {}   # parts -> (weights, layout), made when first needed
-        self._b_y = np.ascontiguousarray(self._arrays["b_y"])                 # (vocab,)
+        self._arrays = {name: np.asarray(params[name], dtype=np.float32) for name in spec.array_shapes()}
+        self._split: dict[int, tuple] = {}  # parts -> (weights, layout), made when first needed
+        self._b_y = np.ascontiguousarray(self._arrays["b_y"])  # (vocab,)
         self._cell = np.int64(spec.cell_code)
-        self._alone_until = 0.0       # time.monotonic() until which the parts run on one thread
-        self.last_waiting = 0.0       # the share of the last two-thread call spent at barriers
+        self._alone_until = 0.0  # time.monotonic() until which the parts run on one thread
+        self.last_waiting = 0.0  # the share of the last two-thread call spent at barriers
         # Decoding is one gather and one bytes -> str conversion rather than a join of chars.
         # (None: a sampler that only scores, for a model whose characters do not matter.)
-        self._code_points = None if vocab is None else \
-            np.array([ord(c) for c in vocab.chars], dtype=np.uint32)                  # (vocab,)
+        self._code_points = (
+            None if vocab is None else np.array([ord(c) for c in vocab.chars], dtype=np.uint32)
+        )  # (vocab,)
 
     def _weights(self, parts: int) -> tuple:
         """(weights, layout): the model cut in `parts` (charrnn.kernels.sampler), made once.
@@ -104,40 +103,70 @@ class BatchSampler:
         20-50% more there) and `self.parts` for calls on two; both give the same bits."""
         if parts not in self._split:
             spec = self.spec
-            self._split[parts] = split_weights(self._arrays, spec.gates, spec.layers,
-                                               spec.hidden, spec.vocab_size, parts, self._packed)
+            self._split[parts] = split_weights(
+                self._arrays, spec.gates, spec.layers, spec.hidden, spec.vocab_size, parts, self._packed
+            )
         return self._split[parts]
 
-    def _arguments(self, parts, states, forced, uniforms, inv_temperature, top_k, top_p, greedy,
-                   out_ids, targets=None, log_probs=None) -> tuple:
+    def _arguments(
+        self,
+        parts,
+        states,
+        forced,
+        uniforms,
+        inv_temperature,
+        top_k,
+        top_p,
+        greedy,
+        out_ids,
+        targets=None,
+        log_probs=None,
+    ) -> tuple:
         """run_parts's arguments after `first, last` (charrnn.kernels.sampler), for the model
         in `parts` parts, with fresh shared buffers."""
         weights, layout = self._weights(parts)
         n = states.shape[0]
         if targets is None:
-            targets = np.zeros((n, 0), dtype=np.int64)                         # not scoring
+            targets = np.zeros((n, 0), dtype=np.int64)  # not scoring
             log_probs = np.zeros((n, 0))
-        spare = np.empty_like(states)                                          # (n, L, K, H)
-        drawn = np.zeros((parts, n), dtype=np.int64)                           # (parts, n)
-        _, a, b, c = layout[-1]                                                # V's part
+        spare = np.empty_like(states)  # (n, L, K, H)
+        drawn = np.zeros((parts, n), dtype=np.int64)  # (parts, n)
+        _, a, b, c = layout[-1]  # V's part
         columns = int(a * c if self._packed else b)
-        logits = np.zeros((parts, n, columns), dtype=np.float32)               # (parts, n, Cp)
+        logits = np.zeros((parts, n, columns), dtype=np.float32)  # (parts, n, Cp)
         counters = np.zeros(parts * COUNTER_STRIDE, dtype=np.int64)
-        return (weights, layout, self._cell, self._packed, self._b_y, states, spare, forced,
-                uniforms, inv_temperature, top_k, top_p, greedy, out_ids, targets, log_probs, logits,
-                drawn, counters)
+        return (
+            weights,
+            layout,
+            self._cell,
+            self._packed,
+            self._b_y,
+            states,
+            spare,
+            forced,
+            uniforms,
+            inv_temperature,
+            top_k,
+            top_p,
+            greedy,
+            out_ids,
+            targets,
+            log_probs,
+            logits,
+            drawn,
+            counters,
+        )
 
-    def _run(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids,
-             targets=None, log_probs=None):
+    def _run(
+        self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, targets=None, log_probs=None
+    ):
         """run_parts over `states` in place: the parts on threads of their own, or the model in
         one part on this thread (a small model, or for a while after the threads kept waiting for
         each other: another process was using a core). Same bits either way."""
-        options = (states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, targets,
-                   log_probs)
+        options = (states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, targets, log_probs)
         n = states.shape[0]
-        work = n * self.spec.layers * self.spec.gates * self.spec.hidden ** 2
-        if (self.parts == 1 or time.monotonic() < self._alone_until
-                or (work < TEAM_MIN_WORK and not self._always_team)):
+        work = n * self.spec.layers * self.spec.gates * self.spec.hidden**2
+        if self.parts == 1 or time.monotonic() < self._alone_until or (work < TEAM_MIN_WORK and not self._always_team):
             run_parts(0, 1, *self._arguments(1, *options))
             return
         arguments = self._arguments(self.parts, *options)
@@ -147,7 +176,7 @@ class BatchSampler:
             try:
                 return run_parts(p, p + 1, *arguments)
             except BaseException:
-                counters[p * COUNTER_STRIDE] = 1 << 62       # release the others, then raise
+                counters[p * COUNTER_STRIDE] = 1 << 62  # release the others, then raise
                 raise
 
         waiting = _team_run(self.parts, part) / self.parts
@@ -156,27 +185,44 @@ class BatchSampler:
             self._alone_until = time.monotonic() + ALONE_SECONDS
 
     def new_states(self, n: int) -> np.ndarray:
-        return np.zeros(self.spec.state_shape(n), dtype=np.float32)              # (n, L, K, H)
+        return np.zeros(self.spec.state_shape(n), dtype=np.float32)  # (n, L, K, H)
 
     def read(self, states: np.ndarray, row: int, prime_ids) -> None:
         """Run the character ids `prime_ids` through stream `row` of `states`, in place."""
-        ids = np.ascontiguousarray(prime_ids, dtype=np.int64)                     # (m,)
+        ids = np.ascontiguousarray(prime_ids, dtype=np.int64)  # (m,)
         if ids.size and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
             raise InputError("character ids outside the vocabulary")
-        one = states[row:row + 1]                                                 # (1, L, K, H)
+        one = states[row : row + 1]  # (1, L, K, H)
         nothing = np.zeros((1, 0))
-        self._run(one, ids.reshape(1, -1), nothing, np.ones(1), np.zeros(1, dtype=np.int64),
-                  np.ones(1), np.zeros(1, dtype=bool), np.zeros((1, 0), dtype=np.int64))
+        self._run(
+            one,
+            ids.reshape(1, -1),
+            nothing,
+            np.ones(1),
+            np.zeros(1, dtype=np.int64),
+            np.ones(1),
+            np.zeros(1, dtype=bool),
+            np.zeros((1, 0), dtype=np.int64),
+        )
 
-    def score(self, states: np.ndarray, inputs: np.ndarray, targets: np.ndarray,
-              log_probs: np.ndarray) -> None:
+    def score(self, states: np.ndarray, inputs: np.ndarray, targets: np.ndarray, log_probs: np.ndarray) -> None:
         """Read inputs (n, k) int64 into every stream of `states` (n, L, K, H), in place, and after
         each character write the natural log of the probability of targets (n, k) int64 into
         log_probs (n, k) float64. Ids are used as given: check them first (0 <= id < vocab)."""
         n = states.shape[0]
         nothing = np.zeros((n, 0))
-        self._run(states, inputs, nothing, np.ones(n), np.zeros(n, dtype=np.int64), np.ones(n),
-                  np.zeros(n, dtype=bool), np.zeros((n, 0), dtype=np.int64), targets, log_probs)
+        self._run(
+            states,
+            inputs,
+            nothing,
+            np.ones(n),
+            np.zeros(n, dtype=np.int64),
+            np.ones(n),
+            np.zeros(n, dtype=bool),
+            np.zeros((n, 0), dtype=np.int64),
+            targets,
+            log_probs,
+        )
 
     def draw(self, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids) -> None:
         """k characters for every stream: uniforms (n, k) float64, options (n,) arrays
@@ -220,5 +266,3 @@ def _team_run(parts: int, task) -> float:
         if team is None:
             team = _TEAMS[parts] = TeamThreads(parts)
         return team.run(task)
-
-

@@ -18,8 +18,8 @@ from charrnn.errors import InputError
 from charrnn.model.vocab import Vocab
 
 DEFAULT_LENGTH = 500
-DEFAULT_TEMPERATURE = 0.8   # a little below 1: fewer misspellings, still varied
-MAX_SEED = 2 ** 64 - 1      # what numpy.random.default_rng takes as one whole number
+DEFAULT_TEMPERATURE = 0.8  # a little below 1: fewer misspellings, still varied
+MAX_SEED = 2**64 - 1  # what numpy.random.default_rng takes as one whole number
 
 
 def is_whole(value: object) -> TypeGuard[int | np.integer[Any]]:
@@ -49,6 +49,7 @@ class SampleOptions:
     """One request for text: `length` characters, drawn from softmax(logits / temperature) cut to
     the `top_k` most likely characters (0: off) and then to the smallest set holding `top_p` of
     the rest (1: off); `greedy` takes the most likely character instead. `seed` None: a fresh one."""
+
     length: int = DEFAULT_LENGTH
     temperature: float = DEFAULT_TEMPERATURE
     top_k: int = 0
@@ -63,27 +64,38 @@ class SampleOptions:
             raise InputError(f"{spell('length')} must be a whole number, 0 or more, got {_shown(length)}")
         if is_number(temperature):
             try:
-                temperature = float(temperature)      # a whole number past float's range: inf
+                temperature = float(temperature)  # a whole number past float's range: inf
             except OverflowError:
                 temperature = math.inf
         if not is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):
-            raise InputError(f"{spell('temperature')} must be a number above 0, got {_shown(self.temperature)} "
-                             f"(for the most likely character every time, use {spell('greedy')})")
+            raise InputError(
+                f"{spell('temperature')} must be a number above 0, got {_shown(self.temperature)} "
+                f"(for the most likely character every time, use {spell('greedy')})"
+            )
         if not math.isfinite(1.0 / temperature):
-            raise InputError(f"{spell('temperature')} {temperature} is too small to compute with; "
-                             f"use {spell('greedy')}")
+            raise InputError(
+                f"{spell('temperature')} {temperature} is too small to compute with; use {spell('greedy')}"
+            )
         if not is_whole(top_k) or top_k < 0:
             raise InputError(f"{spell('top_k')} must be a whole number, 0 (off) or more, got {_shown(top_k)}")
-        if not is_number(top_p) or not 0 < top_p <= 1:   # also refuses NaN
+        if not is_number(top_p) or not 0 < top_p <= 1:  # also refuses NaN
             raise InputError(f"{spell('top_p')} must be a number in (0, 1] (1 is off), got {_shown(top_p)}")
         if not isinstance(self.greedy, (bool, np.bool_)):
             raise InputError(f"{spell('greedy')} must be true or false, got {_shown(self.greedy)}")
         seed = self.seed
         if seed is not None and (not is_whole(seed) or not 0 <= seed <= MAX_SEED):
-            raise InputError(f"{spell('seed')} must be a whole number from 0 to {MAX_SEED}, or none for "
-                             f"a fresh one, got {_shown(seed)}")
-        return SampleOptions(int(length), float(temperature), int(top_k), float(top_p), bool(self.greedy),
-                             None if seed is None else int(seed))
+            raise InputError(
+                f"{spell('seed')} must be a whole number from 0 to {MAX_SEED}, or none for "
+                f"a fresh one, got {_shown(seed)}"
+            )
+        return SampleOptions(
+            int(length),
+            float(temperature),
+            int(top_k),
+            float(top_p),
+            bool(self.greedy),
+            None if seed is None else int(seed),
+        )
 
 
 def check_count(value: object, name: str, least: int = 1) -> int:

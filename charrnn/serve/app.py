@@ -53,8 +53,17 @@ from charrnn.serve.score import Scorers, check_score
 
 # charrnn sample's defaults (charrnn.sampling.options), for fields a request leaves out.
 _SAMPLE = SampleOptions()
-DEFAULTS = {"prime": "", "length": _SAMPLE.length, "temperature": _SAMPLE.temperature, "top_k": _SAMPLE.top_k,
-            "top_p": _SAMPLE.top_p, "seed": None, "num": 1, "unknown": "error", "stream": False}
+DEFAULTS = {
+    "prime": "",
+    "length": _SAMPLE.length,
+    "temperature": _SAMPLE.temperature,
+    "top_k": _SAMPLE.top_k,
+    "top_p": _SAMPLE.top_p,
+    "seed": None,
+    "num": 1,
+    "unknown": "error",
+    "stream": False,
+}
 FIELDS = ("model", *DEFAULTS)
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 log = logging.getLogger("charrnn.serve")
@@ -62,7 +71,7 @@ log = logging.getLogger("charrnn.serve")
 SECURITY_HEADERS = {
     # Everything the page uses comes from this server; nothing is fetched from anywhere else.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -71,15 +80,16 @@ SECURITY_HEADERS = {
 @dataclass(frozen=True)
 class Limits:
     """The server's caps (`charrnn serve --max-...`)."""
-    max_length: int = 2000        # characters per sample
-    max_num: int = 8              # samples per request
-    max_prime: int = 2000         # characters of prime (the worker reads it before the batch)
-    max_body: int = 65536         # bytes of request body
-    max_streams: int = 64         # samples generating at once, over every client and model
-    max_text: int = 20000         # characters of text per /api/score request
-    max_per_client: int | None = None   # ... of which one client (remote address) may hold;
-                                        # None: a quarter of max_streams, and at least max_num
-    body_seconds: float = 10.0    # time a client has to send its whole body
+
+    max_length: int = 2000  # characters per sample
+    max_num: int = 8  # samples per request
+    max_prime: int = 2000  # characters of prime (the worker reads it before the batch)
+    max_body: int = 65536  # bytes of request body
+    max_streams: int = 64  # samples generating at once, over every client and model
+    max_text: int = 20000  # characters of text per /api/score request
+    max_per_client: int | None = None  # ... of which one client (remote address) may hold;
+    # None: a quarter of max_streams, and at least max_num
+    body_seconds: float = 10.0  # time a client has to send its whole body
 
     def client_share(self) -> int:
         if self.max_per_client is not None:
@@ -102,6 +112,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 # ----------------------------------------------------------------------------------------------
 # Checking a request
 
+
 def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -110,7 +121,7 @@ def _shown(value: object) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
-    except (ValueError, UnicodeEncodeError):     # NaN, or a lone surrogate: escaped
+    except (ValueError, UnicodeEncodeError):  # NaN, or a lone surrogate: escaped
         text = json.dumps(value, ensure_ascii=True)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -128,8 +139,7 @@ def _check_text(data: dict) -> None:
     """ApiError naming the first field whose name or string value is not text."""
     for key, value in data.items():
         if _not_text(key):
-            raise ApiError(400, f"a field's name is not text (it holds a lone surrogate: "
-                                f"{json.dumps(key)[:40]})")
+            raise ApiError(400, f"a field's name is not text (it holds a lone surrogate: {json.dumps(key)[:40]})")
         if isinstance(value, str) and _not_text(value):
             raise ApiError(400, f"{key} is not text (it holds a lone surrogate)")
 
@@ -164,8 +174,7 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
     _check_text(data)
     unknown_fields = [key for key in data if key not in FIELDS]
     if unknown_fields:
-        raise ApiError(400, f"unknown field {unknown_fields[0]!r}; the fields are "
-                            f"{', '.join(FIELDS)}")
+        raise ApiError(400, f"unknown field {unknown_fields[0]!r}; the fields are {', '.join(FIELDS)}")
     if "model" not in data:
         raise ApiError(400, f"the field 'model' is required (one of: {', '.join(models)})")
     name = data["model"]
@@ -173,21 +182,20 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
         raise ApiError(400, f"model must be a model's name (a string), got {_shown(name)}")
     model = models.get(name)
     if model is None:
-        raise ApiError(404, f"no model named {_shown(name)} here; this server has: "
-                            f"{', '.join(models)}")
+        raise ApiError(404, f"no model named {_shown(name)} here; this server has: {', '.join(models)}")
     options = {**DEFAULTS, **{k: v for k, v in data.items() if k != "model"}}
 
     prime = options["prime"]
     if not isinstance(prime, str):
         raise ApiError(400, f"prime must be a string, got {_shown(prime)}")
     try:
-        checked = SampleOptions(options["length"], options["temperature"], options["top_k"], options["top_p"],
-                                seed=options["seed"]).check()
+        checked = SampleOptions(
+            options["length"], options["temperature"], options["top_k"], options["top_p"], seed=options["seed"]
+        ).check()
     except InputError as error:
         raise ApiError(400, str(error)) from None
     if checked.length > limits.max_length:
-        raise ApiError(400, f"length {checked.length} is over this server's limit of "
-                            f"{limits.max_length} characters")
+        raise ApiError(400, f"length {checked.length} is over this server's limit of {limits.max_length} characters")
     seed = secrets.randbits(32) if checked.seed is None else checked.seed
     # top_k at or past the vocabulary's size is off: the same as its size.
     top_k = min(checked.top_k, len(model.vocab), INT64_MAX)
@@ -195,8 +203,7 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
     if not _whole(num) or num < 1:
         raise ApiError(400, f"num must be a whole number, 1 or more, got {_shown(num)}")
     if num > limits.max_num:
-        raise ApiError(400, f"num {num} is over this server's limit of {limits.max_num} "
-                            f"samples per request")
+        raise ApiError(400, f"num {num} is over this server's limit of {limits.max_num} samples per request")
     unknown = options["unknown"]
     if unknown not in ("error", "skip"):
         raise ApiError(400, f'unknown must be "error" or "skip", got {_shown(unknown)}')
@@ -210,10 +217,8 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
             raise ApiError(400, f'{problem}; remove them, or send "unknown": "skip" to drop them')
         prime, _ = drop_unknown(model.vocab, prime)
     if len(prime) > limits.max_prime:
-        raise ApiError(400, f"the prime has {len(prime)} characters, over this server's limit "
-                            f"of {limits.max_prime}")
-    return GenerateRequest(model, prime, checked.length, checked.temperature, top_k, checked.top_p,
-                           seed, num, stream)
+        raise ApiError(400, f"the prime has {len(prime)} characters, over this server's limit of {limits.max_prime}")
+    return GenerateRequest(model, prime, checked.length, checked.temperature, top_k, checked.top_p, seed, num, stream)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,12 +246,20 @@ class GenerationResponse:
         # The engine's items (a list of new pieces, then None or an error), or _DISCONNECTED.
         queue: asyncio.Queue[object] = asyncio.Queue()
 
-        def sink(item: object) -> None:   # on the worker thread
+        def sink(item: object) -> None:  # on the worker thread
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         r = self.request
-        job = make_job(r.model.vocab.encode(r.prime), r.length, r.num, temperature=r.temperature,
-                       top_k=r.top_k, top_p=r.top_p, seed=r.seed, sink=sink)
+        job = make_job(
+            r.model.vocab.encode(r.prime),
+            r.length,
+            r.num,
+            temperature=r.temperature,
+            top_k=r.top_k,
+            top_p=r.top_p,
+            seed=r.seed,
+            sink=sink,
+        )
         try:
             self.engine.submit(r.model.name, job, self.client)
         except EngineBusy as error:
@@ -270,25 +283,31 @@ class GenerationResponse:
                 await self._stream(queue, send)
             else:
                 await self._whole(queue, scope, receive, send)
-        except OSError:          # the client went away while we wrote (uvicorn's ClientDisconnected)
+        except OSError:  # the client went away while we wrote (uvicorn's ClientDisconnected)
             pass
         finally:
-            job.cancel()         # a no-op once the job has ended
+            job.cancel()  # a no-op once the job has ended
             watcher.cancel()
 
     async def _stream(self, queue: asyncio.Queue[object], send: Send) -> None:
         r = self.request
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
         if r.prime:
             first = "".join(_sse({"index": i, "text": r.prime}) for i in range(r.num))
             await send({"type": "http.response.body", "body": first.encode(), "more_body": True})
         while True:
             items = [await queue.get()]
-            while not queue.empty():          # coalesce what piled up while we were writing
+            while not queue.empty():  # coalesce what piled up while we were writing
                 items.append(queue.get_nowait())
             pending = [""] * r.num
             ending = None
@@ -301,15 +320,13 @@ class GenerationResponse:
                 else:
                     ending = item if item is not None else "end"
                     break
-            body = "".join(_sse({"index": i, "text": text}) for i, text in enumerate(pending)
-                           if text)
+            body = "".join(_sse({"index": i, "text": text}) for i, text in enumerate(pending) if text)
             if ending == "end":
                 body += _sse({"model": r.model.name, "seed": r.seed}, "end")
             elif ending is not None:
                 body += _sse({"error": str(ending)}, "error")
             if body:
-                await send({"type": "http.response.body", "body": body.encode(),
-                            "more_body": ending is None})
+                await send({"type": "http.response.body", "body": body.encode(), "more_body": ending is None})
             if ending is not None:
                 return
 
@@ -328,7 +345,7 @@ class GenerationResponse:
                 response = JSONResponse({"model": r.model.name, "seed": r.seed, "texts": texts})
             elif isinstance(item, EngineClosed):
                 response = _error(503, str(item))
-            else:                               # GenerationFailed: a generic message
+            else:  # GenerationFailed: a generic message
                 response = _error(500, str(item))
             await response(scope, receive, send)
             return
@@ -337,13 +354,13 @@ class GenerationResponse:
 # ----------------------------------------------------------------------------------------------
 # The app
 
+
 async def _read_body_within(request: Request, limits: Limits) -> bytes:
     """The body, or ApiError 408 if the client takes longer than limits.body_seconds to send it."""
     try:
         return await asyncio.wait_for(_read_body(request, limits.max_body), limits.body_seconds)
     except asyncio.TimeoutError:
-        raise ApiError(408, f"the body took longer than {limits.body_seconds:g} seconds to "
-                            f"arrive") from None
+        raise ApiError(408, f"the body took longer than {limits.body_seconds:g} seconds to arrive") from None
 
 
 def client_of(request: Request) -> str:
@@ -354,8 +371,7 @@ def client_of(request: Request) -> str:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the body is {int(declared)} bytes, over this server's limit of "
-                            f"{limit}")
+        raise ApiError(413, f"the body is {int(declared)} bytes, over this server's limit of {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -369,7 +385,7 @@ def _host_name(header: str) -> str:
     """The name in a Host header, without its port: "[::1]:8000" -> "::1", "a:80" -> "a"."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else header
+        return header[1 : header.find("]")] if "]" in header else header
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
@@ -386,8 +402,11 @@ class HostCheck:
             headers = dict(scope.get("headers") or [])
             host = _host_name(headers.get(b"host", b"").decode("latin-1"))
             if host not in self.allowed:
-                response = _error(400, f"this server answers only to {', '.join(sorted(self.allowed))} "
-                                       f"(the request was for {host or 'no host'})")
+                response = _error(
+                    400,
+                    f"this server answers only to {', '.join(sorted(self.allowed))} "
+                    f"(the request was for {host or 'no host'})",
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -397,24 +416,31 @@ def _static_dir() -> Path:
     return Path(str(importlib_resources.files("charrnn.serve") / "static"))
 
 
-def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
-               allowed_hosts: list[str] | None = None, engine: Engine | None = None) -> Starlette:
+def create_app(
+    models: list[ServedModel],
+    limits: Limits = Limits(),
+    *,
+    allowed_hosts: list[str] | None = None,
+    engine: Engine | None = None,
+) -> Starlette:
     """The app serving `models` (each already loaded). `allowed_hosts`: the Host headers
     accepted (None: any); a server on the loopback interface accepts only loopback names, so
     that a web page elsewhere cannot reach it through DNS rebinding."""
     by_name = {m.name: m for m in models}
     if len(by_name) != len(models):
         raise CharRNNError("two models have the same name")
-    engine = engine or Engine({m.name: m.sampler for m in models}, max_streams=limits.max_streams,
-                              max_per_client=limits.client_share())
+    engine = engine or Engine(
+        {m.name: m.sampler for m in models}, max_streams=limits.max_streams, max_per_client=limits.client_share()
+    )
     static = _static_dir()
     index_html = (static / "index.html").read_bytes()
     listing = {"models": [m.info() for m in models]}
     scorers = Scorers()
 
     async def index(request: Request) -> Response:
-        return Response(index_html, media_type="text/html; charset=utf-8",
-                        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+        return Response(
+            index_html, media_type="text/html; charset=utf-8", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"}
+        )
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(listing)
@@ -423,8 +449,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
         try:
             content_type = request.headers.get("content-type", "")
             if content_type.split(";")[0].strip().lower() != "application/json":
-                raise ApiError(415, "send the body as JSON with the header "
-                                    "Content-Type: application/json")
+                raise ApiError(415, "send the body as JSON with the header Content-Type: application/json")
             data = parse_body(await _read_body_within(request, limits))
             checked = check_generate(data, by_name, limits)
         except ApiError as error:
@@ -435,8 +460,7 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
         try:
             content_type = request.headers.get("content-type", "")
             if content_type.split(";")[0].strip().lower() != "application/json":
-                raise ApiError(415, "send the body as JSON with the header "
-                                    "Content-Type: application/json")
+                raise ApiError(415, "send the body as JSON with the header Content-Type: application/json")
             data = parse_body(await _read_body(request, limits.max_body))
             checked = check_score(data, by_name, limits, ApiError)
         except ApiError as error:
@@ -444,15 +468,17 @@ def create_app(models: list[ServedModel], limits: Limits = Limits(), *,
         return JSONResponse(await scorers.score(checked))
 
     async def http_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, HTTPException)   # the handler of HTTPException only
-        messages = {404: f"nothing at {request.url.path}", 405: f"{request.method} is not "
-                    f"allowed on {request.url.path}"}
-        return _error(error.status_code, messages.get(error.status_code, str(error.detail)),
-                      getattr(error, "headers", None))
+        assert isinstance(error, HTTPException)  # the handler of HTTPException only
+        messages = {
+            404: f"nothing at {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }
+        return _error(
+            error.status_code, messages.get(error.status_code, str(error.detail)), getattr(error, "headers", None)
+        )
 
     async def server_error(request: Request, error: Exception) -> Response:
-        log.error("%s %s failed", request.method, request.url.path,
-                  exc_info=(type(error), error, error.__traceback__))
+        log.error("%s %s failed", request.method, request.url.path, exc_info=(type(error), error, error.__traceback__))
         return _error(500, "internal error (see the server's log)")
 
     @contextlib.asynccontextmanager

@@ -39,7 +39,7 @@ from charrnn.errors import CharRNNError
 
 TARGET_TICK_SECONDS = 0.02
 MIN_TICK_CHARS = 4
-MAX_TICK_CHARS = 1024               # a lone 512-unit vanilla stream: 8 ms
+MAX_TICK_CHARS = 1024  # a lone 512-unit vanilla stream: 8 ms
 FIRST_TICK_CHARS = 16
 
 
@@ -71,7 +71,8 @@ class Job:
     """One request: `num` samples of `length` characters after the prime ids, with the same
     options; sample i draws with row i of `np.random.default_rng(seed).random((num, length))`.
     Made by `make_job`."""
-    prime_ids: np.ndarray            # (m,) int64
+
+    prime_ids: np.ndarray  # (m,) int64
     length: int
     num: int
     seed: int | None
@@ -80,11 +81,11 @@ class Job:
     top_p: float
     greedy: bool
     sink: Sink
-    generated: int = 0               # characters drawn so far, over all samples
+    generated: int = 0  # characters drawn so far, over all samples
     cancelled: bool = False
     finished: bool = False
-    on_done: Callable[[], None] | None = None   # called once on the worker thread when it ends
-    _left: int = 0                   # streams still running
+    on_done: Callable[[], None] | None = None  # called once on the worker thread when it ends
+    _left: int = 0  # streams still running
 
     def cancel(self) -> None:
         """Stop generating (the client went away); the worker drops its rows at the next tick and
@@ -103,21 +104,40 @@ class Job:
         return np.random.Generator(bits)
 
 
-def make_job(prime_ids, length: int, num: int, *, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, greedy: bool = False, seed: int | None = None,
-             sink: Sink) -> Job:
+def make_job(
+    prime_ids,
+    length: int,
+    num: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    seed: int | None = None,
+    sink: Sink,
+) -> Job:
     """A job as `charrnn sample --seed SEED --num NUM --length LENGTH` would run it (no seed: a
     fresh one). Options must already be checked."""
     if seed is None:
-        seed = secrets.randbits(128)   # as np.random.SeedSequence() draws its entropy
+        seed = secrets.randbits(128)  # as np.random.SeedSequence() draws its entropy
     # top_k at or past the vocabulary's size is off: any larger whole number means the same, so it
     # is held where an int64 row of the worker's arrays can keep it.
-    return Job(np.ascontiguousarray(prime_ids, dtype=np.int64), int(length), int(num), seed,
-               1.0 / float(temperature), min(int(top_k), INT64_MAX), float(top_p), bool(greedy), sink)
+    return Job(
+        np.ascontiguousarray(prime_ids, dtype=np.int64),
+        int(length),
+        int(num),
+        seed,
+        1.0 / float(temperature),
+        min(int(top_k), INT64_MAX),
+        float(top_p),
+        bool(greedy),
+        sink,
+    )
 
 
 class _Stream:
     """One sample of a job: a row of the worker's arrays."""
+
     __slots__ = ("job", "index", "done", "rng")
 
     def __init__(self, job: Job, index: int):
@@ -130,20 +150,21 @@ class _Stream:
 class ModelWorker:
     """The thread that generates for one model. `submit` may be called from any thread."""
 
-    def __init__(self, sampler, name: str = "model", *, target_tick: float = TARGET_TICK_SECONDS,
-                 tick_chars: int | None = None):
+    def __init__(
+        self, sampler, name: str = "model", *, target_tick: float = TARGET_TICK_SECONDS, tick_chars: int | None = None
+    ):
         self.sampler = sampler
         self.name = name
         self._target_tick = target_tick
-        self._fixed_k = tick_chars                    # None: adapt k to the target tick
+        self._fixed_k = tick_chars  # None: adapt k to the target tick
         self._k = tick_chars or FIRST_TICK_CHARS
         self._wake = threading.Condition()
         self._pending: deque[Job] = deque()
         self._closing = False
-        self._streams: list[_Stream] = []             # row i of the arrays below is _streams[i]
+        self._streams: list[_Stream] = []  # row i of the arrays below is _streams[i]
         self._capacity = 0
-        self._states = sampler.new_states(0)          # (capacity, L, K, H)
-        self._inv_t = np.empty(0)                     # (capacity,) float64
+        self._states = sampler.new_states(0)  # (capacity, L, K, H)
+        self._inv_t = np.empty(0)  # (capacity,) float64
         self._top_k = np.empty(0, dtype=np.int64)
         self._top_p = np.empty(0)
         self._greedy = np.empty(0, dtype=np.bool_)
@@ -151,8 +172,7 @@ class ModelWorker:
         self.ticks = 0
         self.chars_drawn = 0
         self.active_rows = 0
-        self._thread = threading.Thread(target=self._run, name=f"charrnn-serve-{name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"charrnn-serve-{name}", daemon=True)
         self._thread.start()
 
     # -- any thread -----------------------------------------------------------------------------
@@ -192,7 +212,7 @@ class ModelWorker:
                 self._drop_cancelled()
                 if self._streams:
                     self._tick()
-            except Exception:   # noqa: BLE001 - a bug outside any one job: end the jobs, never hang them
+            except Exception:  # noqa: BLE001 - a bug outside any one job: end the jobs, never hang them
                 log.exception("model %s: generation failed for every running job", self.name)
                 for job in {id(s.job): s.job for s in self._streams}.values():
                     self._end(job, GenerationFailed())
@@ -211,8 +231,8 @@ class ModelWorker:
         if job.finished:
             return
         job.finished = True
-        if job.on_done is not None:     # first, so the slots are free when the client hears
-            with contextlib.suppress(Exception):    # never let a callback stop the worker
+        if job.on_done is not None:  # first, so the slots are free when the client hears
+            with contextlib.suppress(Exception):  # never let a callback stop the worker
                 job.on_done()
         if not job.cancelled:
             _deliver(job, outcome)
@@ -225,8 +245,12 @@ class ModelWorker:
         states = self.sampler.new_states(capacity)
         states[:n] = self._states[:n]
         self._states = states
-        for name, dtype in (("_inv_t", np.float64), ("_top_k", np.int64), ("_top_p", np.float64),
-                            ("_greedy", np.bool_)):
+        for name, dtype in (
+            ("_inv_t", np.float64),
+            ("_top_k", np.int64),
+            ("_top_p", np.float64),
+            ("_greedy", np.bool_),
+        ):
             grown = np.zeros(capacity, dtype=dtype)
             grown[:n] = getattr(self, name)[:n]
             setattr(self, name, grown)
@@ -237,7 +261,7 @@ class ModelWorker:
         rows = len(self._streams)
         try:
             self._admit(job)
-        except Exception:   # noqa: BLE001 - this job's failure is its own
+        except Exception:  # noqa: BLE001 - this job's failure is its own
             log.exception("model %s: a job could not start", self.name)
             del self._streams[rows:]
             self.active_rows = len(self._streams)
@@ -260,7 +284,7 @@ class ModelWorker:
         self._top_p[rows] = job.top_p
         self._greedy[rows] = job.greedy
         self.sampler.read(self._states, first, job.prime_ids)
-        self._states[first + 1:first + job.num] = self._states[first]
+        self._states[first + 1 : first + job.num] = self._states[first]
         self._streams.extend(_Stream(job, i) for i in range(job.num))
         job._left = job.num
         self.active_rows = len(self._streams)
@@ -287,20 +311,20 @@ class ModelWorker:
     def _tick(self) -> None:
         n = len(self._streams)
         k = self._k
-        uniforms = np.zeros((n, k), dtype=np.float64)                    # (n, k)
-        counts = np.empty(n, dtype=np.int64)                              # characters kept per row
+        uniforms = np.zeros((n, k), dtype=np.float64)  # (n, k)
+        counts = np.empty(n, dtype=np.int64)  # characters kept per row
         for row, stream in enumerate(self._streams):
             m = min(k, stream.job.length - stream.done)
             counts[row] = m
             if stream.rng is not None:
                 uniforms[row, :m] = stream.rng.random(m)
-        out = np.empty((n, k), dtype=np.int64)                            # (n, k)
-        before = self._states[:n].copy()                                  # (n, L, K, H)
+        out = np.empty((n, k), dtype=np.int64)  # (n, k)
+        before = self._states[:n].copy()  # (n, L, K, H)
         started = time.perf_counter()
         try:
             self._draw(slice(0, n), uniforms, out)
             failed = set()
-        except Exception:   # noqa: BLE001 - find the jobs that fail alone; the others go on
+        except Exception:  # noqa: BLE001 - find the jobs that fail alone; the others go on
             log.exception("model %s: a tick of %d streams failed; running it job by job", self.name, n)
             self._states[:n] = before
             failed = self._draw_job_by_job(uniforms, out)
@@ -315,12 +339,20 @@ class ModelWorker:
     def _draw(self, rows, uniforms, out) -> None:
         """Draw for `rows` (a slice, or an index array whose rows are copied out and back)."""
         if isinstance(rows, slice):
-            self.sampler.draw(self._states[rows], uniforms[rows], self._inv_t[rows], self._top_k[rows],
-                              self._top_p[rows], self._greedy[rows], out[rows])
+            self.sampler.draw(
+                self._states[rows],
+                uniforms[rows],
+                self._inv_t[rows],
+                self._top_k[rows],
+                self._top_p[rows],
+                self._greedy[rows],
+                out[rows],
+            )
             return
         states, drawn = self._states[rows], out[rows]
-        self.sampler.draw(states, uniforms[rows], self._inv_t[rows], self._top_k[rows],
-                          self._top_p[rows], self._greedy[rows], drawn)
+        self.sampler.draw(
+            states, uniforms[rows], self._inv_t[rows], self._top_k[rows], self._top_p[rows], self._greedy[rows], drawn
+        )
         self._states[rows] = states
         out[rows] = drawn
 
@@ -334,7 +366,7 @@ class ModelWorker:
         for key, rows in by_job.items():
             try:
                 self._draw(np.array(rows, dtype=np.int64), uniforms, out)
-            except Exception:   # noqa: BLE001 - this job's failure is its own
+            except Exception:  # noqa: BLE001 - this job's failure is its own
                 log.exception("model %s: a job failed alone", self.name)
                 failed.add(key)
         return failed
@@ -352,7 +384,7 @@ class ModelWorker:
                 entry = pieces[id(job)] = (job, [""] * job.num)
             try:
                 entry[1][stream.index] = self.sampler.decode(out[row, :m])
-            except Exception:   # noqa: BLE001 - e.g. a vocabulary the decoder cannot hold
+            except Exception:  # noqa: BLE001 - e.g. a vocabulary the decoder cannot hold
                 log.exception("model %s: a job's text could not be decoded", self.name)
                 failed.add(id(job))
             stream.done += m
@@ -380,7 +412,7 @@ def _deliver(job: Job, item) -> None:
     """Hand `item` to the job's sink; a sink that fails cancels its job, never the worker."""
     try:
         job.sink(item)
-    except Exception:       # noqa: BLE001 - the sink belongs to a client that may be gone
+    except Exception:  # noqa: BLE001 - the sink belongs to a client that may be gone
         job.cancelled = True
 
 
@@ -389,8 +421,15 @@ class Engine:
     running at once over all models (a request for `num` samples takes `num` of them), and on
     the streams of any one client (`max_per_client`; None: no share)."""
 
-    def __init__(self, samplers: dict, *, max_streams: int = 64, max_per_client: int | None = None,
-                 target_tick: float = TARGET_TICK_SECONDS, tick_chars: int | None = None):
+    def __init__(
+        self,
+        samplers: dict,
+        *,
+        max_streams: int = 64,
+        max_per_client: int | None = None,
+        target_tick: float = TARGET_TICK_SECONDS,
+        tick_chars: int | None = None,
+    ):
         self._samplers = dict(samplers)
         self.max_streams = max_streams
         self.max_per_client = max_per_client
@@ -415,8 +454,8 @@ class Engine:
         worker = self._workers.get(name)
         if worker is None:
             worker = self._workers[name] = ModelWorker(
-                self._samplers[name], name, target_tick=self._target_tick,
-                tick_chars=self._tick_chars)
+                self._samplers[name], name, target_tick=self._target_tick, tick_chars=self._tick_chars
+            )
         return worker
 
     def client_streams(self, client: str) -> int:
@@ -431,13 +470,16 @@ class Engine:
             if self._closed:
                 raise EngineClosed("the server is shutting down")
             if self._streams + job.num > self.max_streams:
-                raise EngineBusy(f"the server is already generating {self._streams} samples at "
-                                 f"once and its limit is {self.max_streams}; try again shortly")
+                raise EngineBusy(
+                    f"the server is already generating {self._streams} samples at "
+                    f"once and its limit is {self.max_streams}; try again shortly"
+                )
             mine = self._by_client.get(client, 0) if client is not None else 0
-            if client is not None and self.max_per_client is not None and \
-                    mine + job.num > self.max_per_client:
-                raise EngineBusy(f"this client is already generating {mine} samples at once and "
-                                 f"each client's share is {self.max_per_client}; try again shortly")
+            if client is not None and self.max_per_client is not None and mine + job.num > self.max_per_client:
+                raise EngineBusy(
+                    f"this client is already generating {mine} samples at once and "
+                    f"each client's share is {self.max_per_client}; try again shortly"
+                )
             worker = self._worker(name)
             self._streams += job.num
             if client is not None:
@@ -445,7 +487,7 @@ class Engine:
         released = threading.Lock()
 
         def on_done():
-            if released.acquire(blocking=False):    # once, whoever ends the job
+            if released.acquire(blocking=False):  # once, whoever ends the job
                 with self._lock:
                     self._streams -= job.num
                     if client is not None:

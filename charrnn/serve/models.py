@@ -23,7 +23,7 @@ class ServedModel:
     directory: Path
     meta: dict
     sampler: BatchSampler
-    model: Model | None = None     # what /api/score reads
+    model: Model | None = None  # what /api/score reads
 
     @property
     def vocab(self):
@@ -36,8 +36,14 @@ class ServedModel:
         spec = self.sampler.spec
         bpc = self.meta.get("best_val_bpc")
         finite = isinstance(bpc, (int, float)) and not isinstance(bpc, bool) and math.isfinite(bpc)
-        return {"name": self.name, "cell": spec.cell, "layers": spec.layers, "hidden": spec.hidden,
-                "vocab_size": spec.vocab_size, "best_val_bpc": float(bpc) if finite else None}
+        return {
+            "name": self.name,
+            "cell": spec.cell,
+            "layers": spec.layers,
+            "hidden": spec.hidden,
+            "vocab_size": spec.vocab_size,
+            "best_val_bpc": float(bpc) if finite else None,
+        }
 
 
 def model_directories(model_dirs) -> list[tuple[str, Path]]:
@@ -48,8 +54,9 @@ def model_directories(model_dirs) -> list[tuple[str, Path]]:
     if not model_dirs:
         found = [(name, bundled_model_dir(name)) for name in bundled_model_names()]
         if not found:
-            raise InputError("this installation of charrnn has no bundled model; give a model "
-                             "directory made by `charrnn train`")
+            raise InputError(
+                "this installation of charrnn has no bundled model; give a model directory made by `charrnn train`"
+            )
         return found
     found = []
     seen: dict[str, str] = {}
@@ -59,11 +66,14 @@ def model_directories(model_dirs) -> list[tuple[str, Path]]:
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
-            raise InputError(f"{os.fsencode(given)!r}: a model's directory name must be UTF-8 text, "
-                             f"as clients see it by that name") from None
+            raise InputError(
+                f"{os.fsencode(given)!r}: a model's directory name must be UTF-8 text, as clients see it by that name"
+            ) from None
         if name in seen:
-            raise InputError(f"{seen[name]} and {os.fspath(given)} would both be served as "
-                             f"{name!r}; give models whose directories have different names")
+            raise InputError(
+                f"{seen[name]} and {os.fspath(given)} would both be served as "
+                f"{name!r}; give models whose directories have different names"
+            )
         seen[name] = os.fspath(given)
         found.append((name, directory))
     return found
@@ -78,6 +88,13 @@ def load_served(name: str, directory: Path) -> ServedModel:
     sampler = BatchSampler(model)
     states = sampler.new_states(1)
     sampler.read(states, 0, np.zeros(1, dtype=np.int64))
-    sampler.draw(states, np.zeros((1, 1)), np.ones(1), np.zeros(1, dtype=np.int64), np.ones(1),
-                 np.zeros(1, dtype=np.bool_), np.empty((1, 1), dtype=np.int64))
+    sampler.draw(
+        states,
+        np.zeros((1, 1)),
+        np.ones(1),
+        np.zeros(1, dtype=np.int64),
+        np.ones(1),
+        np.zeros(1, dtype=np.bool_),
+        np.empty((1, 1), dtype=np.int64),
+    )
     return ServedModel(name, directory, dict(model.meta), sampler, model)

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-MAX_FLOAT_VALUES = 1_000_000       # activations sent as JSON numbers (units x characters)
+MAX_FLOAT_VALUES = 1_000_000  # activations sent as JSON numbers (units x characters)
 PACK_SCALE = 127
 FIELDS = ("model", "text", "top", "unknown", "layer", "units", "packed")
 DEFAULTS = {"top": 5, "unknown": "error", "layer": None, "units": "all", "packed": False}
@@ -45,8 +45,7 @@ def check_score(data: dict, models: dict, limits, api_error) -> dict:
 
     unknown_fields = [key for key in data if key not in FIELDS]
     if unknown_fields:
-        raise api_error(400, f"unknown field {unknown_fields[0]!r}; the fields are "
-                             f"{', '.join(FIELDS)}")
+        raise api_error(400, f"unknown field {unknown_fields[0]!r}; the fields are {', '.join(FIELDS)}")
     if "model" not in data:
         raise api_error(400, f"the field 'model' is required (one of: {', '.join(models)})")
     name = data["model"]
@@ -54,8 +53,7 @@ def check_score(data: dict, models: dict, limits, api_error) -> dict:
         raise api_error(400, f"model must be a model's name (a string), got {_shown(name)}")
     served = models.get(name)
     if served is None:
-        raise api_error(404, f"no model named {_shown(name)} here; this server has: "
-                             f"{', '.join(models)}")
+        raise api_error(404, f"no model named {_shown(name)} here; this server has: {', '.join(models)}")
     if "text" not in data:
         raise api_error(400, "the field 'text' is required (the text to score)")
     options = {**DEFAULTS, **data}
@@ -63,34 +61,36 @@ def check_score(data: dict, models: dict, limits, api_error) -> dict:
     if not isinstance(text, str):
         raise api_error(400, f"text must be a string, got {_shown(text)}")
     if len(text) > limits.max_text:
-        raise api_error(400, f"text has {len(text)} characters, over this server's limit of "
-                             f"{limits.max_text}")
+        raise api_error(400, f"text has {len(text)} characters, over this server's limit of {limits.max_text}")
     spec = served.sampler.spec
     top = options["top"]
     if not _whole(top) or not 0 <= top <= spec.vocab_size:
-        raise api_error(400, f"top must be a whole number from 0 to {spec.vocab_size} (the "
-                             f"model's characters), got {_shown(top)}")
+        raise api_error(
+            400, f"top must be a whole number from 0 to {spec.vocab_size} (the model's characters), got {_shown(top)}"
+        )
     unknown = options["unknown"]
     if unknown not in ("error", "skip"):
         raise api_error(400, f'unknown must be "error" or "skip", got {_shown(unknown)}')
     layer = options["layer"]
     if layer is not None and (not _whole(layer) or not 0 <= layer < spec.layers):
-        raise api_error(400, f"layer must be null or a whole number from 0 to {spec.layers - 1} "
-                             f"(0 reads the characters), got {_shown(layer)}")
+        raise api_error(
+            400,
+            f"layer must be null or a whole number from 0 to {spec.layers - 1} "
+            f"(0 reads the characters), got {_shown(layer)}",
+        )
     packed = options["packed"]
     if not isinstance(packed, bool):
         raise api_error(400, f"packed must be true or false, got {_shown(packed)}")
     units = options["units"]
     if "units" in data and layer is None:
-        raise api_error(400, "units needs a layer: send \"layer\" too")
+        raise api_error(400, 'units needs a layer: send "layer" too')
     chosen = []
     if layer is not None:
         try:
             chosen = parse_units(units, spec.hidden)
         except InputError as error:
             message = str(error)
-            raise api_error(400, message if message.startswith("units") else
-                            f"units: {message}") from None
+            raise api_error(400, message if message.startswith("units") else f"units: {message}") from None
     try:
         kept, ids, skipped = encode_for_scoring(text, served.vocab, unknown)
     except InputError as error:
@@ -98,11 +98,22 @@ def check_score(data: dict, models: dict, limits, api_error) -> dict:
         message = str(error).replace("; pass --unknown skip to leave them out", hint)
         raise api_error(400, f"text: {message}") from None
     if layer is not None and not packed and len(chosen) * ids.size > MAX_FLOAT_VALUES:
-        raise api_error(400, f"units: {len(chosen)} units x {ids.size} characters is over "
-                             f"{MAX_FLOAT_VALUES:,} values; ask for fewer units, or send "
-                             f"\"packed\": true")
-    return {"served": served, "text": kept, "ids": ids, "skipped": skipped, "top": top,
-            "layer": layer, "units": chosen, "packed": packed}
+        raise api_error(
+            400,
+            f"units: {len(chosen)} units x {ids.size} characters is over "
+            f"{MAX_FLOAT_VALUES:,} values; ask for fewer units, or send "
+            f'"packed": true',
+        )
+    return {
+        "served": served,
+        "text": kept,
+        "ids": ids,
+        "skipped": skipped,
+        "top": top,
+        "layer": layer,
+        "units": chosen,
+        "packed": packed,
+    }
 
 
 class Scorers:
@@ -127,9 +138,15 @@ class Scorers:
             scorer = self._scorers.get(served.name)
             if scorer is None:
                 scorer = self._scorers[served.name] = Scorer(served.model)
-            result = score_ids(scorer, checked["text"], checked["ids"], top=checked["top"],
-                               layer=checked["layer"], units=checked["units"],
-                               skipped=checked["skipped"])
+            result = score_ids(
+                scorer,
+                checked["text"],
+                checked["ids"],
+                top=checked["top"],
+                layer=checked["layer"],
+                units=checked["units"],
+                skipped=checked["skipped"],
+            )
         return answer(served.name, result, served.vocab, checked["packed"])
 
     async def score(self, checked: dict) -> dict:
@@ -141,10 +158,18 @@ def answer(name: str, result, vocab, packed: bool) -> dict:
     chars = vocab.chars
     top = [[] for _ in range(1)]
     ids, probs = result.top_ids[1:].tolist(), np.round(result.top_probs[1:], 4).tolist()
-    top += [[[chars[i], p] for i, p in zip(row_ids, row_p, strict=True)]
-            for row_ids, row_p in zip(ids, probs, strict=True)]
-    data = {"model": name, "text": result.text, "skipped": result.skipped, "chars": result.chars,
-            "bpc": round(result.bpc, 6), "bits": bits, "top": top}
+    top += [
+        [[chars[i], p] for i, p in zip(row_ids, row_p, strict=True)] for row_ids, row_p in zip(ids, probs, strict=True)
+    ]
+    data = {
+        "model": name,
+        "text": result.text,
+        "skipped": result.skipped,
+        "chars": result.chars,
+        "bpc": round(result.bpc, 6),
+        "bits": bits,
+        "top": top,
+    }
     if result.layer is not None:
         acts = {"layer": result.layer, "units": result.units}
         if packed:

@@ -11,10 +11,18 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "TrialRecord": "layout",
-    "INSTALL_HINT": "run", "RayMissing": "run", "SweepError": "run", "SweepEvent": "run",
-    "SweepProgress": "run", "SweepResult": "run", "SweepSettings": "run", "require_ray": "run",
+    "INSTALL_HINT": "run",
+    "RayMissing": "run",
+    "SweepError": "run",
+    "SweepEvent": "run",
+    "SweepProgress": "run",
+    "SweepResult": "run",
+    "SweepSettings": "run",
+    "require_ray": "run",
     "run_sweep": "run",
-    "Dimension": "space", "parse_dimension": "space", "parse_space": "space",
+    "Dimension": "space",
+    "parse_dimension": "space",
+    "parse_space": "space",
 }
 
 if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)

@@ -33,25 +33,31 @@ FORMAT_VERSION = 1
 # Files a trial directory may hold (charrnn.model.checkpoint's names, not imported: it loads Numba, and
 # the sink's process needs none of it), in the order they are copied to the driver: the model
 # before the state that points past it, as train() itself writes them.
-MODEL_FILE, META_FILE, METRICS_FILE, STATE_FILE = (
-    "model.npz", "meta.json", "metrics.jsonl", "training_state.npz")
+MODEL_FILE, META_FILE, METRICS_FILE, STATE_FILE = ("model.npz", "meta.json", "metrics.jsonl", "training_state.npz")
 TRIAL_FILES = (MODEL_FILE, META_FILE, METRICS_FILE, STATE_FILE)
 
 FINISHED, STOPPED, FAILED, RUNNING, PENDING, UNFINISHED = (
-    "finished", "stopped early", "failed", "running", "pending", "unfinished")
+    "finished",
+    "stopped early",
+    "failed",
+    "running",
+    "pending",
+    "unfinished",
+)
 COMPLETE = (FINISHED, STOPPED, FAILED)
 
 
 @dataclass
 class TrialRecord:
     """What results.jsonl says about one trial."""
+
     trial: str
     status: str = PENDING
     settings: dict = field(default_factory=dict)
     best_val_bpc: float | None = None
     last_val_bpc: float | None = None
     steps: int = 0
-    seconds: float = 0.0           # training time, as train() counts it
+    seconds: float = 0.0  # training time, as train() counts it
     error: str | None = None
 
     @property
@@ -72,10 +78,12 @@ class TrialRecord:
 
 def rank(records) -> list[TrialRecord]:
     """Best first: trials with a validation figure by it, then the others by name."""
+
     def key(record):
         bpc = record.best_val_bpc
         good = bpc is not None and math.isfinite(bpc)
         return (not good, bpc if good else 0.0, record.trial)
+
     return sorted(records, key=key)
 
 
@@ -112,15 +120,19 @@ def read_settings(out_dir: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{out_dir}: no sweep to resume (no {SETTINGS_FILE}); start one with "
-                         f"charrnn sweep TEXT_FILE --out {out_dir}") from None
+        raise InputError(
+            f"{out_dir}: no sweep to resume (no {SETTINGS_FILE}); start one with "
+            f"charrnn sweep TEXT_FILE --out {out_dir}"
+        ) from None
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: not a readable sweep settings file ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path}: not a charrnn sweep settings file")
     if data.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{path}: sweep format version {data.get('format_version')} is not "
-                         f"one this charrnn reads ({FORMAT_VERSION})")
+        raise InputError(
+            f"{path}: sweep format version {data.get('format_version')} is not "
+            f"one this charrnn reads ({FORMAT_VERSION})"
+        )
     return data
 
 

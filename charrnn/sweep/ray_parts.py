@@ -83,20 +83,39 @@ def run_trial(config: dict, *, corpus: bytes, job: dict, sink) -> None:
                 mirror.push()
                 # At the end of its budget a trial is finished even if Tune stops it right here
                 # (ASHA stops every trial that reaches its last rung).
-                done = bool((steps and event.step >= steps) or
-                            (minutes and event.elapsed >= minutes * 60.0))
-                tune.report({"step": event.step, "val_bpc": event.val_bpc,
-                             "best_val_bpc": event.best_val_bpc, "elapsed": event.elapsed,
-                             "finished": done})
+                done = bool((steps and event.step >= steps) or (minutes and event.elapsed >= minutes * 60.0))
+                tune.report(
+                    {
+                        "step": event.step,
+                        "val_bpc": event.val_bpc,
+                        "best_val_bpc": event.best_val_bpc,
+                        "elapsed": event.elapsed,
+                        "finished": done,
+                    }
+                )
 
-        result = train(text_path, model_dir, overrides={**job["fixed"], **config},
-                       budget=Budget(**job["budget"]), resume=resume, force=not resume,
-                       encoding=job["encoding"], threads=job["threads"], on_event=on_event,
-                       corpus_path=job.get("corpus_path"))
+        result = train(
+            text_path,
+            model_dir,
+            overrides={**job["fixed"], **config},
+            budget=Budget(**job["budget"]),
+            resume=resume,
+            force=not resume,
+            encoding=job["encoding"],
+            threads=job["threads"],
+            on_event=on_event,
+            corpus_path=job.get("corpus_path"),
+        )
         mirror.push()
-        tune.report({"step": result.step, "val_bpc": result.last_val_bpc or result.best_val_bpc,
-                     "best_val_bpc": result.best_val_bpc, "elapsed": result.elapsed,
-                     "finished": True})
+        tune.report(
+            {
+                "step": result.step,
+                "val_bpc": result.last_val_bpc or result.best_val_bpc,
+                "best_val_bpc": result.best_val_bpc,
+                "elapsed": result.elapsed,
+                "finished": True,
+            }
+        )
     except CharRNNError as error:
         ray.get(sink.record_error.remote(name, str(error)))
         raise

@@ -29,11 +29,11 @@ INSTALL_HINT = 'charrnn sweep needs Ray Tune: pip install "charrnn[sweep]"'
 DEFAULT_TRIALS = 8
 DEFAULT_TRIAL_MINUTES = 5.0
 DEFAULT_EVAL_EVERY = 500
-REDUCTION_FACTOR = 3        # ASHA keeps the best third at each rung
-RUNGS = 2                   # rungs before the end: at 1/9 and 1/3 of the trial budget
-PROGRESS_SECONDS = 1.0      # how often a "progress" event is sent while trials run
-METRIC = "best_val_bpc"     # what ASHA compares and the trials are ranked by (lower is better)
-CONNECT_TIMEOUT = 5.0       # seconds to reach a cluster's address before giving up
+REDUCTION_FACTOR = 3  # ASHA keeps the best third at each rung
+RUNGS = 2  # rungs before the end: at 1/9 and 1/3 of the trial budget
+PROGRESS_SECONDS = 1.0  # how often a "progress" event is sent while trials run
+METRIC = "best_val_bpc"  # what ASHA compares and the trials are ranked by (lower is better)
+CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before giving up
 
 
 class RayMissing(CharRNNError):
@@ -47,12 +47,13 @@ class SweepError(CharRNNError):
 @dataclass(frozen=True)
 class SweepSettings:
     """What defines a sweep; stored in DIR/sweep.json and fixed across resumes."""
+
     space: dict = field(default_factory=dict)  # {setting: text as typed}; empty: the default space
     trials: int = DEFAULT_TRIALS
-    trial_minutes: float | None = None         # budget of each trial (with neither: 5 minutes)
+    trial_minutes: float | None = None  # budget of each trial (with neither: 5 minutes)
     trial_steps: int | None = None
-    concurrent: int | None = None              # trials at once (None: as many as the CPUs fit)
-    threads: int = 1                           # threads (and Ray CPUs) of each trial
+    concurrent: int | None = None  # trials at once (None: as many as the CPUs fit)
+    threads: int = 1  # threads (and Ray CPUs) of each trial
     eval_every: int = DEFAULT_EVAL_EVERY
     val_frac: float = 0.05
     seed: int = 0
@@ -106,7 +107,7 @@ class SweepProgress:
     failed: int = 0
     running: int = 0
     best: TrialRecord | None = None
-    elapsed: float = 0.0      # wall-clock seconds since the sweep started
+    elapsed: float = 0.0  # wall-clock seconds since the sweep started
 
     @property
     def done(self) -> int:
@@ -117,6 +118,7 @@ class SweepProgress:
 class SweepEvent:
     """kind: "start" | "ray" | "note" | "trial_start" | "trial_end" | "progress" | "done";
     every event carries the progress so far, "trial_*" events the trial's record."""
+
     kind: str
     progress: SweepProgress
     record: TrialRecord | None = None
@@ -126,10 +128,10 @@ class SweepEvent:
 @dataclass(frozen=True)
 class SweepResult:
     out_dir: Path
-    records: list                 # TrialRecords, best first
+    records: list  # TrialRecords, best first
     best: TrialRecord | None
-    interrupted: bool             # some trials never finished: --resume continues them
-    varied: tuple                 # the settings the space varies (for tables)
+    interrupted: bool  # some trials never finished: --resume continues them
+    varied: tuple  # the settings the space varies (for tables)
 
 
 class _Bookkeeper:
@@ -148,8 +150,15 @@ class _Bookkeeper:
                 counts[record.status] += 1
         ranked = layout.rank(self.records.values())
         best = ranked[0] if ranked and ranked[0].best_val_bpc is not None else None
-        return SweepProgress(self.total, counts[FINISHED], counts[STOPPED], counts[FAILED],
-                             counts[RUNNING], best, time.perf_counter() - self.clock)
+        return SweepProgress(
+            self.total,
+            counts[FINISHED],
+            counts[STOPPED],
+            counts[FAILED],
+            counts[RUNNING],
+            best,
+            time.perf_counter() - self.clock,
+        )
 
     def _record(self, name: str, settings: dict | None = None) -> TrialRecord:
         record = self.records.get(name)
@@ -166,8 +175,12 @@ class _Bookkeeper:
 
     def reported(self, name: str, result: dict) -> None:
         record = self._record(name)
-        for key, attr in (("best_val_bpc", "best_val_bpc"), ("val_bpc", "last_val_bpc"),
-                          ("step", "steps"), ("elapsed", "seconds")):
+        for key, attr in (
+            ("best_val_bpc", "best_val_bpc"),
+            ("val_bpc", "last_val_bpc"),
+            ("step", "steps"),
+            ("elapsed", "seconds"),
+        ):
             if result.get(key) is not None:
                 setattr(record, attr, result[key])
 
@@ -199,6 +212,7 @@ def _plain(settings: dict) -> dict:
 def ray_installed() -> bool:
     """Whether Ray can be imported, without importing it (it reads settings when imported)."""
     import importlib.util
+
     try:
         return importlib.util.find_spec("ray") is not None
     except (ImportError, ValueError):
@@ -222,20 +236,23 @@ def resolve_address(address: str | None) -> str | None:
     if address is None or address in ("auto", "local"):
         return address
     if address.startswith("ray://"):
-        raise InputError(f"--address {address}: Ray Client addresses are not supported; run "
-                         "charrnn sweep on a node of the cluster (e.g. its head) with --address "
-                         "HOST:PORT of the head, or auto")
+        raise InputError(
+            f"--address {address}: Ray Client addresses are not supported; run "
+            "charrnn sweep on a node of the cluster (e.g. its head) with --address "
+            "HOST:PORT of the head, or auto"
+        )
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise InputError(f"--address {address}: expected HOST:PORT (the head's GCS port, "
-                         "6379 by default), or auto")
+        raise InputError(f"--address {address}: expected HOST:PORT (the head's GCS port, 6379 by default), or auto")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
             pass
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
-        raise SweepError(f"--address {address}: no Ray cluster answers there ({reason}); start "
-                         "one with `ray start --head` or check the address") from None
+        raise SweepError(
+            f"--address {address}: no Ray cluster answers there ({reason}); start "
+            "one with `ray start --head` or check the address"
+        ) from None
     return address
 
 
@@ -250,7 +267,7 @@ def _prepare_ray_environment(address: str | None) -> None:
     """Settings Ray reads from the environment, some when it is imported: so before that.
     A local Ray (or a cluster on this machine's loopback) keeps every address on 127.0.0.1
     instead of the machine's network address."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")      # no prompt, no reporting home
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no prompt, no reporting home
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our results.jsonl instead
     if address != "auto" and _is_loopback(address):
@@ -259,8 +276,7 @@ def _prepare_ray_environment(address: str | None) -> None:
 
 def _start_ray(ray, address: str | None, cpus: int) -> str:
     """ray.init for the run; a line saying where the trials run."""
-    options = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
-                   configure_logging=True)
+    options = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False, configure_logging=True)
     try:
         if address is None:
             ray.init(address="local", num_cpus=cpus, **options)
@@ -271,19 +287,27 @@ def _start_ray(ray, address: str | None, cpus: int) -> str:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         hint = ""
         if address is not None and not os.environ.get("RAY_AUTH_MODE"):
-            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (the "
-                    "token: RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+            hint = (
+                "; if the cluster uses token authentication, set RAY_AUTH_MODE=token (the "
+                "token: RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+            )
         raise SweepError(f"Ray could not start or connect: {first}{hint}") from None
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     where = "a local Ray" if address is None else f"the Ray cluster at {address}"
-    return (f"Ray: {where}, {nodes} node{'s' if nodes != 1 else ''}, "
-            f"{resources.get('CPU', 0):g} CPUs")
+    return f"Ray: {where}, {nodes} node{'s' if nodes != 1 else ''}, {resources.get('CPU', 0):g} CPUs"
 
 
-def run_sweep(text_path: str | Path | None, out_dir: str | Path,
-              settings: SweepSettings | None = None, *, resume: bool = False, force: bool = False,
-              address: str | None = None, on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
+def run_sweep(
+    text_path: str | Path | None,
+    out_dir: str | Path,
+    settings: SweepSettings | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    address: str | None = None,
+    on_event: Callable[[SweepEvent], None] | None = None,
+) -> SweepResult:
     """Run (or, with resume, continue) a sweep whose directory is `out_dir`.
 
     On resume the settings come from out_dir/sweep.json and `settings` must be None; `text_path`
@@ -313,27 +337,28 @@ def run_sweep(text_path: str | Path | None, out_dir: str | Path,
     return _finish(out_dir, records, settings.trials, space, book)
 
 
-def _resumed_sweep(text_path: str | Path | None, out_dir: Path, settings: SweepSettings | None,
-                   force: bool) -> tuple[SweepSettings, Path, dict, dict[str, TrialRecord]]:
+def _resumed_sweep(
+    text_path: str | Path | None, out_dir: Path, settings: SweepSettings | None, force: bool
+) -> tuple[SweepSettings, Path, dict, dict[str, TrialRecord]]:
     """A sweep to resume: its stored settings, its text, the corpus it recorded, its trials so far."""
     if settings is not None:
-        raise InputError("a resumed sweep keeps its settings; give only --out, --resume "
-                         "(and --address)")
+        raise InputError("a resumed sweep keeps its settings; give only --out, --resume (and --address)")
     if force:
-        raise InputError("--resume continues the sweep in --out and --force replaces it: "
-                         "give one of them")
+        raise InputError("--resume continues the sweep in --out and --force replaces it: give one of them")
     stored = layout.read_settings(out_dir)
     settings = SweepSettings.from_json(stored["settings"])
     corpus = stored["corpus"]
     text_path = Path(text_path) if text_path is not None else Path(corpus["path"])
     if not layout.tune_experiment_dir(out_dir).is_dir():
-        raise InputError(f"{out_dir}: the sweep's Tune state ({layout.TUNE_DIR}/) is missing; "
-                         "start it again with --force")
+        raise InputError(
+            f"{out_dir}: the sweep's Tune state ({layout.TUNE_DIR}/) is missing; start it again with --force"
+        )
     return settings, text_path, corpus, layout.read_results(out_dir)
 
 
-def _new_sweep(text_path: str | Path | None, out_dir: Path, settings: SweepSettings | None,
-               force: bool) -> tuple[SweepSettings, Path]:
+def _new_sweep(
+    text_path: str | Path | None, out_dir: Path, settings: SweepSettings | None, force: bool
+) -> tuple[SweepSettings, Path]:
     """A new sweep: its settings (the defaults if none) and its text; out_dir must be free for it."""
     settings = settings or SweepSettings()
     if text_path is None:
@@ -342,8 +367,7 @@ def _new_sweep(text_path: str | Path | None, out_dir: Path, settings: SweepSetti
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a directory")
     if layout.holds_sweep(out_dir) and not force:
-        raise InputError(f"{out_dir} already holds a sweep; pass --resume to continue it or "
-                         "--force to replace it")
+        raise InputError(f"{out_dir} already holds a sweep; pass --resume to continue it or --force to replace it")
     return settings, text_path
 
 
@@ -351,45 +375,71 @@ def _read_text(text_path: Path, encoding: str, corpus: dict | None, out_dir: Pat
     """The text's bytes (sent to the trials through Ray's object store) and their sha256; a resumed
     sweep's text (`corpus` recorded) must be the one it ran on."""
     if not text_path.is_file():
-        raise InputError(f"{text_path}: no such file; `charrnn download NAME` fetches a text "
-                         "(`charrnn corpora` lists them)")
+        raise InputError(
+            f"{text_path}: no such file; `charrnn download NAME` fetches a text (`charrnn corpora` lists them)"
+        )
     data = text_path.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
     if corpus is not None and sha256 != corpus["sha256"]:
-        raise InputError(f"{text_path} is not the text this sweep ran on (its sha256 differs "
-                         f"from the one recorded in {out_dir / layout.SETTINGS_FILE})")
+        raise InputError(
+            f"{text_path} is not the text this sweep ran on (its sha256 differs "
+            f"from the one recorded in {out_dir / layout.SETTINGS_FILE})"
+        )
     _check_text(text_path, data, encoding)
     return data, sha256
 
 
-def _write_new_sweep(out_dir: Path, settings: SweepSettings, text_path: Path, sha256: str,
-                     ray_version: str, force: bool) -> None:
+def _write_new_sweep(
+    out_dir: Path, settings: SweepSettings, text_path: Path, sha256: str, ray_version: str, force: bool
+) -> None:
     """out_dir (emptied of an old sweep with force) with the new sweep's sweep.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if force:
         layout.clear_sweep(out_dir)
-    layout.write_settings(out_dir, {
-        "settings": settings.to_json(),
-        "corpus": {"name": text_path.name, "path": str(text_path.resolve()),
-                   "bytes": text_path.stat().st_size, "sha256": sha256},
-        "charrnn_version": __version__, "ray_version": ray_version})
+    layout.write_settings(
+        out_dir,
+        {
+            "settings": settings.to_json(),
+            "corpus": {
+                "name": text_path.name,
+                "path": str(text_path.resolve()),
+                "bytes": text_path.stat().st_size,
+                "sha256": sha256,
+            },
+            "charrnn_version": __version__,
+            "ray_version": ray_version,
+        },
+    )
 
 
 def _start_text(settings: SweepSettings, space: dict[str, Dimension], budget: dict, resume: bool) -> str:
-    return (f"{'Resuming a sweep' if resume else 'Sweep'} of {settings.trials} trial"
-            f"{'s' if settings.trials != 1 else ''} over {describe_space(space)}; "
-            f"each {_budget_text(budget)}, {settings.threads} thread"
-            f"{'s' if settings.threads != 1 else ''}"
-            + (f", {settings.concurrent} at once" if settings.concurrent else "")
-            + ("; ASHA early stopping" if settings.early_stop else ""))
+    return (
+        f"{'Resuming a sweep' if resume else 'Sweep'} of {settings.trials} trial"
+        f"{'s' if settings.trials != 1 else ''} over {describe_space(space)}; "
+        f"each {_budget_text(budget)}, {settings.threads} thread"
+        f"{'s' if settings.threads != 1 else ''}"
+        + (f", {settings.concurrent} at once" if settings.concurrent else "")
+        + ("; ASHA early stopping" if settings.early_stop else "")
+    )
 
 
-def _run_trials(ray, address: str | None, settings: SweepSettings, space: dict[str, Dimension], budget: dict,
-                text_path: Path, data: bytes, out_dir: Path, resume: bool, book: _Bookkeeper) -> None:
+def _run_trials(
+    ray,
+    address: str | None,
+    settings: SweepSettings,
+    space: dict[str, Dimension],
+    budget: dict,
+    text_path: Path,
+    data: bytes,
+    out_dir: Path,
+    resume: bool,
+    book: _Bookkeeper,
+) -> None:
     """Ray started (or reached), the trials run by Tune until done or a second Ctrl-C, Ray shut
     down; `book` follows the trials meanwhile."""
     cpus = max(usable_cores(), (settings.concurrent or 1) * settings.threads)
     from charrnn.sweep import ray_parts  # imports ray.tune
+
     ray_logger = logging.getLogger("ray")
     previous_level = ray_logger.level
     try:
@@ -399,13 +449,19 @@ def _run_trials(ray, address: str | None, settings: SweepSettings, space: dict[s
         book.emit(SweepEvent("ray", book.progress(), text=where))
         cluster_cpus = ray.cluster_resources().get("CPU", 0)
         if address is not None and cluster_cpus < settings.threads:
-            book.emit(SweepEvent("note", book.progress(), text=(
-                f"note: each trial asks for {settings.threads} CPUs (--threads) and the cluster "
-                f"has {cluster_cpus:g} now; trials wait until a node with that many joins")))
+            book.emit(
+                SweepEvent(
+                    "note",
+                    book.progress(),
+                    text=(
+                        f"note: each trial asks for {settings.threads} CPUs (--threads) and the cluster "
+                        f"has {cluster_cpus:g} now; trials wait until a node with that many joins"
+                    ),
+                )
+            )
         sink = _start_sink(ray, ray_parts, out_dir, text_path)
         book.error_of = lambda name: ray.get(sink.error.remote(name))
-        tuner = _make_tuner(ray_parts, settings, space, budget, text_path, data, sink, out_dir,
-                            resume)
+        tuner = _make_tuner(ray_parts, settings, space, budget, text_path, data, sink, out_dir, resume)
         ray_parts.ACTIVE = book
         tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: the state is saved
@@ -416,13 +472,22 @@ def _run_trials(ray, address: str | None, settings: SweepSettings, space: dict[s
         ray.shutdown()
 
 
-def _finish(out_dir: Path, records: dict[str, TrialRecord], trials: int, space: dict[str, Dimension],
-            book: _Bookkeeper) -> SweepResult:
+def _finish(
+    out_dir: Path, records: dict[str, TrialRecord], trials: int, space: dict[str, Dimension], book: _Bookkeeper
+) -> SweepResult:
     """The trials ranked into results.jsonl, best/ linked to the best trial with a model, "done"."""
     interrupted = _reconcile(records, trials)
     ranked = layout.rank(records.values())
-    best = next((r for r in ranked if r.best_val_bpc is not None and math.isfinite(r.best_val_bpc)
-                 and (layout.trial_dir(out_dir, r.trial) / "model.npz").is_file()), None)
+    best = next(
+        (
+            r
+            for r in ranked
+            if r.best_val_bpc is not None
+            and math.isfinite(r.best_val_bpc)
+            and (layout.trial_dir(out_dir, r.trial) / "model.npz").is_file()
+        ),
+        None,
+    )
     layout.write_results(out_dir, ranked)
     layout.link_best(out_dir, best.trial if best else None)
     varied = tuple(name for name, dim in space.items() if not dim.is_fixed)
@@ -435,11 +500,11 @@ def _check_text(path: Path, data: bytes, encoding: str) -> None:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not {encoding} text (byte {error.start}); give its --encoding, "
-                         "e.g. latin-1 or cp1252") from None
+        raise InputError(
+            f"{path}: not {encoding} text (byte {error.start}); give its --encoding, e.g. latin-1 or cp1252"
+        ) from None
     if not text.strip():
-        raise InputError(f"{path}: the file is empty" if not data
-                         else f"{path}: the file holds no text")
+        raise InputError(f"{path}: the file is empty" if not data else f"{path}: the file holds no text")
 
 
 def _budget_text(budget: dict) -> str:
@@ -454,30 +519,49 @@ def _budget_text(budget: dict) -> str:
 def _start_sink(ray, ray_parts, out_dir: Path, text_path: Path):
     """The sink actor, on this (the driver's) node, so trial directories land in out_dir."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     node = ray.get_runtime_context().get_node_id()
     from charrnn.sweep.sink import TrialSink
-    sink = ray.remote(TrialSink).options(
-        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-        str((out_dir / layout.TRIALS_DIR).resolve()), str(text_path.resolve()))
+
+    sink = (
+        ray.remote(TrialSink)
+        .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        .remote(str((out_dir / layout.TRIALS_DIR).resolve()), str(text_path.resolve()))
+    )
     return sink
 
 
-def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, text_path: Path,
-                data: bytes, sink, out_dir: Path, resume: bool):
+def _make_tuner(
+    ray_parts,
+    settings: SweepSettings,
+    space: dict,
+    budget: dict,
+    text_path: Path,
+    data: bytes,
+    sink,
+    out_dir: Path,
+    resume: bool,
+):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    job = {"corpus_name": text_path.name, "corpus_path": str(text_path.resolve()),
-           "encoding": settings.encoding, "fixed": settings.fixed(),
-           "budget": budget, "threads": settings.threads}
+    job = {
+        "corpus_name": text_path.name,
+        "corpus_path": str(text_path.resolve()),
+        "encoding": settings.encoding,
+        "fixed": settings.fixed(),
+        "budget": budget,
+        "threads": settings.threads,
+    }
     trainable = tune.with_resources(
-        tune.with_parameters(ray_parts.run_trial, corpus=data, job=job, sink=sink),
-        {"cpu": settings.threads})
+        tune.with_parameters(ray_parts.run_trial, corpus=data, job=job, sink=sink), {"cpu": settings.threads}
+    )
     experiment = layout.tune_experiment_dir(out_dir)
     if resume:
-        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+        return tune.Tuner.restore(
+            str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
     scheduler: TrialScheduler
     if settings.early_stop:
         # Time is training seconds when the budget is in minutes, steps otherwise; rungs at a
@@ -486,26 +570,36 @@ def _make_tuner(ray_parts, settings: SweepSettings, space: dict, budget: dict, t
             time_attr, max_t = "elapsed", budget["minutes"] * 60.0
         else:
             time_attr, max_t = "step", budget["steps"]
-        scheduler = ASHAScheduler(time_attr=time_attr, max_t=max_t,
-                                  grace_period=max_t / REDUCTION_FACTOR ** RUNGS,
-                                  reduction_factor=REDUCTION_FACTOR)
+        scheduler = ASHAScheduler(
+            time_attr=time_attr,
+            max_t=max_t,
+            grace_period=max_t / REDUCTION_FACTOR**RUNGS,
+            reduction_factor=REDUCTION_FACTOR,
+        )
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(
-        metric=METRIC, mode="min", num_samples=settings.trials, scheduler=scheduler,
+        metric=METRIC,
+        mode="min",
+        num_samples=settings.trials,
+        scheduler=scheduler,
         # Random search; the generator itself limits the trials at once (Tune ignores
         # max_concurrent_trials when given a BasicVariantGenerator).
-        search_alg=BasicVariantGenerator(random_state=settings.seed,
-                                         max_concurrent=settings.concurrent or 0),
+        search_alg=BasicVariantGenerator(random_state=settings.seed, max_concurrent=settings.concurrent or 0),
         # A finished or stopped trial's actor takes the next trial: no new process, no imports.
-        reuse_actors=True, trial_name_creator=ray_parts.trial_name,
-        trial_dirname_creator=ray_parts.trial_name)
+        reuse_actors=True,
+        trial_name_creator=ray_parts.trial_name,
+        trial_dirname_creator=ray_parts.trial_name,
+    )
     run_config = tune.RunConfig(
-        name=layout.EXPERIMENT_NAME, storage_path=str(experiment.parent), verbose=0,
-        callbacks=[ray_parts.SweepCallback()], failure_config=tune.FailureConfig(max_failures=0))
+        name=layout.EXPERIMENT_NAME,
+        storage_path=str(experiment.parent),
+        verbose=0,
+        callbacks=[ray_parts.SweepCallback()],
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
     param_space = {name: dim.to_tune() for name, dim in space.items()}
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def _reconcile(records: dict, total: int) -> bool:

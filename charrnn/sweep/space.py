@@ -18,12 +18,24 @@ from charrnn.model.spec import CELLS
 from charrnn.training.config import TrainConfig
 
 # The settings a sweep can vary, in display order, with their types.
-SWEEPABLE: dict[str, type] = {"cell": str, "hidden": int, "layers": int, "dropout": float,
-                              "lr": float, "seq_length": int, "batch_size": int}
+SWEEPABLE: dict[str, type] = {
+    "cell": str,
+    "hidden": int,
+    "layers": int,
+    "dropout": float,
+    "lr": float,
+    "seq_length": int,
+    "batch_size": int,
+}
 LOG_SCALE = frozenset({"lr"})
 # With no space given: every cell, three sizes, one or two layers, some dropout, a decade of rates.
-DEFAULT_SPACE: dict[str, str] = {"cell": "rnn,lstm,gru", "hidden": "256,512,1024", "layers": "1,2",
-                                 "dropout": "0:0.3", "lr": "1e-3:5e-3"}
+DEFAULT_SPACE: dict[str, str] = {
+    "cell": "rnn,lstm,gru",
+    "hidden": "256,512,1024",
+    "layers": "1,2",
+    "dropout": "0:0.3",
+    "lr": "1e-3:5e-3",
+}
 
 
 def option_name(name: str) -> str:
@@ -33,6 +45,7 @@ def option_name(name: str) -> str:
 @dataclass(frozen=True)
 class Dimension:
     """One swept setting: `values` for a choice (one value: fixed), or `low`..`high` for a range."""
+
     name: str
     values: tuple = ()
     low: float | int | None = None
@@ -58,6 +71,7 @@ class Dimension:
     def to_tune(self):
         """The Tune search-space object (Ray imported here, only when a sweep runs)."""
         from ray import tune
+
         if self.is_fixed:
             return self.values[0]
         if not self.is_range:
@@ -102,8 +116,9 @@ def parse_dimension(name: str, text: str) -> Dimension:
     """A Dimension from an option's text; InputError (one line) for anything no sweep could use."""
     option = option_name(name)
     if name not in SWEEPABLE:
-        raise InputError(f"{option}: not a setting a sweep can vary "
-                         f"(those are {', '.join(option_name(n) for n in SWEEPABLE)})")
+        raise InputError(
+            f"{option}: not a setting a sweep can vary (those are {', '.join(option_name(n) for n in SWEEPABLE)})"
+        )
     kind = SWEEPABLE[name]
     text = text.strip()
     if not text:
@@ -113,15 +128,16 @@ def parse_dimension(name: str, text: str) -> Dimension:
             raise InputError(f"{option} takes a comma list ({','.join(CELLS)}), not a range")
         parts = [part.strip() for part in text.split(":")]
         if len(parts) != 2 or not all(parts):
-            raise InputError(f"{option} {text}: a range is low:high, both given, e.g. "
-                             f"{'1e-3:5e-3' if kind is float else '128:512'}")
+            raise InputError(
+                f"{option} {text}: a range is low:high, both given, e.g. {'1e-3:5e-3' if kind is float else '128:512'}"
+            )
         low, high = (_convert(name, part, kind) for part in parts)
         if low == high:
-            raise InputError(f"{option} {text}: the range is empty (low = high); give one value "
-                             "to fix the setting, or a wider range")
+            raise InputError(
+                f"{option} {text}: the range is empty (low = high); give one value to fix the setting, or a wider range"
+            )
         if low > high:
-            raise InputError(f"{option} {text}: the range is inverted (low > high); write it "
-                             f"as {parts[1]}:{parts[0]}")
+            raise InputError(f"{option} {text}: the range is inverted (low > high); write it as {parts[1]}:{parts[0]}")
         for value in (low, high):
             _check_value(name, value)
         return Dimension(name, low=low, high=high)

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 _HOMES = {
     "train": "charrnn.training.loop",
-    "Budget": "charrnn.training.config", "TrainConfig": "charrnn.training.config",
-    "TrainEvent": "charrnn.training.config", "TrainResult": "charrnn.training.config",
+    "Budget": "charrnn.training.config",
+    "TrainConfig": "charrnn.training.config",
+    "TrainEvent": "charrnn.training.config",
+    "TrainResult": "charrnn.training.config",
     "CELL_DEFAULTS": "charrnn.training.config",
 }
 

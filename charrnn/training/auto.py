@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from charrnn.model.spec import CELL_NAMES
 from charrnn.training.probe import Probe
 
-MODEL_OPTIONS = ("cell", "layers", "hidden", "dropout")   # any of them given: no automatic choice
-VALIDATION_SHARE = 0.05   # of a timed budget, at most, for the validation estimates
+MODEL_OPTIONS = ("cell", "layers", "hidden", "dropout")  # any of them given: no automatic choice
+VALIDATION_SHARE = 0.05  # of a timed budget, at most, for the validation estimates
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Candidate:
     cell: str
     layers: int
     hidden: int
-    min_steps: int         # it is chosen only if the budget buys at least this many steps
+    min_steps: int  # it is chosen only if the budget buys at least this many steps
 
 
 # In order; each beat the one before it, given the same time, from about min_steps of its own on.
@@ -50,7 +50,7 @@ class Choice:
     layers: int
     hidden: int
     dropout: float
-    steps: int             # the steps the budget is expected to buy this model
+    steps: int  # the steps the budget is expected to buy this model
     epochs: float
     chars_per_sec: float | None
     reason: str
@@ -59,12 +59,17 @@ class Choice:
         return {"cell": self.cell, "layers": self.layers, "hidden": self.hidden, "dropout": self.dropout}
 
     def to_meta(self) -> dict:
-        return {"reason": self.reason, "expected_steps": self.steps, "expected_epochs": round(self.epochs, 2),
-                "chars_per_sec": self.chars_per_sec}
+        return {
+            "reason": self.reason,
+            "expected_steps": self.steps,
+            "expected_epochs": round(self.epochs, 2),
+            "chars_per_sec": self.chars_per_sec,
+        }
 
 
-def _budget_steps(candidate: Candidate, seconds: float | None, steps: int | None, probe: Probe | None,
-                  chars_per_step: int) -> tuple[int, float | None]:
+def _budget_steps(
+    candidate: Candidate, seconds: float | None, steps: int | None, probe: Probe | None, chars_per_step: int
+) -> tuple[int, float | None]:
     """(steps the budget buys this candidate, its measured training chars/s or None)."""
     limit = steps if steps is not None else math.inf
     rate = probe.rate(candidate.cell, candidate.layers, candidate.hidden) if probe is not None else None
@@ -75,8 +80,9 @@ def _budget_steps(candidate: Candidate, seconds: float | None, steps: int | None
     return int(limit), rate
 
 
-def choose(seconds: float | None, steps: int | None, train_chars: int, batch_size: int, seq_length: int,
-           probe: Probe | None) -> Choice:
+def choose(
+    seconds: float | None, steps: int | None, train_chars: int, batch_size: int, seq_length: int, probe: Probe | None
+) -> Choice:
     """The model for a budget of `seconds` (a probe needed) and/or `steps` on `train_chars` training
     characters, at batch_size x seq_length characters per step."""
     if seconds is None and steps is None:
@@ -91,7 +97,9 @@ def choose(seconds: float | None, steps: int | None, train_chars: int, batch_siz
     dropout = dropout_for(epochs)
     speed = f" at {chosen_rate:,.0f} chars/s here" if chosen_rate is not None else ""
     budget = f"{seconds / 60:g} min" if seconds is not None else f"{steps:,} steps"
-    reason = (f"{CELL_NAMES[chosen.cell]}, {chosen.layers} layer{'s' if chosen.layers > 1 else ''} of "
-              f"{chosen.hidden}, dropout {dropout:g}: about {chosen_steps:,} steps ({epochs:.1f} epochs) "
-              f"in {budget}{speed}, the model that learns most in this budget")
+    reason = (
+        f"{CELL_NAMES[chosen.cell]}, {chosen.layers} layer{'s' if chosen.layers > 1 else ''} of "
+        f"{chosen.hidden}, dropout {dropout:g}: about {chosen_steps:,} steps ({epochs:.1f} epochs) "
+        f"in {budget}{speed}, the model that learns most in this budget"
+    )
     return Choice(chosen.cell, chosen.layers, chosen.hidden, dropout, chosen_steps, epochs, chosen_rate, reason)

@@ -11,8 +11,8 @@ from charrnn.errors import InputError
 from charrnn.model.spec import CELLS, ModelSpec
 from charrnn.training.optim import OPTIMIZERS
 
-PROGRESS_SECONDS = 0.5    # how often a "step" event is sent
-DEFAULT_MINUTES = 10.0    # the budget when none is given
+PROGRESS_SECONDS = 0.5  # how often a "step" event is sent
+DEFAULT_MINUTES = 10.0  # the budget when none is given
 
 
 # Defaults of each cell, chosen to learn well in 10 minutes on 2 cores (BENCHMARKS.md). Settings
@@ -30,19 +30,20 @@ CELL_DEFAULTS = {
 class TrainConfig:
     """What defines a training run; stored in the model's metadata and fixed across resumes.
     (A run saved before cells existed has no cell, layers or dropout: see charrnn.model.legacy.)"""
+
     cell: str = "lstm"
     layers: int = 2
     hidden: int = 512
-    dropout: float = 0.1             # inverted dropout between layers and before the output layer
+    dropout: float = 0.1  # inverted dropout between layers and before the output layer
     seq_length: int = 64
     batch_size: int = 32
     lr: float = 3e-3
     optimizer: str = "adam"
     clip: float = 5.0
-    lr_schedule: str = "cosine"      # "cosine": decay to lr * min_lr_frac over the budget; "constant"
+    lr_schedule: str = "cosine"  # "cosine": decay to lr * min_lr_frac over the budget; "constant"
     min_lr_frac: float = 0.1
-    input_scale: float = 0.5         # standard deviation of the initial U.0
-    input_lr_scale: float = 10.0     # U.0's learning rate relative to the others (its rows are sparse)
+    input_scale: float = 0.5  # standard deviation of the initial U.0
+    input_lr_scale: float = 10.0  # U.0's learning rate relative to the others (its rows are sparse)
     val_frac: float = 0.05
     eval_every: int = 1000
     seed: int = 0
@@ -91,6 +92,7 @@ class TrainConfig:
 class Budget:
     """How long to train, counted over the whole run (a resumed run continues the same count).
     Training stops at whichever limit comes first; with none given, DEFAULT_MINUTES."""
+
     steps: int | None = None
     epochs: float | None = None
     minutes: float | None = None
@@ -106,19 +108,20 @@ class Budget:
 class TrainEvent:
     """kind: "start" | "note" | "compiling" | "ready" | "step" | "eval" | "sample" | "saved" | "interrupted" |
     "scoring" | "done"."""
+
     kind: str
     step: int = 0
     total_steps: int | None = None
     epoch: float = 0.0
-    train_loss: float | None = None        # nats per character, averaged since the last step event
+    train_loss: float | None = None  # nats per character, averaged since the last step event
     val_bpc: float | None = None
     best_val_bpc: float | None = None
     chars_per_sec: float | None = None
-    elapsed: float = 0.0                   # training seconds, over the whole run
+    elapsed: float = 0.0  # training seconds, over the whole run
     eta_seconds: float | None = None
     lr: float | None = None
-    text: str = ""                         # a sample, or a message
-    val_seconds: float | None = None       # ("done") validation estimates within the budget
+    text: str = ""  # a sample, or a message
+    val_seconds: float | None = None  # ("done") validation estimates within the budget
     final_val_seconds: float | None = None  # ("done") the best model's exact score, after it
 
 
@@ -130,7 +133,7 @@ class TrainResult:
     last_val_bpc: float | None
     elapsed: float
     interrupted: bool
-    val_seconds: float = 0.0        # validation estimates, within `elapsed`
+    val_seconds: float = 0.0  # validation estimates, within `elapsed`
     final_val_seconds: float = 0.0  # the best model's exact score on the validation text, after it
 
 

@@ -25,7 +25,7 @@ from charrnn.model.checkpoint import Model
 from charrnn.model.params import Params
 from charrnn.model.vocab import Vocab
 
-NEW_CHAR_MARGIN = 6.0      # nats below the parent's lowest output bias
+NEW_CHAR_MARGIN = 6.0  # nats below the parent's lowest output bias
 SHAPE_SETTINGS = ("cell", "layers", "hidden")
 
 
@@ -40,11 +40,15 @@ def load_parent(reference: str | Path) -> tuple[Model, dict]:
     model = load_model(directory)
     meta = model.meta
     bundled = str(reference) in bundled_model_names() and not Path(reference).exists()
-    record = {"model": str(reference), "bundled": bundled, "path": str(directory.resolve()),
-              "format_version": meta.get("format_version"),
-              "best_val_bpc": meta.get("best_val_bpc"),
-              "step": meta.get("step"),
-              "corpus": (meta.get("corpus") or {}).get("name")}
+    record = {
+        "model": str(reference),
+        "bundled": bundled,
+        "path": str(directory.resolve()),
+        "format_version": meta.get("format_version"),
+        "best_val_bpc": meta.get("best_val_bpc"),
+        "step": meta.get("step"),
+        "corpus": (meta.get("corpus") or {}).get("name"),
+    }
     return model, record
 
 
@@ -52,12 +56,17 @@ def carry_shape(parent: Model, overrides: dict) -> dict:
     """The settings of a run tuned from `parent`: its cell, layers and hidden size, which an
     explicit option may repeat but not change (InputError, one line)."""
     spec = parent.spec
-    conflicts = [f"--{name} {overrides[name]}" for name in SHAPE_SETTINGS
-                 if name in overrides and overrides[name] != getattr(spec, name)]
+    conflicts = [
+        f"--{name} {overrides[name]}"
+        for name in SHAPE_SETTINGS
+        if name in overrides and overrides[name] != getattr(spec, name)
+    ]
     if conflicts:
-        raise InputError(f"--init-from keeps the model's shape ({spec.describe()}: --cell "
-                         f"{spec.cell} --layers {spec.layers} --hidden {spec.hidden}); drop "
-                         f"{', '.join(conflicts)}")
+        raise InputError(
+            f"--init-from keeps the model's shape ({spec.describe()}: --cell "
+            f"{spec.cell} --layers {spec.layers} --hidden {spec.hidden}); drop "
+            f"{', '.join(conflicts)}"
+        )
     return {**overrides, **{name: getattr(spec, name) for name in SHAPE_SETTINGS}}
 
 
@@ -80,8 +89,7 @@ def widen_params(parent: Model, vocab: Vocab, params: Params) -> None:
     every array but U.0, V and b_y as it is; those three for the parent's characters at their new
     positions; new characters keep their fresh U.0 row and get V's zero column and a low bias."""
     old = parent.params
-    if (old.spec.cell, old.spec.layers, old.spec.hidden) != \
-            (params.spec.cell, params.spec.layers, params.spec.hidden):
+    if (old.spec.cell, old.spec.layers, old.spec.hidden) != (params.spec.cell, params.spec.layers, params.spec.hidden):
         raise ValueError("the tuned model must have the parent's cell, layers and hidden size")
     positions = np.array([vocab.index(c) for c in parent.vocab.chars], dtype=np.int64)
     new = np.setdiff1d(np.arange(len(vocab)), positions)
@@ -104,12 +112,12 @@ def describe(record: dict) -> str:
     bpc = record.get("best_val_bpc")
     shown = f"{bpc:.4f} bpc" if isinstance(bpc, (int, float)) and math.isfinite(bpc) else "no bpc"
     where = "bundled" if record.get("bundled") else record.get("path", "?")
-    return (f"{record.get('model', '?')} ({where}; format {record.get('format_version', '?')}, "
-            f"best {shown})")
+    return f"{record.get('model', '?')} ({where}; format {record.get('format_version', '?')}, best {shown})"
 
 
 def start_note(parent: Model, vocab: Vocab) -> str:
     added = new_chars(parent.vocab, vocab)
     shown = "".join(added[:40]).replace("\n", "\\n").replace("\t", "\\t")
-    return (f"tuning from the parent's weights; {len(added)} character(s) new to it"
-            + (f": {shown}{' ...' if len(added) > 40 else ''}" if added else ""))
+    return f"tuning from the parent's weights; {len(added)} character(s) new to it" + (
+        f": {shown}{' ...' if len(added) > 40 else ''}" if added else ""
+    )

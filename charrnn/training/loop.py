@@ -71,13 +71,13 @@ def _resolve_config(overrides: dict, saved: dict | None) -> TrainConfig:
         try:
             base = TrainConfig(**({**FORMAT1_CONFIG, **saved} if "cell" not in saved else saved))
         except TypeError as error:
-            raise ModelFormatError(f"{checkpoint.STATE_FILE}: corrupt training record (config: "
-                                   f"{error})") from None
+            raise ModelFormatError(f"{checkpoint.STATE_FILE}: corrupt training record (config: {error})") from None
         changed = [k for k, v in overrides.items() if getattr(base, k) != v]
         if changed:
             shown = ", ".join(f"--{k.replace('_', '-')} {getattr(base, k)}" for k in changed)
-            raise InputError(f"a resumed run keeps its settings ({shown}); drop those options "
-                             "or train a new model with --force")
+            raise InputError(
+                f"a resumed run keeps its settings ({shown}); drop those options or train a new model with --force"
+            )
         config = base
     config.check()
     return config
@@ -110,17 +110,30 @@ class _Run:
     """One training run, new or resumed: its data, model, optimizer and counters, and the steps
     of training it (open, one step, a checkpoint, the finish)."""
 
-    def __init__(self, text_path, out_dir: Path, overrides: dict, budget: Budget, resume: bool,
-                 force: bool, encoding: str, threads: int, emit, corpus_path=None,
-                 probe: Probe | None = None, init_from=None):
+    def __init__(
+        self,
+        text_path,
+        out_dir: Path,
+        overrides: dict,
+        budget: Budget,
+        resume: bool,
+        force: bool,
+        encoding: str,
+        threads: int,
+        emit,
+        corpus_path=None,
+        probe: Probe | None = None,
+        init_from=None,
+    ):
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
         state_arrays, info = self._previous(text_path, resume, force)
         # Fine-tuning (charrnn.training.finetune): the parent's shape, the union of the vocabularies.
         self.parent, self.parent_record = None, (info or {}).get("parent")
         if init_from is not None:
             if resume:
-                raise InputError("--init-from starts a new run; a resumed run already has its "
-                                 "weights (drop --init-from)")
+                raise InputError(
+                    "--init-from starts a new run; a resumed run already has its weights (drop --init-from)"
+                )
             self.parent, self.parent_record = finetune.load_parent(init_from)
             overrides = finetune.carry_shape(self.parent, overrides)
         if info is not None:
@@ -144,21 +157,22 @@ class _Run:
             finetune.widen_params(self.parent, self.vocab, self.params)
         self.grads = self.params.zeros_like()
         start, stop = self.spec.input_span()
-        self.optimizer = Optimizer(config.optimizer, self.params.flat.size, np.float32,
-                                   lr_scales=((start, stop, config.input_lr_scale),))
+        self.optimizer = Optimizer(
+            config.optimizer, self.params.flat.size, np.float32, lr_scales=((start, stop, config.input_lr_scale),)
+        )
         self.state = np.zeros(self.spec.state_shape(config.batch_size), np.float32)  # (B, L, K, H)
         # Samples shown during training draw from a stream of their own: they never change
         # training, and a resumed run continues their stream.
         self.sample_rng = np.random.default_rng([config.seed, 1])
         self.step, self.elapsed_before, self.best = 0, 0.0, math.inf
-        self.val_seconds = 0.0            # validation estimates of this session, within the budget
-        self.final_val_seconds = 0.0      # the best model's exact score at the end
+        self.val_seconds = 0.0  # validation estimates of this session, within the budget
+        self.final_val_seconds = 0.0  # the best model's exact score at the end
         if info is not None:
             self._restore(state_arrays, info)
         else:
             self._start_directory(force)
         self.last_val: float | None = None
-        self.loss_since_eval = [0.0, 0]          # summed training loss and steps since the last eval
+        self.loss_since_eval = [0.0, 0]  # summed training loss and steps since the last eval
         self.rate_for_log: float | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -168,11 +182,11 @@ class _Run:
             return checkpoint.load_training_state(self.out_dir)
         if text_path is None:
             raise InputError("give a text file to train on")
-        existing = [n for n in (checkpoint.META_FILE, checkpoint.STATE_FILE)
-                    if (self.out_dir / n).exists()]
+        existing = [n for n in (checkpoint.META_FILE, checkpoint.STATE_FILE) if (self.out_dir / n).exists()]
         if existing and not force:
-            raise InputError(f"{self.out_dir} already holds a model; pass --resume to continue it "
-                             "or --force to replace it")
+            raise InputError(
+                f"{self.out_dir} already holds a model; pass --resume to continue it or --force to replace it"
+            )
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputError(f"{self.out_dir} exists and is not a directory")
         return None, None
@@ -183,34 +197,44 @@ class _Run:
         if self.time_limit is not None and probe is None:
             self.emit(TrainEvent("note", text="measuring this machine's training speed (once; cached)"))
             probe, _ = machine_probe(SHAPES, self.threads)
-        choice = choose(self.time_limit, self.total_steps, len(self.train_ids), config.batch_size,
-                        config.seq_length, probe)
+        choice = choose(
+            self.time_limit, self.total_steps, len(self.train_ids), config.batch_size, config.seq_length, probe
+        )
         self.config = TrainConfig.for_cell(**{**overrides, **choice.settings()})
         self.config.check()
         self.choice = choice.to_meta()
-        self.emit(TrainEvent("note", text=f"model: {choice.reason} (name --cell, --layers, --hidden or "
-                                          f"--dropout to choose yourself)"))
+        self.emit(
+            TrainEvent(
+                "note", text=f"model: {choice.reason} (name --cell, --layers, --hidden or --dropout to choose yourself)"
+            )
+        )
 
     def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
         if self.parent is not None or self.parent_record is not None:
             if self.parent is not None:
                 vocab = finetune.union_vocab(self.parent.vocab, self.vocab)
-            else:                  # a resumed fine-tuning run: the vocabulary it saved
+            else:  # a resumed fine-tuning run: the vocabulary it saved
                 assert info is not None
                 vocab = Vocab(tuple(info["vocab"]))
             self.vocab, ids = vocab, finetune.remap_ids(ids, self.vocab, vocab)
         sha256 = file_sha256(text_path)
         if info is not None and info["corpus"]["sha256"] != sha256:
-            raise InputError(f"{text_path} is not the text this model was trained on "
-                             f"(its sha256 differs from the one recorded in {self.out_dir})")
+            raise InputError(
+                f"{text_path} is not the text this model was trained on "
+                f"(its sha256 differs from the one recorded in {self.out_dir})"
+            )
         if info is not None and tuple(info["vocab"]) != self.vocab.chars:
             raise InputError(f"{text_path}: its vocabulary differs from the saved run's")
         self.train_ids, self.val_ids = split_train_val(ids, self.config.val_frac)
         self.streams = BatchStreams(self.train_ids, self.config.batch_size, self.config.seq_length)
         recorded = Path(corpus_path) if corpus_path is not None else text_path
-        self.corpus = {"name": recorded.stem, "path": str(recorded.resolve()),
-                       "bytes": text_path.stat().st_size, "sha256": sha256}
+        self.corpus = {
+            "name": recorded.stem,
+            "path": str(recorded.resolve()),
+            "bytes": text_path.stat().st_size,
+            "sha256": sha256,
+        }
 
     def _restore(self, arrays: dict, info: dict) -> None:
         try:
@@ -225,8 +249,9 @@ class _Run:
             self.step, self.elapsed_before = info["step"], info["elapsed"]
             self.best = info["best_val_bpc"] or math.inf
         except (KeyError, ValueError, TypeError) as error:
-            raise ModelFormatError(f"{self.out_dir / checkpoint.STATE_FILE}: corrupt training "
-                                   f"state ({type(error).__name__}: {error})") from None
+            raise ModelFormatError(
+                f"{self.out_dir / checkpoint.STATE_FILE}: corrupt training state ({type(error).__name__}: {error})"
+            ) from None
         try:  # a kill between writing the model and the state leaves the model the better record
             meta = checkpoint.read_meta(self.out_dir)
             self.best = min(self.best, meta.get("best_val_bpc_estimate", meta.get("best_val_bpc")) or math.inf)
@@ -238,8 +263,7 @@ class _Run:
     def _start_directory(self, force: bool) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if force:
-            for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE, checkpoint.STATE_FILE,
-                         checkpoint.METRICS_FILE):
+            for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE, checkpoint.STATE_FILE, checkpoint.METRICS_FILE):
                 (self.out_dir / name).unlink(missing_ok=True)
 
     # -- training ------------------------------------------------------------------------------
@@ -258,8 +282,9 @@ class _Run:
         return max(fractions)
 
     def over_budget(self, elapsed: float) -> bool:
-        return ((self.total_steps is not None and self.step >= self.total_steps) or
-                (self.time_limit is not None and elapsed >= self.time_limit))
+        return (self.total_steps is not None and self.step >= self.total_steps) or (
+            self.time_limit is not None and elapsed >= self.time_limit
+        )
 
     def train_step(self, kernels, elapsed: float) -> tuple[float, float]:
         """One window of every stream: gradient, clip, update. Returns (loss in nats, lr)."""
@@ -268,13 +293,15 @@ class _Run:
         if position == 0:
             self.state[...] = 0.0  # a new epoch starts every stream from the beginning
         inputs, targets = self.streams.window(position)
-        loss = kernels.loss_and_grad(self.params, inputs, targets, self.state, self.grads,
-                                     seed=config.seed, step=self.step)
+        loss = kernels.loss_and_grad(
+            self.params, inputs, targets, self.state, self.grads, seed=config.seed, step=self.step
+        )
         norm = clip_grad_norm(self.grads.flat, config.clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise TrainingDiverged(
                 f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} at step {self.step + 1}; "
-                f"the saved model in {self.out_dir} is untouched; try a lower --lr or --clip")
+                f"the saved model in {self.out_dir} is untouched; try a lower --lr or --clip"
+            )
         lr = learning_rate(config, self.progress(elapsed))
         self.optimizer.step(self.params.flat, self.grads.flat, lr)
         self.state[...] = kernels.state_last
@@ -295,32 +322,67 @@ class _Run:
             self.val_seconds += time.perf_counter() - started
             if self.last_val < self.best:
                 self.best = self.last_val
-                checkpoint.save_model(self.out_dir, self.params, self.vocab, {
-                    "step": self.step, "best_val_bpc": self.best, "val_bpc_method": "estimate",
-                    "config": dataclasses.asdict(config), "corpus": self.corpus,
-                    "encoding": self.encoding, "trained_seconds": round(elapsed, 3),
-                    **({"auto_choice": self.choice} if self.choice else {}),
-                    **({"parent": self.parent_record} if self.parent_record else {})})
-        checkpoint.save_training_state(self.out_dir, {
-            "params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()}, {
-            "step": self.step, "elapsed": elapsed,
-            "best_val_bpc": None if math.isinf(self.best) else self.best,
-            "optimizer_steps": self.optimizer.steps, "rng_state": self.rng.bit_generator.state,
-            "sample_rng_state": self.sample_rng.bit_generator.state,
-            "config": dataclasses.asdict(config), "corpus": self.corpus, "encoding": self.encoding,
-            "vocab": list(self.vocab.chars), "threads": self.threads,
-            "budget": dataclasses.asdict(self.budget), "steps_per_epoch": self.steps_per_epoch,
-            "auto_choice": self.choice, **({"parent": self.parent_record} if self.parent_record else {})})
+                checkpoint.save_model(
+                    self.out_dir,
+                    self.params,
+                    self.vocab,
+                    {
+                        "step": self.step,
+                        "best_val_bpc": self.best,
+                        "val_bpc_method": "estimate",
+                        "config": dataclasses.asdict(config),
+                        "corpus": self.corpus,
+                        "encoding": self.encoding,
+                        "trained_seconds": round(elapsed, 3),
+                        **({"auto_choice": self.choice} if self.choice else {}),
+                        **({"parent": self.parent_record} if self.parent_record else {}),
+                    },
+                )
+        checkpoint.save_training_state(
+            self.out_dir,
+            {"params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()},
+            {
+                "step": self.step,
+                "elapsed": elapsed,
+                "best_val_bpc": None if math.isinf(self.best) else self.best,
+                "optimizer_steps": self.optimizer.steps,
+                "rng_state": self.rng.bit_generator.state,
+                "sample_rng_state": self.sample_rng.bit_generator.state,
+                "config": dataclasses.asdict(config),
+                "corpus": self.corpus,
+                "encoding": self.encoding,
+                "vocab": list(self.vocab.chars),
+                "threads": self.threads,
+                "budget": dataclasses.asdict(self.budget),
+                "steps_per_epoch": self.steps_per_epoch,
+                "auto_choice": self.choice,
+                **({"parent": self.parent_record} if self.parent_record else {}),
+            },
+        )
         if evaluate:
             loss_sum, loss_count = self.loss_since_eval
-            checkpoint.append_metrics(self.out_dir, {
-                "step": self.step, "elapsed": round(elapsed, 3),
-                "train_loss": loss_sum / loss_count if loss_count else None,
-                "val_bpc": self.last_val, "chars_per_sec": self.rate_for_log})
+            checkpoint.append_metrics(
+                self.out_dir,
+                {
+                    "step": self.step,
+                    "elapsed": round(elapsed, 3),
+                    "train_loss": loss_sum / loss_count if loss_count else None,
+                    "val_bpc": self.last_val,
+                    "chars_per_sec": self.rate_for_log,
+                },
+            )
             self.loss_since_eval = [0.0, 0]
-            self.emit(TrainEvent("eval", step=self.step, total_steps=self.total_steps,
-                                 epoch=self.step / self.steps_per_epoch, val_bpc=self.last_val,
-                                 best_val_bpc=self.best, elapsed=elapsed))
+            self.emit(
+                TrainEvent(
+                    "eval",
+                    step=self.step,
+                    total_steps=self.total_steps,
+                    epoch=self.step / self.steps_per_epoch,
+                    val_bpc=self.last_val,
+                    best_val_bpc=self.best,
+                    elapsed=elapsed,
+                )
+            )
 
     def finish(self) -> float:
         """The best model's exact validation bpc (charrnn.training.evaluate.exact_bpc), written to
@@ -332,12 +394,15 @@ class _Run:
         model = checkpoint.load_model(self.out_dir)
         exact = exact_bpc(model.params, model.vocab, self.val_ids)
         self.final_val_seconds = time.perf_counter() - started
-        checkpoint.write_meta(self.out_dir, {**meta, "best_val_bpc": exact, "val_bpc_method": "exact",
-                                             "best_val_bpc_estimate": meta["best_val_bpc"]})
+        checkpoint.write_meta(
+            self.out_dir,
+            {**meta, "best_val_bpc": exact, "val_bpc_method": "exact", "best_val_bpc_estimate": meta["best_val_bpc"]},
+        )
         return exact
 
     def sample(self, length: int) -> str:
         from charrnn.sampling import sample_text
+
         return sample_text(self.params, self.vocab, length, temperature=0.8, rng=self.sample_rng)
 
 
@@ -345,13 +410,15 @@ def _warm_up(run: _Run, kernels, eval_kernels, sample_every: int) -> None:
     """Compile (first run) or load (later runs) every kernel before the clock starts, so the
     budget, the throughput and the metrics' times count training only. Results are thrown away."""
     inputs, targets = run.streams.window(0)
-    kernels.loss_and_grad(run.params, inputs, targets, run.state.copy(), run.grads.zeros_like(),
-                          seed=run.config.seed, step=run.step)
-    one = np.zeros((eval_kernels.batch_size, 1), dtype=np.int32)                  # (B, 1)
+    kernels.loss_and_grad(
+        run.params, inputs, targets, run.state.copy(), run.grads.zeros_like(), seed=run.config.seed, step=run.step
+    )
+    one = np.zeros((eval_kernels.batch_size, 1), dtype=np.int32)  # (B, 1)
     eval_kernels.loss(run.params, one, one, np.zeros(run.spec.state_shape(eval_kernels.batch_size), np.float32))
     exact_bpc(run.params, run.vocab, run.val_ids[:2])
     if sample_every:
         from charrnn.sampling import sample_text
+
         sample_text(run.params, run.vocab, 1, rng=np.random.default_rng(0))
 
 
@@ -380,22 +447,41 @@ class _Progress:
         if run.time_limit is not None:
             eta = min(eta if eta is not None else math.inf, run.time_limit - elapsed)
         run.rate_for_log = round(rate, 1)
-        run.emit(TrainEvent("step", step=run.step, total_steps=run.total_steps,
-                            epoch=run.step / run.steps_per_epoch,
-                            train_loss=self.loss_sum / self.loss_count,
-                            best_val_bpc=None if math.isinf(run.best) else run.best,
-                            chars_per_sec=rate, elapsed=elapsed,
-                            eta_seconds=max(eta, 0.0) if eta is not None else None, lr=lr))
+        run.emit(
+            TrainEvent(
+                "step",
+                step=run.step,
+                total_steps=run.total_steps,
+                epoch=run.step / run.steps_per_epoch,
+                train_loss=self.loss_sum / self.loss_count,
+                best_val_bpc=None if math.isinf(run.best) else run.best,
+                chars_per_sec=rate,
+                elapsed=elapsed,
+                eta_seconds=max(eta, 0.0) if eta is not None else None,
+                lr=lr,
+            )
+        )
         self.loss_sum, self.loss_count, self.chars, self.paused = 0.0, 0, 0, 0.0
         self.clock = now
 
 
-def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict | None = None,
-          budget: Budget = Budget(), resume: bool = False, force: bool = False,
-          encoding: str = "utf-8", threads: int | None = None, sample_every: int = 0,
-          sample_length: int = 200, on_event: Callable[[TrainEvent], None] | None = None,
-          corpus_path: str | Path | None = None, probe: Probe | None = None,
-          init_from: str | Path | None = None) -> TrainResult:
+def train(
+    text_path: str | Path | None,
+    out_dir: str | Path,
+    *,
+    overrides: dict | None = None,
+    budget: Budget = Budget(),
+    resume: bool = False,
+    force: bool = False,
+    encoding: str = "utf-8",
+    threads: int | None = None,
+    sample_every: int = 0,
+    sample_length: int = 200,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    corpus_path: str | Path | None = None,
+    probe: Probe | None = None,
+    init_from: str | Path | None = None,
+) -> TrainResult:
     """Train (or resume training) a model on a text file; the model directory is `out_dir`.
 
     `overrides` are TrainConfig fields: for a new run, the rest come from the cell's defaults
@@ -409,25 +495,52 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     emit = on_event or (lambda event: None)
     overrides = dict(overrides or {})
     threads = _check_arguments(overrides, budget, threads)
-    run = _Run(text_path, Path(out_dir), overrides, budget, resume, force, encoding, threads, emit,
-               corpus_path, probe, init_from)
+    run = _Run(
+        text_path,
+        Path(out_dir),
+        overrides,
+        budget,
+        resume,
+        force,
+        encoding,
+        threads,
+        emit,
+        corpus_path,
+        probe,
+        init_from,
+    )
     from charrnn.kernels.window import Kernels  # imported late: it compiles or loads the kernels
 
     config = run.config
-    kernels = Kernels(run.spec, config.batch_size, config.seq_length, np.float32, threads=threads,
-                      dropout=config.dropout)
+    kernels = Kernels(
+        run.spec, config.batch_size, config.seq_length, np.float32, threads=threads, dropout=config.dropout
+    )
     evaluator = estimate_kernels(run.spec, threads)
-    emit(TrainEvent("start", step=run.step, total_steps=run.total_steps, elapsed=run.elapsed_before,
-                    text=f"{run.spec.describe()}, {run.spec.n_params:,} parameters; "
-                         f"{len(run.train_ids):,} training and {len(run.val_ids):,} validation "
-                         f"characters, vocabulary of {len(run.vocab)}, "
-                         f"{run.steps_per_epoch:,} steps per epoch"))
+    emit(
+        TrainEvent(
+            "start",
+            step=run.step,
+            total_steps=run.total_steps,
+            elapsed=run.elapsed_before,
+            text=f"{run.spec.describe()}, {run.spec.n_params:,} parameters; "
+            f"{len(run.train_ids):,} training and {len(run.val_ids):,} validation "
+            f"characters, vocabulary of {len(run.vocab)}, "
+            f"{run.steps_per_epoch:,} steps per epoch",
+        )
+    )
     if run.parent is not None:
         emit(TrainEvent("note", step=run.step, text=finetune.start_note(run.parent, run.vocab)))
     if run.saved_threads not in (None, threads):
-        emit(TrainEvent("note", step=run.step, text=(
-            f"note: this run was saved with --threads {run.saved_threads}; continuing with "
-            f"{threads} changes the rounding, so it will not match an uninterrupted run bit for bit")))
+        emit(
+            TrainEvent(
+                "note",
+                step=run.step,
+                text=(
+                    f"note: this run was saved with --threads {run.saved_threads}; continuing with "
+                    f"{threads} changes the rounding, so it will not match an uninterrupted run bit for bit"
+                ),
+            )
+        )
     emit(TrainEvent("compiling", step=run.step, text="compiling or loading the kernels"))
     _warm_up(run, kernels, evaluator, sample_every)
     emit(TrainEvent("ready", step=run.step))
@@ -444,8 +557,7 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
                 interrupted = True
                 break
             loss, lr = run.train_step(kernels, elapsed)
-            progress.after_step(loss, lr, run.elapsed_before + time.perf_counter() - clock,
-                                run.step == start_step + 1)
+            progress.after_step(loss, lr, run.elapsed_before + time.perf_counter() - clock, run.step == start_step + 1)
             evaluate_now = run.step % config.eval_every == 0
             sample_now = sample_every and run.step % sample_every == 0
             if evaluate_now or sample_now:
@@ -468,8 +580,18 @@ def train(text_path: str | Path | None, out_dir: str | Path, *, overrides: dict 
     if not interrupted:
         emit(TrainEvent("scoring", step=run.step, text="scoring the best model on the whole validation text"))
         best = run.finish()
-    emit(TrainEvent("done", step=run.step, total_steps=run.total_steps, elapsed=elapsed,
-                    val_bpc=run.last_val, best_val_bpc=best, val_seconds=run.val_seconds,
-                    final_val_seconds=run.final_val_seconds))
-    return TrainResult(run.out_dir, run.step, best, run.last_val, elapsed, interrupted, run.val_seconds,
-                       run.final_val_seconds)
+    emit(
+        TrainEvent(
+            "done",
+            step=run.step,
+            total_steps=run.total_steps,
+            elapsed=elapsed,
+            val_bpc=run.last_val,
+            best_val_bpc=best,
+            val_seconds=run.val_seconds,
+            final_val_seconds=run.final_val_seconds,
+        )
+    )
+    return TrainResult(
+        run.out_dir, run.step, best, run.last_val, elapsed, interrupted, run.val_seconds, run.final_val_seconds
+    )

@@ -63,8 +63,17 @@ def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
 class Optimizer:
     """Adam (with bias correction), RMSprop or Adagrad; `state` holds every array it needs to resume."""
 
-    def __init__(self, name: str, size: int, dtype=np.float32, beta1=0.9, beta2=0.999, decay=0.95,
-                 eps=1e-8, lr_scales: tuple[tuple[int, int, float], ...] = ()):
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        dtype=np.float32,
+        beta1=0.9,
+        beta2=0.999,
+        decay=0.95,
+        eps=1e-8,
+        lr_scales: tuple[tuple[int, int, float], ...] = (),
+    ):
         """`lr_scales`: (start, stop, factor) ranges of the flat buffer whose learning rate is scaled."""
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
@@ -102,10 +111,18 @@ class Optimizer:
             if self.name == "adam":
                 assert m is not None  # adam keeps both moments
                 # Fold the bias corrections into the step size and epsilon (the usual rewriting).
-                c1 = 1.0 - self.beta1 ** self.steps
-                c2 = 1.0 - self.beta2 ** self.steps
-                _adam_update(params[part], grads[part], m[part], v[part], f(rate * math.sqrt(c2) / c1),
-                             f(self.beta1), f(self.beta2), f(self.eps * math.sqrt(c2)))
+                c1 = 1.0 - self.beta1**self.steps
+                c2 = 1.0 - self.beta2**self.steps
+                _adam_update(
+                    params[part],
+                    grads[part],
+                    m[part],
+                    v[part],
+                    f(rate * math.sqrt(c2) / c1),
+                    f(self.beta1),
+                    f(self.beta2),
+                    f(self.eps * math.sqrt(c2)),
+                )
             elif self.name == "rmsprop":
                 _rmsprop_update(params[part], grads[part], v[part], f(rate), f(self.decay), f(self.eps))
             else:

@@ -23,7 +23,7 @@ from charrnn.atomic import atomic_write
 from charrnn.model.spec import ModelSpec
 
 PROBE_BATCH, PROBE_SEQ = 32, 64
-PROBE_SECONDS = 0.6          # timed training per candidate, after one untimed step
+PROBE_SECONDS = 0.6  # timed training per candidate, after one untimed step
 PROBE_VOCAB = 65
 CACHE_ENV = "CHARRNN_CACHE_DIR"
 
@@ -31,6 +31,7 @@ CACHE_ENV = "CHARRNN_CACHE_DIR"
 @dataclass(frozen=True)
 class Probe:
     """Training characters per second of each candidate shape, as "cell:layers:hidden" -> rate."""
+
     rates: dict[str, float]
     machine: str = ""
 
@@ -51,8 +52,10 @@ def machine_key(threads: int) -> str:
 
     cpu = numba_config.CPU_NAME or _host_cpu()
     features = numba_config.CPU_FEATURES or ""
-    return (f"charrnn {__version__}, numba {numba.__version__}, cpu {cpu}"
-            f"{', avx512' if AVX512 else ''}{', ' + features if features else ''}, {threads} threads")
+    return (
+        f"charrnn {__version__}, numba {numba.__version__}, cpu {cpu}"
+        f"{', avx512' if AVX512 else ''}{', ' + features if features else ''}, {threads} threads"
+    )
 
 
 def _host_cpu() -> str:
@@ -92,7 +95,7 @@ def measure_rate(spec: ModelSpec, threads: int, seconds: float = PROBE_SECONDS) 
         kernels.loss_and_grad(params, inputs, targets, state, grads, seed=0, step=k)
         optimizer.step(params.flat, grads.flat, 1e-4)
 
-    step(0)                                           # compiles or loads the kernels: not timed
+    step(0)  # compiles or loads the kernels: not timed
     steps, start = 0, time.perf_counter()
     while steps < 2 or time.perf_counter() - start < seconds:
         steps += 1
@@ -101,8 +104,10 @@ def measure_rate(spec: ModelSpec, threads: int, seconds: float = PROBE_SECONDS) 
 
 
 def run_probe(shapes, threads: int) -> Probe:
-    rates = {shape_key(cell, layers, hidden): round(measure_rate(
-        ModelSpec(cell, layers, hidden, PROBE_VOCAB), threads), 1) for cell, layers, hidden in shapes}
+    rates = {
+        shape_key(cell, layers, hidden): round(measure_rate(ModelSpec(cell, layers, hidden, PROBE_VOCAB), threads), 1)
+        for cell, layers, hidden in shapes
+    }
     return Probe(rates, machine_key(threads))
 
 

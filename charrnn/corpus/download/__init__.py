@@ -76,12 +76,39 @@ WarningCallback = Callable[[str], None]
 HEAD_BYTES = 8192
 
 __all__ = [
-    "CATALOG_ENV", "CATALOG_FORMAT", "GUTENBERG_LICENCE", "GUTENBERG_SITE", "GUTENBERG_TEXT_PATH",
-    "CatalogEntry", "Source", "check_base_url", "gutenberg_url", "load_catalog", "resolve_source",
-    "DEFAULT_MAX_BYTES", "DEFAULT_POLICY", "GUTENBERG_PACER", "RETRY_STATUSES", "USER_AGENT",
-    "FetchPolicy", "Fetched", "HostPacer", "describe_request_error", "fetch", "make_session",
-    "safe_text", "RECORD_FORMAT", "RECORD_SUFFIX", "TEXT_SUFFIX", "LocalCorpus", "corpus_paths",
-    "local_corpora", "read_record", "DownloadError", "DownloadResult", "download",
+    "CATALOG_ENV",
+    "CATALOG_FORMAT",
+    "GUTENBERG_LICENCE",
+    "GUTENBERG_SITE",
+    "GUTENBERG_TEXT_PATH",
+    "CatalogEntry",
+    "Source",
+    "check_base_url",
+    "gutenberg_url",
+    "load_catalog",
+    "resolve_source",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_POLICY",
+    "GUTENBERG_PACER",
+    "RETRY_STATUSES",
+    "USER_AGENT",
+    "FetchPolicy",
+    "Fetched",
+    "HostPacer",
+    "describe_request_error",
+    "fetch",
+    "make_session",
+    "safe_text",
+    "RECORD_FORMAT",
+    "RECORD_SUFFIX",
+    "TEXT_SUFFIX",
+    "LocalCorpus",
+    "corpus_paths",
+    "local_corpora",
+    "read_record",
+    "DownloadError",
+    "DownloadResult",
+    "download",
 ]
 
 
@@ -177,26 +204,33 @@ def _new_raw_file(directory: Path, source: Source) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def _fetch_into(fd: int, source: Source, text_path: Path, policy, session, pacer,
-                on_progress) -> Fetched:
+def _fetch_into(fd: int, source: Source, text_path: Path, policy, session, pacer, on_progress) -> Fetched:
     """The body of source.url in the open temporary `fd` (closed here), verified (_verify)."""
     try:
         with os.fdopen(fd, "w+b") as raw_file:
-            fetched = fetch(source.url, raw_file, policy=policy, session=session, paced=source.paced,
-                            pacer=pacer, size_hint=source.size_hint, on_progress=on_progress)
+            fetched = fetch(
+                source.url,
+                raw_file,
+                policy=policy,
+                session=session,
+                paced=source.paced,
+                pacer=pacer,
+                size_hint=source.size_hint,
+                on_progress=on_progress,
+            )
             raw_file.seek(0)
             head = raw_file.read(HEAD_BYTES)
     except requests.RequestException as error:  # an OSError too, but a network one
         raise DownloadError(describe_request_error(error, source.url, policy)) from None
     except OSError as error:  # writing or reading back the body: a full disk, mostly
-        raise DownloadError(f"cannot save {source.name}: "
-                            + describe_os_error(error, text_path, then=AGAIN)) from None
+        raise DownloadError(f"cannot save {source.name}: " + describe_os_error(error, text_path, then=AGAIN)) from None
     _verify(source, fetched, head)
     return fetched
 
 
-def _clean_and_store(raw_path: Path, source: Source, fetched: Fetched, text_path: Path,
-                     record_path: Path, warn, warnings: list[str]) -> dict:
+def _clean_and_store(
+    raw_path: Path, source: Source, fetched: Fetched, text_path: Path, record_path: Path, warn, warnings: list[str]
+) -> dict:
     """Clean text from raw_path into a temporary beside text_path, then both files into place."""
     try:
         with temporary_beside(text_path) as (out, temporary):
@@ -227,8 +261,7 @@ def _clean_and_store(raw_path: Path, source: Source, fetched: Fetched, text_path
             }
         commit_text(temporary, text_path, record_path, record)
     except OSError as error:
-        raise DownloadError(f"cannot save {source.name}: "
-                            + describe_os_error(error, text_path, then=AGAIN)) from None
+        raise DownloadError(f"cannot save {source.name}: " + describe_os_error(error, text_path, then=AGAIN)) from None
     return record
 
 

@@ -103,9 +103,7 @@ def load_catalog(path: str | os.PathLike | None = None) -> dict[str, CatalogEntr
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DownloadError(
-            f"cannot read the corpus catalog {path}: {_one_line(error)}{from_environment}"
-        ) from None
+        raise DownloadError(f"cannot read the corpus catalog {path}: {_one_line(error)}{from_environment}") from None
     if not isinstance(data, dict) or not isinstance(data.get("corpora"), list):
         raise DownloadError(f"{path}: not a charrnn catalog (no 'corpora' list)")
     catalog: dict[str, CatalogEntry] = {}

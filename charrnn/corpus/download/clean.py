@@ -37,19 +37,20 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs
 @dataclass(frozen=True)
 class Encoding:
     codec: str
-    skip: int                    # bytes of byte order mark before the text
+    skip: int  # bytes of byte order mark before the text
     warnings: tuple[str, ...]
 
 
 @dataclass
 class CleanText:
     """What `clean_file` wrote."""
+
     encoding: str
-    cleaned_with: str | None     # "gutenberg" if a marker was found, else None
-    header: dict                 # title, author, language from a Gutenberg header
+    cleaned_with: str | None  # "gutenberg" if a marker was found, else None
+    header: dict  # title, author, language from a Gutenberg header
     bytes: int = 0
     sha256: str = ""
-    has_text: bool = False       # anything but whitespace
+    has_text: bool = False  # anything but whitespace
     warnings: tuple[str, ...] = ()
 
 
@@ -110,8 +111,8 @@ def lines_of(path: Path, encoding: Encoding) -> Iterator[str]:
 class _Scan:
     body_starts: list
     end_lines: list
-    chars: int = 0               # len(text)
-    stripped: int = 0            # len(text.strip())
+    chars: int = 0  # len(text)
+    stripped: int = 0  # len(text.strip())
 
 
 def _scan(path: Path, encoding: Encoding) -> _Scan:
@@ -181,8 +182,8 @@ def _write_book(path: Path, encoding: Encoding, out, start: int, end: int | None
     """Lines [start, end) without a leading credit paragraph or blank lines at either end, then
     a newline (strip_gutenberg's book)."""
     writer = _Writer(out)
-    head: list[str] = []                  # from the first line with text, to judge the credit
-    pending: list[str] = []               # blank lines, written only if text follows them
+    head: list[str] = []  # from the first line with text, to judge the credit
+    pending: list[str] = []  # blank lines, written only if text follows them
     judged = False
     for i, line in enumerate(lines_of(path, encoding)):
         if i < start:
@@ -227,8 +228,7 @@ def clean_file(path: Path, out, clean: str) -> CleanText:
         with _reader(path, encoding) as text:
             header = parse_header(text.read(_HEADER_SCAN_BYTES))
         scan = _scan(path, encoding)
-        start, end, found = choose_body(scan.body_starts, scan.end_lines,
-                                        warn_if_unmarked=clean == "gutenberg")
+        start, end, found = choose_body(scan.body_starts, scan.end_lines, warn_if_unmarked=clean == "gutenberg")
         warnings += found
         if start is not None or end is not None:
             cleaned_with = "gutenberg"
@@ -244,5 +244,6 @@ def clean_file(path: Path, out, clean: str) -> CleanText:
 
 
 def _result(encoding: Encoding, cleaned_with, header, writer: _Writer, warnings) -> CleanText:
-    return CleanText(encoding.codec, cleaned_with, header, writer.bytes, writer.hasher.hexdigest(),
-                     writer.has_text, tuple(warnings))
+    return CleanText(
+        encoding.codec, cleaned_with, header, writer.bytes, writer.hasher.hexdigest(), writer.has_text, tuple(warnings)
+    )

@@ -167,8 +167,9 @@ def refuse_downgrade(response: requests.Response, *args, **kwargs) -> None:
         return
     target = urljoin(response.url, response.headers.get("Location", ""))
     if urlsplit(response.url).scheme == "https" and urlsplit(target).scheme != "https":
-        raise DownloadError(f"refused a redirect from https to {safe_text(_one_line(target, 120))} "
-                            f"(not encrypted): {response.url}")
+        raise DownloadError(
+            f"refused a redirect from https to {safe_text(_one_line(target, 120))} (not encrypted): {response.url}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,8 +203,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2
 def safe_text(text: str) -> str:
     """Text a server sent (a reason phrase, a URL it redirected to, a book's title), with control
     characters (terminal escape codes, bidirectional overrides) shown as \\xNN instead."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                        else f"\\u{ord(m.group()):04x}", str(text))
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", str(text)
+    )
 
 
 def describe_request_error(error: BaseException, url: str, policy: FetchPolicy = DEFAULT_POLICY) -> str:
@@ -279,10 +281,11 @@ def _is_html(content_type: str) -> bool:
 @dataclass
 class _Body:
     """What `fetch` has of a body so far: `written` bytes at the start of `out`, in order."""
+
     out: object
     hasher: object = field(default_factory=hashlib.sha256)
     written: int = 0
-    validator: str | None = None   # ETag or Last-Modified of the body we are continuing
+    validator: str | None = None  # ETag or Last-Modified of the body we are continuing
     may_resume: bool = True
     resumed: int = 0
     restarted: int = 0
@@ -309,8 +312,7 @@ def _request(session, url: str, body: _Body, policy: FetchPolicy, paced: bool, p
     if paced:
         pacer.wait(host, policy)
     try:
-        return session.get(url, headers=headers, stream=True,
-                           timeout=(policy.connect_timeout, policy.read_timeout))
+        return session.get(url, headers=headers, stream=True, timeout=(policy.connect_timeout, policy.read_timeout))
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         raise DownloadError(describe_request_error(error, url, policy)) from None
     finally:
@@ -318,7 +320,7 @@ def _request(session, url: str, body: _Body, policy: FetchPolicy, paced: bool, p
             pacer.mark(host, policy)
 
 
-_AGAIN = object()   # _expected_total's answer when the response cannot be used: ask again
+_AGAIN = object()  # _expected_total's answer when the response cannot be used: ask again
 _RESTART = object()  # _receive's answer when an encoded body broke off: start it over
 
 
@@ -358,8 +360,7 @@ def _expected_total(response, url: str, body: _Body, policy: FetchPolicy, encode
     return None
 
 
-def _copy_body(response, url: str, body: _Body, policy: FetchPolicy, wire_start: int, total,
-               on_progress) -> bool:
+def _copy_body(response, url: str, body: _Body, policy: FetchPolicy, wire_start: int, total, on_progress) -> bool:
     """Stream the response into body.out; whether the body is complete (False: it broke off)."""
     length = _content_length(response.headers)
     try:
@@ -398,13 +399,21 @@ def _receive(response, url: str, body: _Body, policy: FetchPolicy, size_hint, on
     if total is None and not encoded:
         total = size_hint
     if length is not None and (total if not encoded else length) > policy.max_bytes:
-        raise DownloadError(f"{url} is {total if not encoded else length:,} bytes, over the limit of "
-                            f"{policy.max_bytes:,} bytes (--max-bytes)")
+        raise DownloadError(
+            f"{url} is {total if not encoded else length:,} bytes, over the limit of "
+            f"{policy.max_bytes:,} bytes (--max-bytes)"
+        )
     if _copy_body(response, url, body, policy, wire_start, total, on_progress):
         body.out.flush()
-        return Fetched(response.url, body.written, body.hasher.hexdigest(),
-                       response.headers.get("Content-Type", ""), body.resumed, body.restarted)
-    return _RESTART if encoded else None     # a range of an encoded body cannot be appended
+        return Fetched(
+            response.url,
+            body.written,
+            body.hasher.hexdigest(),
+            response.headers.get("Content-Type", ""),
+            body.resumed,
+            body.restarted,
+        )
+    return _RESTART if encoded else None  # a range of an encoded body cannot be appended
 
 
 def fetch(
@@ -437,8 +446,10 @@ def fetch(
                 continue
             body.interruptions += 1
             if body.interruptions > policy.max_interruptions:
-                raise DownloadError(f"the download of {url} broke off {body.interruptions} times "
-                                    f"(last at {body.written:,} bytes); giving up")
+                raise DownloadError(
+                    f"the download of {url} broke off {body.interruptions} times "
+                    f"(last at {body.written:,} bytes); giving up"
+                )
             if outcome is _RESTART or not body.may_resume:
                 body.start_over()
             if not paced:  # paced hosts already wait politeness_delay before the next request
