@@ -69,7 +69,7 @@ def parse_units(units, hidden: int) -> list[int]:
     if units is None or units == "all":
         return list(range(hidden))
     if isinstance(units, str):
-        chosen = []
+        chosen: list[int] = []
         for part in units.split(","):
             part = part.strip()
             lo, dash, hi = part.partition("-")
@@ -213,6 +213,7 @@ def score_ids(
                 top_probs[start + 1 : start + 1 + rows] = np.exp(np.take_along_axis(best_logp, order, axis=1))
         if layer is not None:
             h, c = scorer.kernels.layer_states(layer, T)
+            assert h_out is not None
             h_out[start : start + T] = h[:, 0, index]
             if c_out is not None:
                 c_out[start : start + T] = c[:, 0, index]

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -87,7 +88,7 @@ def atomic_write_all(
     files: list[tuple[str | Path, bytes]],
     journal: str | Path | None = None,
     *,
-    ready: list[tuple[str | Path, str | Path]] = (),
+    ready: Sequence[tuple[str | Path, str | Path]] = (),
 ) -> None:
     """Write several files that belong together: every one to its temporary first, and only once
     all are on disk are they renamed into place, in order. A full disk or any other failure while

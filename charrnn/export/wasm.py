@@ -165,7 +165,7 @@ def _mv8_body(cols: int, relaxed: bool) -> bytes:
     c = bytearray()
     get = lambda n: c.extend([GET, n])
     set_ = lambda n: c.extend([SET, n])
-    const = lambda n: (c.append(I32_CONST), c.extend(_sleb(n)))
+    const = lambda n: c.extend([I32_CONST, *_sleb(n)])
     cb = 4 * cols
     const(0)
     set_(I8)

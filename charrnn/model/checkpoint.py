@@ -20,6 +20,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise ModelFormatError(f"{path}: too large to load in this machine's memory") from None
 
 
-def _expected_spec(directory: Path, meta: dict, vocab: Vocab, headers: dict) -> ModelSpec:
+def _expected_spec(directory: Path, meta: JSONObject, vocab: Vocab, headers: dict[str, Any]) -> ModelSpec:
     """The spec model.npz must match: format 2's meta.json, or (format 1) a one-layer vanilla RNN
     whose size U's header gives; the arrays' names and shapes checked against it."""
     path = directory / MODEL_FILE

@@ -37,7 +37,7 @@ CELL_NAMES = {"rnn": "vanilla RNN", "gru": "GRU", "lstm": "LSTM"}
 LIMITS = {"layers": 64, "hidden": 16384, "vocab_size": 0x110000}  # vocab: every code point
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

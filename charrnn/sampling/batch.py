@@ -232,6 +232,8 @@ class BatchSampler:
         self._run(states, no_ids, uniforms, inv_temperature, top_k, top_p, greedy, out_ids)
 
     def decode(self, ids) -> str:
+        if self._code_points is None:
+            raise InputError("this sampler was made without a vocabulary: it scores, it cannot decode")
         return self._code_points[ids].tobytes().decode("utf-32-le")
 
 

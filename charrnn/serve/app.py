@@ -135,7 +135,7 @@ def _not_text(value: str) -> bool:
     return False
 
 
-def _check_text(data: dict) -> None:
+def _check_text(data: JSONObject) -> None:
     """ApiError naming the first field whose name or string value is not text."""
     for key, value in data.items():
         if _not_text(key):

@@ -42,7 +42,7 @@ class ServedModel:
             "layers": spec.layers,
             "hidden": spec.hidden,
             "vocab_size": spec.vocab_size,
-            "best_val_bpc": float(bpc) if finite else None,
+            "best_val_bpc": float(bpc) if finite and bpc is not None else None,
         }
 
 

@@ -120,7 +120,7 @@ class Scorers:
     """One charrnn.analysis.Scorer per model, made when first asked for; a model scores one
     text at a time (its Scorer owns the kernels' buffers), others wait their turn."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._scorers: dict = {}
         self._locks: dict = {}
         self._guard = threading.Lock()
@@ -156,7 +156,7 @@ class Scorers:
 def answer(name: str, result, vocab, packed: bool) -> dict:
     bits = [None] + [round(float(b), 4) for b in result.bits[1:]]
     chars = vocab.chars
-    top = [[] for _ in range(1)]
+    top: list[list[list[object]]] = [[]]
     ids, probs = result.top_ids[1:].tolist(), np.round(result.top_probs[1:], 4).tolist()
     top += [
         [[chars[i], p] for i, p in zip(row_ids, row_p, strict=True)] for row_ids, row_p in zip(ids, probs, strict=True)

@@ -168,6 +168,7 @@ def resolve_source(spec: str, catalog: Mapping[str, CatalogEntry], *, mirror: st
     entry = catalog.get(spec)
     if entry is not None:
         url = gutenberg_url(entry.gutenberg_id, mirror) if entry.gutenberg_id is not None else entry.url
+        assert url is not None  # a catalog entry has exactly one of url and gutenberg_id
         return Source(
             name=entry.name,
             url=url,

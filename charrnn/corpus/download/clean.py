@@ -128,7 +128,8 @@ def _scan(path: Path, encoding: Encoding) -> _Scan:
             last_end = position + len(line.rstrip())
         position += len(line) + 1
         previous = line
-    _note_marker(scan, i, previous, "")
+    if previous is not None:
+        _note_marker(scan, i, previous, "")
     scan.chars = position - 1
     scan.stripped = last_end - first if first is not None else 0
     return scan

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -192,7 +193,7 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
                 pending.append(linked)
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def _one_line(text: object, limit: int = 200) -> str:
     text = " ".join(safe_text(str(text)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -240,7 +241,7 @@ def describe_request_error(error: BaseException, url: str, policy: FetchPolicy =
         return f"invalid URL: {url}"
     os_error = next((c for c in causes if isinstance(c, OSError) and c.strerror), None)
     if os_error is not None:
-        return f"cannot connect to {parts.netloc}: {os_error.strerror.lower()}: {url}"
+        return f"cannot connect to {parts.netloc}: {str(os_error.strerror).lower()}: {url}"
     return f"cannot download {url}: {_one_line(error) or type(error).__name__}"
 
 
@@ -282,8 +283,8 @@ def _is_html(content_type: str) -> bool:
 class _Body:
     """What `fetch` has of a body so far: `written` bytes at the start of `out`, in order."""
 
-    out: object
-    hasher: object = field(default_factory=hashlib.sha256)
+    out: BinaryIO
+    hasher: Any = field(default_factory=hashlib.sha256)  # a hashlib object (no public type)
     written: int = 0
     validator: str | None = None  # ETag or Last-Modified of the body we are continuing
     may_resume: bool = True
