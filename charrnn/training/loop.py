@@ -38,6 +38,7 @@ from charrnn.training.config import (
 from charrnn.training.evaluate import estimate_bpc, estimate_kernels, exact_bpc
 from charrnn.training.optim import Optimizer, clip_grad_norm
 from charrnn.training.probe import Probe, machine_probe
+from charrnn.training.state import TrainingState
 
 
 class _StopOnSigint:
@@ -126,9 +127,9 @@ class _Run:
         init_from=None,
     ):
         self.out_dir, self.emit, self.threads = out_dir, emit, threads
-        state_arrays, info = self._previous(text_path, resume, force)
+        saved = self._previous(text_path, resume, force)
         # Fine-tuning (charrnn.training.finetune): the parent's shape, the union of the vocabularies.
-        self.parent, self.parent_record = None, (info or {}).get("parent")
+        self.parent, self.parent_record = None, saved.parent if saved else None
         if init_from is not None:
             if resume:
                 raise InputError(
@@ -136,18 +137,18 @@ class _Run:
                 )
             self.parent, self.parent_record = finetune.load_parent(init_from)
             overrides = finetune.carry_shape(self.parent, overrides)
-        if info is not None:
-            text_path = text_path if text_path is not None else Path(info["corpus"]["path"])
-            encoding = info.get("encoding", encoding)
+        if saved is not None:
+            text_path = text_path if text_path is not None else Path(saved.corpus["path"])
+            encoding = saved.encoding or encoding
             if budget == Budget():  # no new budget given: finish the one the run started with
-                budget = Budget(**info["budget"])
+                budget = Budget(**saved.budget)
         self.budget, self.encoding = budget, encoding
-        self.saved_threads = info.get("threads") if info else None
-        self.config = _resolve_config(overrides, info["config"] if info else None)
-        self._read_text(Path(text_path), info, corpus_path)
+        self.saved_threads = saved.threads if saved else None
+        self.config = _resolve_config(overrides, saved.config if saved else None)
+        self._read_text(Path(text_path), saved, corpus_path)
         self.total_steps, self.time_limit = _total_steps(budget, self.streams.steps_per_epoch)
-        self.choice = info.get("auto_choice") if info else None
-        if info is None and not any(name in overrides for name in MODEL_OPTIONS):
+        self.choice = saved.auto_choice if saved else None
+        if saved is None and not any(name in overrides for name in MODEL_OPTIONS):
             self._choose_model(overrides, probe)
         config = self.config
         self.spec = config.spec(len(self.vocab))
@@ -167,8 +168,8 @@ class _Run:
         self.step, self.elapsed_before, self.best = 0, 0.0, math.inf
         self.val_seconds = 0.0  # validation estimates of this session, within the budget
         self.final_val_seconds = 0.0  # the best model's exact score at the end
-        if info is not None:
-            self._restore(state_arrays, info)
+        if saved is not None:
+            self._restore(saved)
         else:
             self._start_directory(force)
         self.last_val: float | None = None
@@ -177,9 +178,10 @@ class _Run:
 
     # -- opening -------------------------------------------------------------------------------
 
-    def _previous(self, text_path, resume: bool, force: bool):
+    def _previous(self, text_path, resume: bool, force: bool) -> TrainingState | None:
+        """The saved state a resumed run continues, or None for a new run (whose directory is checked)."""
         if resume:
-            return checkpoint.load_training_state(self.out_dir)
+            return TrainingState.load(self.out_dir)
         if text_path is None:
             raise InputError("give a text file to train on")
         existing = [n for n in (checkpoint.META_FILE, checkpoint.STATE_FILE) if (self.out_dir / n).exists()]
@@ -189,7 +191,7 @@ class _Run:
             )
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise InputError(f"{self.out_dir} exists and is not a directory")
-        return None, None
+        return None
 
     def _choose_model(self, overrides: dict, probe: Probe | None) -> None:
         """The model's shape and dropout for this budget, text and machine (charrnn.training.auto)."""
@@ -209,22 +211,22 @@ class _Run:
             )
         )
 
-    def _read_text(self, text_path: Path, info: dict | None, corpus_path=None) -> None:
+    def _read_text(self, text_path: Path, saved: TrainingState | None, corpus_path=None) -> None:
         self.vocab, ids = load_corpus(text_path, self.encoding)
         if self.parent is not None or self.parent_record is not None:
             if self.parent is not None:
                 vocab = finetune.union_vocab(self.parent.vocab, self.vocab)
             else:  # a resumed fine-tuning run: the vocabulary it saved
-                assert info is not None
-                vocab = Vocab(tuple(info["vocab"]))
+                assert saved is not None
+                vocab = Vocab(tuple(saved.vocab))
             self.vocab, ids = vocab, finetune.remap_ids(ids, self.vocab, vocab)
         sha256 = file_sha256(text_path)
-        if info is not None and info["corpus"]["sha256"] != sha256:
+        if saved is not None and saved.corpus["sha256"] != sha256:
             raise InputError(
                 f"{text_path} is not the text this model was trained on "
                 f"(its sha256 differs from the one recorded in {self.out_dir})"
             )
-        if info is not None and tuple(info["vocab"]) != self.vocab.chars:
+        if saved is not None and tuple(saved.vocab) != self.vocab.chars:
             raise InputError(f"{text_path}: its vocabulary differs from the saved run's")
         self.train_ids, self.val_ids = split_train_val(ids, self.config.val_frac)
         self.streams = BatchStreams(self.train_ids, self.config.batch_size, self.config.seq_length)
@@ -236,18 +238,19 @@ class _Run:
             "sha256": sha256,
         }
 
-    def _restore(self, arrays: dict, info: dict) -> None:
+    def _restore(self, saved: TrainingState) -> None:
         try:
+            arrays = saved.arrays
             if is_format1_state(arrays):
                 arrays = format1_state(arrays, self.spec, self.state.shape)
             self.params.flat[...] = arrays["params"]
-            self.optimizer.load_state_arrays(arrays, info["optimizer_steps"])
+            self.optimizer.load_state_arrays(arrays, saved.optimizer_steps)
             self.state[...] = arrays["state"]
-            self.rng.bit_generator.state = info["rng_state"]
-            if "sample_rng_state" in info:
-                self.sample_rng.bit_generator.state = info["sample_rng_state"]
-            self.step, self.elapsed_before = info["step"], info["elapsed"]
-            self.best = info["best_val_bpc"] or math.inf
+            self.rng.bit_generator.state = saved.rng_state
+            if saved.sample_rng_state is not None:
+                self.sample_rng.bit_generator.state = saved.sample_rng_state
+            self.step, self.elapsed_before = saved.step, saved.elapsed
+            self.best = saved.best_val_bpc
         except (KeyError, ValueError, TypeError) as error:
             raise ModelFormatError(
                 f"{self.out_dir / checkpoint.STATE_FILE}: corrupt training state ({type(error).__name__}: {error})"
@@ -338,27 +341,24 @@ class _Run:
                         **({"parent": self.parent_record} if self.parent_record else {}),
                     },
                 )
-        checkpoint.save_training_state(
-            self.out_dir,
-            {"params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()},
-            {
-                "step": self.step,
-                "elapsed": elapsed,
-                "best_val_bpc": None if math.isinf(self.best) else self.best,
-                "optimizer_steps": self.optimizer.steps,
-                "rng_state": self.rng.bit_generator.state,
-                "sample_rng_state": self.sample_rng.bit_generator.state,
-                "config": dataclasses.asdict(config),
-                "corpus": self.corpus,
-                "encoding": self.encoding,
-                "vocab": list(self.vocab.chars),
-                "threads": self.threads,
-                "budget": dataclasses.asdict(self.budget),
-                "steps_per_epoch": self.steps_per_epoch,
-                "auto_choice": self.choice,
-                **({"parent": self.parent_record} if self.parent_record else {}),
-            },
-        )
+        TrainingState(
+            arrays={"params": self.params.flat, "state": self.state, **self.optimizer.state_arrays()},
+            step=self.step,
+            elapsed=elapsed,
+            best_val_bpc=self.best,
+            optimizer_steps=self.optimizer.steps,
+            rng_state=dict(self.rng.bit_generator.state),
+            sample_rng_state=dict(self.sample_rng.bit_generator.state),
+            config=dataclasses.asdict(config),
+            corpus=self.corpus,
+            encoding=self.encoding,
+            vocab=list(self.vocab.chars),
+            threads=self.threads,
+            budget=dataclasses.asdict(self.budget),
+            steps_per_epoch=self.steps_per_epoch,
+            auto_choice=self.choice,
+            parent=self.parent_record,
+        ).save(self.out_dir)
         if evaluate:
             loss_sum, loss_count = self.loss_since_eval
             checkpoint.append_metrics(
