@@ -483,8 +483,10 @@ def test_fast_float32_math_is_accurate():
     for value in x[np.abs(x) < 0.5][::5]:
         if value != 0:
             assert abs(float(fast_tanh(value)) / np.tanh(np.float64(value)) - 1) < 2e-6, value
+    # exp's documented bound. 2.9e-7 near -87 (4e-6 without FMA) while LLVM could merge its two
+    # constants for ln 2 back into one ("reassoc"; charrnn.kernels.fastmath.FASTMATH_ORDERED).
     for value in np.linspace(-87.0, 88.0, 3001).astype(np.float32):
-        assert abs(float(fast_exp(value)) / np.exp(np.float64(value)) - 1) < 3e-7, value
+        assert abs(float(fast_exp(value)) / np.exp(np.float64(value)) - 1) < 2e-7, value
     assert fast_tanh(0.5) == pytest.approx(np.tanh(0.5), rel=1e-15)
     assert fast_exp(np.float64(1.5)) == pytest.approx(np.exp(1.5), rel=1e-15)
 

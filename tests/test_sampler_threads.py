@@ -12,7 +12,8 @@ import pytest
 from numba import njit
 
 from charrnn.kernels import stepgemm
-from charrnn.kernels.sampler import _wait, part_count
+from charrnn.kernels.layout import GRU, LSTM, RNN
+from charrnn.kernels.sampler import _add_rows_times, _cells, _wait, part_count
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 from charrnn.kernels.threads import TeamThreads
 from charrnn.model.params import init_params
@@ -67,6 +68,48 @@ def test_two_threads_give_the_bits_of_one(cell, layers, hidden, n):
     np.testing.assert_array_equal(ids_one, ids_two)
     np.testing.assert_array_equal(states_one, states_two)
     assert len({tuple(row) for row in ids_one}) == n
+
+
+def test_a_column_has_the_same_bits_in_any_width_of_product():
+    """What the split above rests on, kernel by kernel: a column of the row loop's product, and a
+    unit of the cells, is the same whether it falls in a loop's vector body or in its scalar
+    remainder. Compiled for a target without FMA (NUMBA_CPU_NAME=generic, CI's second pass)
+    this failed while LLVM could reassociate: x86's backend grouped the row loop's adds, and
+    tanh's divisions, differently in the two."""
+    rng = np.random.default_rng(2)
+    n, K, N = 3, 13, 37  # K: four rows at a time, then one
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    M = rng.standard_normal((K, N)).astype(np.float32)
+    start = rng.standard_normal((n, N)).astype(np.float32)
+    whole = start.copy()
+    _add_rows_times(x, M, whole)
+    for width in range(1, N):
+        part = start[:, :width].copy()
+        _add_rows_times(x, np.ascontiguousarray(M[:, :width]), part)
+        np.testing.assert_array_equal(part, whole[:, :width], err_msg=f"width {width}")
+    H = 13
+    for cell, gates, kinds in ((RNN, 1, 1), (LSTM, 4, 2), (GRU, 3, 1)):
+        ax = (3 * rng.standard_normal((n, gates * H))).astype(np.float32)
+        ah = (3 * rng.standard_normal((n, gates * H))).astype(np.float32)
+        b_hn = rng.standard_normal(H).astype(np.float32)
+        cur = rng.uniform(-1, 1, (n, 1, kinds, H)).astype(np.float32)
+        whole = np.zeros_like(cur)
+        _cells(cell, H, ax, ah, b_hn, cur, whole, 0, 0)
+        for unit in range(H):
+            columns = np.arange(gates) * H + unit
+            alone = np.zeros_like(cur)
+            _cells(
+                cell,
+                1,
+                np.ascontiguousarray(ax[:, columns]),
+                np.ascontiguousarray(ah[:, columns]),
+                b_hn[unit : unit + 1].copy(),
+                cur,
+                alone,
+                0,
+                unit,
+            )
+            np.testing.assert_array_equal(alone[..., unit], whole[..., unit], err_msg=f"{cell} {unit}")
 
 
 def test_the_fall_back_to_one_thread_gives_the_bits_of_two():

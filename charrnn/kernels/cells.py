@@ -7,6 +7,11 @@ gate blocks side by side (lstm [i, f, g, o], gru [r, z, n]); the forward kernels
 the gates' values, which is what the backward kernels read. Backward, `dh_above` is dL/dh_t from
 above (the output layer or the next layer's input), `dh_next` dL/dh_t through the recurrence
 (from step t+1), and `da` the gradient of the pre-activation.
+
+fast_tanh and fast_sigmoid keep their own fast-math flags when inlined here (without "reassoc"
+and "arcp": charrnn.kernels.fastmath.FASTMATH_ORDERED), so a unit rounds alike in a loop's
+vector body and its scalar remainder. Numba's cache does not see a change of fastmath.py:
+after one, clear the cache (NUMBA_CACHE_DIR) or these kernels keep the old code.
 """
 
 from __future__ import annotations

@@ -37,6 +37,17 @@ class FastOptions(TypedDict):
 
 FAST: FastOptions = {"fastmath": FASTMATH, "error_model": "numpy"}
 
+# The same flags without "reassoc", for code whose rounding must not depend on the target. With
+# "reassoc", LLVM may regroup a chain of adds as it likes: it merged exp's two-constant ln 2 back
+# into one (x - n*(HI + LO): an error of n * 2e-9 in r, 3e-7 relative near exp(-87) with FMA and
+# 4e-6 without), and x86's backend regroups a chain of adds for latency, differently in a loop's
+# vector body and in its scalar remainder, so that a column's value depended on which of the two
+# computed it (and on the width of the loop, where there is no FMA to fuse the chain: generic
+# x86-64's SSE2). Without it every add stays where the source puts it ("contract" still fuses a
+# multiply and the add after it into an FMA where the target has one). Without "arcp" too: it let
+# tanh's two divisions by 1 + e become multiplications by a reciprocal where SSE2 has no blend.
+FASTMATH_ORDERED = FASTMATH - {"reassoc", "arcp"}
+
 _F32 = np.float32
 
 
@@ -82,11 +93,12 @@ _MINUS_TWO = _F32(-2.0)
 _TANH_C3, _TANH_C5, _TANH_C7 = _F32(-1.0 / 3.0), _F32(2.0 / 15.0), _F32(-17.0 / 315.0)
 
 
-@njit(cache=True, **FAST)
+@njit(cache=True, fastmath=FASTMATH_ORDERED, error_model="numpy")
 def exp_f32(x):
     """exp(x) for float32, relative error below 2e-7: x = n ln2 + r, exp(r) by its Taylor series
     to degree 7 on |r| <= ln2/2, times 2^n from the exponent bits. Clamped to [-87, 88] first
-    (a NaN stays NaN)."""
+    (a NaN stays NaN). Compiled without "reassoc" (FASTMATH_ORDERED) so that r keeps ln 2's two
+    parts apart: n * _LN2_HI is exact, and the rounding of ln 2 does not grow with n."""
     x = min(max(x, _EXP_LO), _EXP_HI)
     n = np.floor(x * _LOG2E + _HALF)
     r = (x - n * _LN2_HI) - n * _LN2_LO
@@ -94,7 +106,7 @@ def exp_f32(x):
     return p * _pow2_f32(n)
 
 
-@njit(cache=True, **FAST)
+@njit(cache=True, fastmath=FASTMATH_ORDERED, error_model="numpy")
 def tanh_f32(x):
     """tanh for float32 from one exp: (1 - e) / (1 + e) with e = exp(-2|x|), and the Taylor series
     near 0 where that quotient would lose relative precision. Absolute error below 2e-7."""
@@ -107,7 +119,7 @@ def tanh_f32(x):
     return big if ax >= _TANH_SMALL else small  # a NaN takes `small`, which is NaN
 
 
-@njit(cache=True, **FAST)
+@njit(cache=True, fastmath=FASTMATH_ORDERED, error_model="numpy")
 def sigmoid_f32(x):
     """1 / (1 + exp(-x)) for float32 with the fast exp (absolute error below 2e-7)."""
     return _ONE / (_ONE + exp_f32(-x))

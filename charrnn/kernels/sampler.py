@@ -15,7 +15,11 @@ state into a second state array while the old one is still read, and the two arr
 Which part computes a column does not change its arithmetic: every element of a product is one
 chain of multiply-adds in k order (the register-blocked product over packed strips), or the same
 expression whatever its column (the row loop), and the cells are elementwise. So a stream's text
-does not depend on the number of parts, nor on the other streams of its batch.
+does not depend on the number of parts, nor on the other streams of its batch. A column falls in
+a loop's vector body or in its scalar remainder depending on the parts' width, so the row loop
+and the fast tanh, sigmoid and exp are compiled without "reassoc" and "arcp"
+(fastmath.FASTMATH_ORDERED), which let LLVM group the two differently where there is no FMA
+(tests/test_sampler_threads.py checks it; CI compiles them for generic x86-64 too).
 
 Weights of part p, for units [p*Hp, (p+1)*Hp) of every layer (Hp = H / parts), one float32
 buffer per part (a row of `weights` (parts, S)) with every layer's starts in `layout` (L + 1, 4):
@@ -41,7 +45,7 @@ from numba import njit
 from numba.core import config as numba_config
 
 from charrnn.kernels.cells import gru_unit, lstm_unit
-from charrnn.kernels.fastmath import FASTMATH, fast_tanh
+from charrnn.kernels.fastmath import FASTMATH, FASTMATH_ORDERED, fast_tanh
 from charrnn.kernels.layout import GRU, LSTM, RNN
 from charrnn.kernels.stepgemm import AVX512, block_columns, pack, step_product
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
@@ -181,11 +185,14 @@ def packs(hidden: int, gates: int, parts: int) -> bool:
 # float64.
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, fastmath=FASTMATH_ORDERED, nogil=True)
 def _add_rows_times(x, M, out):
     """out (n, N) += x (n, K) @ M (K, N), as combinations of M's rows, four at a time: each block
     of four rows serves every stream while it is in the L1 cache, so M is read from memory once
-    per call whatever n is. Every element is the same expression whatever its row and column.
+    per call whatever n is. Every element is the same expression whatever its row and column:
+    one chain of multiply-adds in k order, compiled without "reassoc" (FASTMATH_ORDERED) so that
+    the loop's vector body and its scalar remainder keep that order where there is no FMA to
+    fuse it (with "reassoc", generic x86-64 regrouped the chain differently in the two).
 
     Measured at H=512 on one core: this loop vectorises (28 GFLOP/s for one stream); blocking the
     columns or handling four streams per pass kept LLVM from vectorising it (7 and 14 GFLOP/s)."""
@@ -198,7 +205,7 @@ def _add_rows_times(x, M, out):
             a0, a1, a2, a3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
             row = out[r]
             for j in range(N):
-                row[j] += a0 * m0[j] + a1 * m1[j] + a2 * m2[j] + a3 * m3[j]
+                row[j] = row[j] + a0 * m0[j] + a1 * m1[j] + a2 * m2[j] + a3 * m3[j]
     for i in range(full, K):
         m0 = M[i]
         for r in range(n):

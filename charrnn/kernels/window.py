@@ -31,7 +31,7 @@ from numba import njit
 from charrnn.kernels.blas import BLAS_BACKEND, NO_TRANS, TRANS, OneBlasThread, gemm
 from charrnn.kernels.cells import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward, rnn_forward
 from charrnn.kernels.dropout import apply_mask, apply_mask_in_place, stream_key, threshold
-from charrnn.kernels.fastmath import FAST, fast_exp
+from charrnn.kernels.fastmath import FAST, FASTMATH_ORDERED, fast_exp
 from charrnn.kernels.layout import GRU, LSTM, RNN, gate_count, layer_views, output_views
 from charrnn.kernels.stepgemm import operand_width, pack, pack_transposed, step_product
 from charrnn.kernels.threads import ChunkThreads, chunk_bounds
@@ -109,11 +109,15 @@ def _exp_row(row):
     return peak, denom
 
 
-@njit(cache=True, **FAST)
+@njit(cache=True, fastmath=FASTMATH_ORDERED, error_model="numpy")
 def _softmax_xent(logits, targets, b0, chunk_batch, row0, scale, grad):
     """The summed cross-entropy (float64, nats) of `logits` (rows, vocab), overwriting them with
     exp(logits - max), or with dL/dlogits = (softmax - onehot(target)) * scale if `grad`. Row r
-    is time step (row0 + r) // chunk_batch of batch row b0 + (row0 + r) % chunk_batch."""
+    is time step (row0 + r) // chunk_batch of batch row b0 + (row0 + r) % chunk_batch.
+
+    Numba compiles it once for grad=True and once for grad=False (a literal at both calls), so
+    the sum is compiled without "reassoc": with it, x86's backend grouped the adds of `total`
+    differently in the two (loss and loss_and_grad 1 ulp apart in float64 without FMA)."""
     total = 0.0
     for i in range(logits.shape[0]):
         r = row0 + i
