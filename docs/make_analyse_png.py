@@ -36,7 +36,7 @@ def main() -> None:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from test_serve_browser import FLAGS
+    from browser_support import FLAGS
     from test_serve_support import live_server, wait_until
 
     from charrnn.resources import bundled_model_dir

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import functools
 import http.server
-import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
+from browser_support import headless_chromium
 from logprobs_reference import logprobs, random_model
 
 from charrnn.export.html_format import write
@@ -23,19 +23,6 @@ pytestmark = pytest.mark.slow
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 CHARS = "abcdé\n ;—ü"
 # (cell, layers, hidden): 8 units take the 8-row SIMD product, 12 the 4-row one
 SHAPES = [("rnn", 1, 8), ("rnn", 2, 8), ("gru", 1, 8), ("gru", 2, 8), ("lstm", 1, 8), ("lstm", 2, 8), ("lstm", 2, 12)]
@@ -70,24 +57,8 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(
-            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)"
-        )
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
-    try:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def open_page(browser, base, name, engine=""):
