@@ -31,12 +31,12 @@ Sir, in Argier.
 
 
 def main() -> None:
+    from browser_support import FLAGS
     from PIL import Image
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from browser_support import FLAGS
     from test_serve_support import live_server, wait_until
 
     from charrnn.resources import bundled_model_dir
