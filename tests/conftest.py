@@ -1,5 +1,14 @@
+import signal
+
 import numpy as np
 import pytest
+
+# Several tests press Ctrl-C in a command they start (SIGINT to a subprocess). A shell that starts
+# pytest in the background (`pytest &` in a script, as a CI runner may) starts it with SIGINT
+# ignored, and an ignored signal stays ignored across exec: the commands would never see Ctrl-C.
+# A handled signal is reset to the default on exec, so handling it here gives them the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_text(n_chars: int = 6000, seed: int = 0) -> str:
