@@ -64,6 +64,16 @@ def test_a_kill_before_the_first_rename_leaves_the_old_pair(tmp_path, monkeypatc
     np.testing.assert_array_equal(model.params.flat, a.flat)
 
 
+def test_a_kill_while_the_journal_is_written_leaves_no_temporary(tmp_path):
+    """A kill can land while the journal's own temporary is on disk (before its rename: no pair
+    rename has begun); resuming removes it with the others."""
+    stale = [tmp_path / f".{name}.x1y2.tmp" for name in (checkpoint.PAIR_JOURNAL, checkpoint.MODEL_FILE)]
+    for path in stale:
+        path.write_bytes(b"half")
+    checkpoint.remove_stale_temporaries(tmp_path)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_a_replaced_file_keeps_its_mode(tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("old")

@@ -55,8 +55,8 @@ def finish_interrupted_save(directory: str | Path) -> None:
 def remove_stale_temporaries(directory: str | Path) -> None:
     """Delete temporary files a killed process left half-written (never a finished file)."""
     finish_interrupted_save(directory)
-    for name in (MODEL_FILE, META_FILE, STATE_FILE, METRICS_FILE):
-        for tmp in Path(directory).glob(f".{name}.*.tmp"):
+    for name in (MODEL_FILE, META_FILE, STATE_FILE, METRICS_FILE, PAIR_JOURNAL):  # the journal's too:
+        for tmp in Path(directory).glob(f".{name}.*.tmp"):  # one not yet renamed means no rename began
             tmp.unlink(missing_ok=True)
 
 
