@@ -602,8 +602,8 @@ def _checkout_copy(destination: Path) -> Path:
         }
         if folder == ROOT / "corpora":
             dropped |= set(names) - {"catalog.json"}
-        if folder == ROOT / "models":
-            dropped |= set(names) - {"shakespeare"}
+        if folder == ROOT / "models":  # the bundled models (pyproject's package data), not local runs
+            dropped |= set(names) - {"shakespeare", "shakespeare-lstm"}
         return dropped
 
     shutil.copytree(ROOT, destination, ignore=ignore)
