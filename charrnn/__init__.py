@@ -8,8 +8,9 @@ The names below are imported when first used, so that `import charrnn` stays lig
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from charrnn._lazy import lazy_attributes
 
 __version__ = "0.3.0"
 
@@ -29,8 +30,4 @@ if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py kee
     from charrnn.training.loop import train as train
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'charrnn' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)

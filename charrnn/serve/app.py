@@ -49,6 +49,7 @@ from charrnn.jsontypes import JSONObject
 from charrnn.sampling.options import SampleOptions, drop_unknown, unknown_prime_message
 from charrnn.serve.engine import INT64_MAX, Engine, EngineBusy, EngineClosed, make_job
 from charrnn.serve.models import ServedModel
+from charrnn.serve.score import FIELDS as SCORE_FIELDS
 from charrnn.serve.score import Scorers, check_score
 
 # charrnn sample's defaults (charrnn.sampling.options), for fields a request leaves out.
@@ -169,12 +170,12 @@ def parse_body(body: bytes) -> JSONObject:
     return data
 
 
-def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Limits) -> GenerateRequest:
-    """The request's options, checked; ApiError naming the first thing wrong."""
+def checked_model(data: JSONObject, fields: tuple[str, ...], models: dict[str, ServedModel]) -> ServedModel:
+    """What every request checks first: text only, known fields, and a model this server has."""
     _check_text(data)
-    unknown_fields = [key for key in data if key not in FIELDS]
+    unknown_fields = [key for key in data if key not in fields]
     if unknown_fields:
-        raise ApiError(400, f"unknown field {unknown_fields[0]!r}; the fields are {', '.join(FIELDS)}")
+        raise ApiError(400, f"unknown field {unknown_fields[0]!r}; the fields are {', '.join(fields)}")
     if "model" not in data:
         raise ApiError(400, f"the field 'model' is required (one of: {', '.join(models)})")
     name = data["model"]
@@ -183,6 +184,12 @@ def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Lim
     model = models.get(name)
     if model is None:
         raise ApiError(404, f"no model named {_shown(name)} here; this server has: {', '.join(models)}")
+    return model
+
+
+def check_generate(data: JSONObject, models: dict[str, ServedModel], limits: Limits) -> GenerateRequest:
+    """The request's options, checked; ApiError naming the first thing wrong."""
+    model = checked_model(data, FIELDS, models)
     options = {**DEFAULTS, **{k: v for k, v in data.items() if k != "model"}}
 
     prime = options["prime"]
@@ -462,7 +469,7 @@ def create_app(
             if content_type.split(";")[0].strip().lower() != "application/json":
                 raise ApiError(415, "send the body as JSON with the header Content-Type: application/json")
             data = parse_body(await _read_body(request, limits.max_body))
-            checked = check_score(data, by_name, limits, ApiError)
+            checked = check_score(data, checked_model(data, SCORE_FIELDS, by_name), limits, ApiError)
         except ApiError as error:
             return _error(error.status, error.message, error.headers)
         return JSONResponse(await scorers.score(checked))

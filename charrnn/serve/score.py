@@ -38,22 +38,12 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_score(data: dict, models: dict, limits, api_error) -> dict:
-    """The request's options, checked; api_error(status, message) naming the first thing wrong."""
+def check_score(data: dict, served, limits, api_error) -> dict:
+    """The request's options past its model (`served`, checked by the app with its fields and
+    name), checked; api_error(status, message) naming the first thing wrong."""
     from charrnn.analysis import encode_for_scoring, parse_units
     from charrnn.errors import InputError
 
-    unknown_fields = [key for key in data if key not in FIELDS]
-    if unknown_fields:
-        raise api_error(400, f"unknown field {unknown_fields[0]!r}; the fields are {', '.join(FIELDS)}")
-    if "model" not in data:
-        raise api_error(400, f"the field 'model' is required (one of: {', '.join(models)})")
-    name = data["model"]
-    if not isinstance(name, str):
-        raise api_error(400, f"model must be a model's name (a string), got {_shown(name)}")
-    served = models.get(name)
-    if served is None:
-        raise api_error(404, f"no model named {_shown(name)} here; this server has: {', '.join(models)}")
     if "text" not in data:
         raise api_error(400, "the field 'text' is required (the text to score)")
     options = {**DEFAULTS, **data}

@@ -7,8 +7,9 @@ to use; names are imported when first used, so that reading a config does not co
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from charrnn._lazy import lazy_attributes
 
 _HOMES = {
     "train": "charrnn.training.loop",
@@ -30,8 +31,4 @@ if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py kee
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'charrnn.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
