@@ -51,6 +51,8 @@ def run(text: str, minutes: float, val_frac: float, out: Path, model: list[str],
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
     meta = json.loads((out / "meta.json").read_text())
+    (out.parent / f"{out.name}.json").write_text(json.dumps(meta, indent=1))
+    print(result.stdout.strip().splitlines()[-2:], file=sys.stderr, flush=True)
     return {
         "bpc": meta["best_val_bpc"],
         "steps": meta["step"],
@@ -58,6 +60,9 @@ def run(text: str, minutes: float, val_frac: float, out: Path, model: list[str],
         "model": f"{meta.get('cell', 'rnn')} {meta.get('layers', 1)}x{meta['hidden']}",
         "dropout": meta["config"]["dropout"],
         "choice": meta.get("auto_choice", {}).get("reason"),
+        "trained_seconds": meta.get("trained_seconds"),
+        "validation_seconds": meta.get("validation_seconds"),
+        "estimate": meta.get("best_val_bpc_estimate"),
     }
 
 

@@ -165,3 +165,60 @@ def test_any_damage_to_the_archive_is_a_model_error_or_a_whole_model(tmp_path_fa
         assert "\n" not in str(error)
     else:
         assert np.isfinite(model.params.flat).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# training_state.npz: what --resume reads is checked the same way
+
+
+def _state_dir(tmp_path):
+    directory = tmp_path / "run"
+    directory.mkdir()
+    arrays = {"params": np.zeros(10, np.float32), "state": np.zeros((1, 1, 1, 4), np.float32), "opt_v": np.zeros(10)}
+    record = {
+        "step": 3,
+        "elapsed": 1.0,
+        "optimizer_steps": 3,
+        "rng_state": {},
+        "config": {},
+        "corpus": {"path": "x.txt", "sha256": "0"},
+        "vocab": ["a"],
+        "budget": {"steps": 5},
+    }
+    checkpoint.save_training_state(directory, arrays, record)
+    return directory
+
+
+def _state_arrays(directory):
+    with np.load(directory / checkpoint.STATE_FILE, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def test_a_real_training_state_loads(tmp_path):
+    arrays, record = checkpoint.load_training_state(_state_dir(tmp_path))
+    assert record["step"] == 3 and arrays["params"].shape == (10,)
+
+
+def test_a_training_state_that_would_expand_without_limit_is_refused_unread(tmp_path, monkeypatch):
+    directory = _state_dir(tmp_path)
+    arrays = _state_arrays(directory)
+    arrays["opt_v"] = np.zeros(64 * 1024 * 1024, dtype=np.float32)  # 256 MB of zeros: ~260 kB deflated
+    np.savez_compressed(directory / checkpoint.STATE_FILE, **arrays)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the arrays were read")
+
+    monkeypatch.setattr(checkpoint, "_load_npz", never)
+    with pytest.raises(ModelFormatError, match="declare") as info:
+        checkpoint.load_training_state(directory)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, array", [("opt_v", np.zeros(10, np.int64)), ("info_json", np.zeros((2, 2), np.uint8))])
+def test_training_state_arrays_of_another_type_are_refused(tmp_path, name, array):
+    directory = _state_dir(tmp_path)
+    arrays = _state_arrays(directory)
+    arrays[name] = array
+    np.savez(directory / checkpoint.STATE_FILE, **arrays)
+    with pytest.raises(ModelFormatError, match=name):
+        checkpoint.load_training_state(directory)

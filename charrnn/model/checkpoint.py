@@ -222,6 +222,7 @@ def load_training_state(directory: str | Path) -> tuple[dict[str, np.ndarray], J
     path = Path(directory) / STATE_FILE
     if not path.exists():
         raise ModelFormatError(f"{directory}: no training state to resume from ({STATE_FILE} missing)")
+    read_headers(path, byte_arrays=("info_json",))  # refuses objects, other types and zip bombs unread
     arrays = _load_npz(path)
     try:
         info = json.loads(arrays.pop("info_json").tobytes().decode("utf-8"))

@@ -42,7 +42,7 @@ class ArrayHeader:
         return size
 
 
-def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayHeader:
+def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, byte_arrays: frozenset[str]) -> ArrayHeader:
     if not info.filename.endswith(".npy"):
         raise ValueError(f"member {info.filename!r} is not an array (.npy)")
     with archive.open(info) as member:
@@ -55,7 +55,10 @@ def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayHeader
             raise ValueError(f"member {info.filename!r} has .npy version {version}, not 1.0 or 2.0")
         header_bytes = member.tell()
     name = info.filename[: -len(".npy")]
-    if dtype.hasobject or dtype.kind != "f" or dtype.itemsize > 8:
+    if name in byte_arrays:
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ValueError(f"array {name} is of type {dtype} and shape {tuple(shape)}, not bytes")
+    elif dtype.hasobject or dtype.kind != "f" or dtype.itemsize > 8:
         raise ValueError(f"array {name} is of type {dtype}, not floating point")
     header = ArrayHeader(name, tuple(int(n) for n in shape), dtype, int(info.file_size))
     if info.file_size != header_bytes + header.data_bytes:
@@ -66,9 +69,10 @@ def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayHeader
     return header
 
 
-def read_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
+def read_headers(path: str | os.PathLike, byte_arrays: tuple[str, ...] = ()) -> dict[str, ArrayHeader]:
     """Each array's header, by name, read from the listing and the members' first bytes only;
-    ModelFormatError (one line) for a file that is not such an archive or declares too much."""
+    ModelFormatError (one line) for a file that is not such an archive or declares too much.
+    Arrays are floating point, except those named in `byte_arrays`: 1-D uint8 (e.g. JSON text)."""
     path = Path(path)
     try:
         file_bytes = path.stat().st_size
@@ -83,7 +87,7 @@ def read_headers(path: str | os.PathLike) -> dict[str, ArrayHeader]:
                 )
             headers = {}
             for info in members:
-                header = _read_header(archive, info)
+                header = _read_header(archive, info, frozenset(byte_arrays))
                 if header.name in headers:
                     raise ValueError(f"array {header.name} appears twice")
                 headers[header.name] = header

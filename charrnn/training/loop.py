@@ -396,7 +396,14 @@ class _Run:
         self.final_val_seconds = time.perf_counter() - started
         checkpoint.write_meta(
             self.out_dir,
-            {**meta, "best_val_bpc": exact, "val_bpc_method": "exact", "best_val_bpc_estimate": meta["best_val_bpc"]},
+            {
+                **meta,
+                "best_val_bpc": exact,
+                "val_bpc_method": "exact",
+                "best_val_bpc_estimate": meta["best_val_bpc"],
+                "validation_seconds": round(self.val_seconds, 3),  # the estimates', within the budget
+                "final_validation_seconds": round(self.final_val_seconds, 3),
+            },
         )
         return exact
 
