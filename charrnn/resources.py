@@ -24,7 +24,7 @@ def catalog_path() -> Path:
     return _data_dir("charrnn.bundled_corpora", "corpora") / "catalog.json"
 
 
-DEFAULT_MODEL = "shakespeare"  # what `charrnn sample` uses when given no model
+DEFAULT_MODEL = "shakespeare-lstm"  # what `charrnn sample` uses when given no model: the best bundled one
 
 
 def bundled_models_root() -> Path:

@@ -73,6 +73,13 @@ def test_a_step_budget_needs_no_probe_and_dropout_follows_the_epochs():
         choose(60.0, None, 1000, 32, 64, None)
 
 
+def test_the_vanilla_rnn_gets_no_dropout_whatever_the_epochs():
+    for train_chars in (10_000, 100_000, 1_000_000, 100_000_000):
+        choice = choose(None, 100, train_chars, 32, 64, None)
+        assert (choice.cell, choice.dropout) == ("rnn", 0.0)
+    assert choose(None, 100, 10_000, 32, 64, None).epochs > 8  # where a gated cell would get 0.25
+
+
 def test_a_new_run_without_model_options_gets_the_choice_and_records_it(text_file, tmp_path):
     events = []
     probe = fixed_probe()

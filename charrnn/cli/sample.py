@@ -124,13 +124,13 @@ def _interactive(model, echo_prime, num, unknown, options, rng) -> None:
     help="Ask for a prime, print a continuation, repeat; an empty line or Ctrl-D quits.  [default: off]",
 )
 def sample(model_dir, prime, no_prime_echo, length, temperature, top_k, top_p, greedy, seed, num, unknown, interactive):
-    """Generate text from MODEL: a model directory, or a bundled model's name (shakespeare,
-    the default, or shakespeare-lstm).
+    """Generate text from MODEL: a model directory, or a bundled model's name (shakespeare-lstm,
+    the default, or shakespeare, a vanilla RNN).
 
     \b
     Examples:
       charrnn sample --prime "ROMEO:"
-      charrnn sample shakespeare-lstm --prime "JULIET:"
+      charrnn sample shakespeare --prime "JULIET:"
       charrnn sample runs/mymodel --length 2000 --temperature 0.6 --seed 1
       charrnn sample --interactive
     """

@@ -7,7 +7,9 @@ ahead until the LSTM has about 900 steps. So a candidate carries the steps from 
 one before it in the same time, and the budget gets the last candidate it buys that many steps. The
 steps come from the budget itself (--steps, --epochs) or, for --minutes, from this machine's measured
 training speed of each candidate (charrnn.training.probe). Dropout follows the passes over the text
-the run will make: none below 2 epochs (too little training to overfit), 0.1 up to 8, 0.25 beyond.
+the gated cells' run will make: none below 2 epochs (too little training to overfit), 0.1 up to 8,
+0.25 beyond. The one-layer vanilla RNN gets none: its only dropout is before the output layer, and
+there 0.1 cost it 0.019 bpc in a 3-minute run of 2.4 epochs (BENCHMARKS.md, "Quality per minute").
 
 The choice depends on nothing else: the same budget, text size and probe give the same model.
 """
@@ -30,11 +32,12 @@ class Candidate:
     layers: int
     hidden: int
     min_steps: int  # it is chosen only if the budget buys at least this many steps
+    dropout_by_epochs: bool = True  # dropout_for(epochs), else none
 
 
 # In order; each beat the one before it, given the same time, from about min_steps of its own on.
 CANDIDATES = (
-    Candidate("rnn", 1, 1024, 0),
+    Candidate("rnn", 1, 1024, 0, dropout_by_epochs=False),
     Candidate("lstm", 2, 512, 900),
 )
 SHAPES = tuple((c.cell, c.layers, c.hidden) for c in CANDIDATES)
@@ -94,7 +97,7 @@ def choose(
         if candidate is CANDIDATES[0] or budget_steps >= candidate.min_steps:
             chosen, chosen_steps, chosen_rate = candidate, budget_steps, rate
     epochs = chosen_steps * chars_per_step / max(train_chars, 1)
-    dropout = dropout_for(epochs)
+    dropout = dropout_for(epochs) if chosen.dropout_by_epochs else 0.0
     speed = f" at {chosen_rate:,.0f} chars/s here" if chosen_rate is not None else ""
     budget = f"{seconds / 60:g} min" if seconds is not None else f"{steps:,} steps"
     reason = (
