@@ -9,7 +9,8 @@ steps come from the budget itself (--steps, --epochs) or, for --minutes, from th
 training speed of each candidate (charrnn.training.probe). Dropout follows the passes over the text
 the gated cells' run will make: none below 2 epochs (too little training to overfit), 0.1 up to 8,
 0.25 beyond. The one-layer vanilla RNN gets none: its only dropout is before the output layer, and
-there 0.1 cost it 0.019 bpc in a 3-minute run of 2.4 epochs (BENCHMARKS.md, "Quality per minute").
+there 0.1 cost it 0.011 bpc at 1,100 steps (2.2 epochs) of tiny-shakespeare (BENCHMARKS.md, "Quality
+per minute").
 
 The choice depends on nothing else: the same budget, text size and probe give the same model.
 """
