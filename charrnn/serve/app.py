@@ -71,7 +71,6 @@ SECURITY_HEADERS = {
 }
 
 
-
 def _host_name(header: str) -> str:
     """The name in a Host header, without its port: "[::1]:8000" -> "::1", "a:80" -> "a"."""
     header = header.strip().lower()
@@ -105,7 +104,6 @@ class HostCheck:
 
 def _static_dir() -> Path:
     return Path(str(importlib_resources.files("charrnn.serve") / "static"))
-
 
 
 class _Api:

@@ -20,7 +20,6 @@ from charrnn.sampling.options import SampleOptions, drop_unknown, unknown_prime_
 from charrnn.serve.jobs import INT64_MAX
 from charrnn.serve.models import ServedModel
 
-
 # charrnn sample's defaults (charrnn.sampling.options), for fields a request leaves out.
 _SAMPLE = SampleOptions()
 DEFAULTS = {

@@ -112,4 +112,3 @@ def deliver(job: Job, item) -> None:
         job.sink(item)
     except Exception:  # noqa: BLE001 - the sink belongs to a client that may be gone
         job.cancelled = True
-

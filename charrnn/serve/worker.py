@@ -310,4 +310,3 @@ class ModelWorker:
                 self._end(job)
         if done_rows:
             self._remove_rows(done_rows)
-

@@ -30,12 +30,12 @@ if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py kee
     from charrnn.sweep.ray_setup import INSTALL_HINT as INSTALL_HINT
     from charrnn.sweep.ray_setup import RayMissing as RayMissing
     from charrnn.sweep.ray_setup import SweepError as SweepError
+    from charrnn.sweep.ray_setup import require_ray as require_ray
+    from charrnn.sweep.run import run_sweep as run_sweep
     from charrnn.sweep.settings import SweepEvent as SweepEvent
     from charrnn.sweep.settings import SweepProgress as SweepProgress
     from charrnn.sweep.settings import SweepResult as SweepResult
     from charrnn.sweep.settings import SweepSettings as SweepSettings
-    from charrnn.sweep.ray_setup import require_ray as require_ray
-    from charrnn.sweep.run import run_sweep as run_sweep
     from charrnn.sweep.space import Dimension as Dimension
     from charrnn.sweep.space import parse_dimension as parse_dimension
     from charrnn.sweep.space import parse_space as parse_space

@@ -87,4 +87,3 @@ def _plain(settings: dict) -> dict:
             value = value.item()
         out[key] = value
     return out
-

@@ -108,4 +108,3 @@ def start_ray(ray, address: str | None, cpus: int) -> str:
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     where = "a local Ray" if address is None else f"the Ray cluster at {address}"
     return f"Ray: {where}, {nodes} node{'s' if nodes != 1 else ''}, {resources.get('CPU', 0):g} CPUs"
-

@@ -152,7 +152,6 @@ def _start_text(settings: SweepSettings, space: dict[str, Dimension], budget: di
     )
 
 
-
 def _finish(
     out_dir: Path, records: dict[str, TrialRecord], trials: int, space: dict[str, Dimension], book: Bookkeeper
 ) -> SweepResult:
@@ -195,7 +194,6 @@ def _budget_text(budget: dict) -> str:
     if budget["steps"] is not None:
         parts.append(f"{budget['steps']:,} steps")
     return " or ".join(parts)
-
 
 
 def _reconcile(records: dict, total: int) -> bool:

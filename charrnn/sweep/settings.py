@@ -106,4 +106,3 @@ class SweepResult:
     best: TrialRecord | None
     interrupted: bool  # some trials never finished: --resume continues them
     varied: tuple  # the settings the space varies (for tables)
-

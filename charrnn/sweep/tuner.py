@@ -68,7 +68,6 @@ def run_trials(
         ray.shutdown()
 
 
-
 def _start_sink(ray, ray_parts, out_dir: Path, text_path: Path):
     """The sink actor, on this (the driver's) node, so trial directories land in out_dir."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -153,4 +152,3 @@ def _make_tuner(
     )
     param_space = {name: dim.to_tune() for name, dim in space.items()}
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-

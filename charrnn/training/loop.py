@@ -51,7 +51,6 @@ class _StopOnSigint:
             signal.signal(signal.SIGINT, self._previous)
 
 
-
 def _check_arguments(overrides: dict, budget: Budget, threads: int | None) -> int:
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
@@ -61,7 +60,6 @@ def _check_arguments(overrides: dict, budget: Budget, threads: int | None) -> in
     if threads < 1:
         raise InputError(f"--threads must be positive, got {threads}")
     return threads
-
 
 
 def _warm_up(run: Run, kernels, eval_kernels, sample_every: int) -> None:
@@ -78,7 +76,6 @@ def _warm_up(run: Run, kernels, eval_kernels, sample_every: int) -> None:
         from charrnn.sampling import sample_text
 
         sample_text(run.params, run.vocab, 1, rng=np.random.default_rng(0))
-
 
 
 def train(
