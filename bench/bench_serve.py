@@ -52,7 +52,8 @@ def make_model(directory: Path, hidden: int, vocab_size: int = 65):
 def engine_rate(sampler, streams: int, seconds: float, tick_chars=None) -> tuple[float, float]:
     """Aggregate chars/s of `streams` jobs of long length run for about `seconds`, and the mean
     tick duration (s)."""
-    from charrnn.serve.engine import Engine, make_job
+    from charrnn.serve.engine import Engine
+    from charrnn.serve.jobs import make_job
 
     engine = Engine({"m": sampler}, max_streams=streams, tick_chars=tick_chars)
     jobs = []
@@ -93,7 +94,8 @@ def http_rate(directory: Path, clients: int, length: int) -> float:
 
     import uvicorn
 
-    from charrnn.serve.app import Limits, create_app
+    from charrnn.serve.app import create_app
+    from charrnn.serve.checks import Limits
     from charrnn.serve.models import load_served
 
     app = create_app([load_served("m", directory)], Limits(max_length=length, max_streams=max(64, clients)))

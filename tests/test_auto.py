@@ -168,9 +168,9 @@ def test_an_automatic_run_resumes_bit_for_bit(text_file, tmp_path, monkeypatch):
 
     import numpy as np
 
-    import charrnn.training.loop as loop
+    import charrnn.training.progress as progress
 
-    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)  # a step event after every step
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)  # a step event after every step
     small = {"seq_length": 64, "batch_size": 8, "eval_every": 10}  # > 2 epochs of the text: dropout
 
     def interrupt_at(step):

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 import charrnn
 import charrnn.cli.train as cli_train
 import charrnn.training.loop as library_train
+import charrnn.training.run as training_run
 from charrnn.cli import main
 from charrnn.kernels.threads import usable_cores
 from charrnn.training.config import TrainEvent
@@ -119,7 +120,7 @@ def nothing_may_start(monkeypatch):
         raise AssertionError("got as far as starting a run")
 
     monkeypatch.setattr(library_train, "train", refuse)
-    monkeypatch.setattr(library_train, "load_corpus", refuse)
+    monkeypatch.setattr(training_run, "load_corpus", refuse)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from logprobs_reference import logprobs, random_model
 
 from charrnn.model.checkpoint import load_model, save_model
 from charrnn.training import finetune
-from charrnn.training.loop import Budget, _Run, train
+from charrnn.training.loop import Budget, train
+from charrnn.training.run import Run
 
 PARENT_TEXT = "abcde\n é"
 NEW_TEXT = "the cat sat on a mat; béé éa ba~ " * 100
@@ -34,7 +35,7 @@ def new_text(tmp_path):
 
 
 def open_run(text, out, parent, **overrides):
-    return _Run(
+    return Run(
         text, out, overrides, Budget(steps=1), False, False, "utf-8", 1, lambda event: None, None, init_from=str(parent)
     )
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import make_text
 
-import charrnn.training.loop as loop_module
+import charrnn.training.saving as saving_module
 from charrnn.model import checkpoint
 from charrnn.model.params import init_params
 from charrnn.model.spec import ModelSpec
@@ -52,7 +52,7 @@ def test_the_saved_model_is_the_best_by_validation_not_the_last(text, tmp_path, 
         seen.append(params.flat.copy())
         return next(scores, 9.0)
 
-    monkeypatch.setattr(loop_module, "estimate_bpc", scripted)
+    monkeypatch.setattr(saving_module, "estimate_bpc", scripted)
     out = tmp_path / "m"
     train(text, out, overrides={**TINY, "eval_every": 5}, budget=Budget(steps=20), threads=1)
     assert len(seen) == 4

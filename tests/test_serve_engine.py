@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from test_serve_support import make_tiny_models, wait_until
 
-from charrnn.serve.engine import Engine, EngineBusy, EngineClosed, make_job
+from charrnn.serve.engine import Engine
+from charrnn.serve.jobs import EngineBusy, EngineClosed, make_job
 
 
 @pytest.fixture(scope="module")

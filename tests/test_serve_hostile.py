@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from test_serve_engine import collect
 from test_serve_support import live_server, make_tiny_models, wait_until
 
-from charrnn.serve.app import ApiError, Limits, check_generate
-from charrnn.serve.engine import Engine, GenerationFailed, make_job
+from charrnn.serve.checks import ApiError, Limits, check_generate
+from charrnn.serve.engine import Engine
+from charrnn.serve.jobs import GenerationFailed, make_job
 
 POISON_TOP_P = 0.123456  # the flaky sampler below fails on any batch holding a row with this top_p
 

@@ -120,7 +120,8 @@ def live_server(
     import uvicorn
 
     from charrnn.resources import bundled_model_dir
-    from charrnn.serve.app import LOOPBACK_HOSTS, Limits, create_app
+    from charrnn.serve.app import LOOPBACK_HOSTS, create_app
+    from charrnn.serve.checks import Limits
     from charrnn.serve.models import load_served
 
     found = dict(model_dirs or {})

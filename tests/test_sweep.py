@@ -26,7 +26,7 @@ from charrnn.cli import main
 from charrnn.errors import InputError
 from charrnn.sweep import SweepSettings, layout, parse_dimension, parse_space
 from charrnn.sweep.layout import TrialRecord
-from charrnn.sweep.run import SweepError, resolve_address
+from charrnn.sweep.ray_setup import SweepError, resolve_address
 from charrnn.sweep.space import DEFAULT_SPACE
 
 

@@ -5,9 +5,10 @@ import signal
 import numpy as np
 import pytest
 
-import charrnn.training.loop as train_module
+import charrnn.training.progress as progress_module
 from charrnn.errors import InputError, TrainingDiverged
 from charrnn.model import checkpoint
+from charrnn.training.config import learning_rate
 from charrnn.training.loop import Budget, TrainConfig, train
 
 TINY = {"cell": "rnn", "layers": 1, "hidden": 24, "seq_length": 16, "batch_size": 4, "eval_every": 20, "lr": 1e-2}
@@ -69,7 +70,7 @@ def interrupt_at(step):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(text_file, tmp_path, monkeypatch, threads):
-    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)  # a step event after every step
+    monkeypatch.setattr(progress_module, "PROGRESS_SECONDS", 0.0)  # a step event after every step
     full = train(text_file, tmp_path / "full", overrides=TINY, budget=Budget(steps=70), threads=threads)
     cut = train(
         text_file, tmp_path / "cut", overrides=TINY, budget=Budget(steps=70), threads=threads, on_event=interrupt_at(33)
@@ -85,7 +86,7 @@ def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(tex
 
 
 def test_interrupting_before_the_first_evaluation_still_leaves_a_model(text_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_SECONDS", 0.0)
     result = train(text_file, tmp_path, overrides=TINY, budget=Budget(steps=70), threads=1, on_event=interrupt_at(3))
     assert result.interrupted
     assert checkpoint.load_model(tmp_path).meta["step"] == 3
@@ -159,10 +160,10 @@ def test_a_zero_budget_is_refused(text_file, tmp_path):
 
 def test_learning_rate_schedule():
     config = TrainConfig(lr=1.0, min_lr_frac=0.1)
-    assert train_module.learning_rate(config, 0.0) == pytest.approx(1.0)
-    assert train_module.learning_rate(config, 0.5) == pytest.approx(0.55)
-    assert train_module.learning_rate(config, 1.0) == pytest.approx(0.1)
-    assert train_module.learning_rate(TrainConfig(lr=1.0, lr_schedule="constant"), 0.7) == 1.0
+    assert learning_rate(config, 0.0) == pytest.approx(1.0)
+    assert learning_rate(config, 0.5) == pytest.approx(0.55)
+    assert learning_rate(config, 1.0) == pytest.approx(0.1)
+    assert learning_rate(TrainConfig(lr=1.0, lr_schedule="constant"), 0.7) == 1.0
 
 
 def test_resuming_with_another_thread_count_says_it_will_not_match_bit_for_bit(text_file, tmp_path):
@@ -181,7 +182,7 @@ GATED = {"hidden": 16, "seq_length": 12, "batch_size": 4, "eval_every": 15, "lr"
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_every_cell_resumes_bit_for_bit_with_dropout_at_two_threads(text_file, tmp_path, monkeypatch, cell):
-    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_SECONDS", 0.0)
     settings = {**GATED, "cell": cell}
     full = train(text_file, tmp_path / "full", overrides=settings, budget=Budget(steps=40), threads=2)
     cut = train(
@@ -224,7 +225,7 @@ def test_a_new_run_takes_its_cells_defaults_and_a_resumed_one_its_saved_settings
 
 
 def test_training_samples_continue_their_stream_across_a_resume(text_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_SECONDS", 0.0)
 
     def samples(name, steps, resume=False, on_event=None):
         events = []

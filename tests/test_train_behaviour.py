@@ -103,9 +103,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 class TickingClock:
-    """Stands in for charrnn.training.loop's time module: each perf_counter() call is TICK seconds after
-    the one before, so that a time budget is a count of the loop's clock readings, whatever the
-    machine's load."""
+    """Stands in for the time module of charrnn.training.loop, progress and saving: each
+    perf_counter() call is TICK seconds after the one before, so that a time budget is a count of
+    the loop's clock readings, whatever the machine's load."""
 
     TICK = 0.01
 
@@ -119,8 +119,12 @@ class TickingClock:
 
 def test_a_minutes_budget_stops_on_time_and_the_eta_counts_down(text, tmp_path, monkeypatch):
     import charrnn.training.loop
+    import charrnn.training.progress
+    import charrnn.training.saving
 
-    monkeypatch.setattr(charrnn.training.loop, "time", TickingClock())
+    clock = TickingClock()  # one clock for the loop, its step events and its checkpoints
+    for module in (charrnn.training.loop, charrnn.training.progress, charrnn.training.saving):
+        monkeypatch.setattr(module, "time", clock)
     events = []
     limit = 0.02 * 60
     result = run(text, tmp_path / "m", events, budget=Budget(minutes=0.02))

@@ -124,40 +124,26 @@ def serve(
     except ImportError:
         raise click.ClickException(INSTALL_HINT) from None
 
-    if not 0 <= port <= 65535:
-        raise InputError(f"--port must be from 0 to 65535, got {port}")
-    for name, value in (
-        ("--max-length", max_length),
-        ("--max-num", max_num),
-        ("--max-prime", max_prime),
-        ("--max-text", max_text),
-        ("--max-body", max_body),
-        ("--max-concurrent", max_concurrent),
-        ("--max-connections", max_connections),
-    ):
-        _positive(name, value)
-    if max_per_client is not None:
-        _positive("--max-per-client", max_per_client)
+    _check_numbers(
+        port,
+        {
+            "--max-length": max_length,
+            "--max-num": max_num,
+            "--max-prime": max_prime,
+            "--max-text": max_text,
+            "--max-body": max_body,
+            "--max-concurrent": max_concurrent,
+            "--max-connections": max_connections,
+        },
+        max_per_client,
+    )
 
-    from charrnn.serve.app import LOOPBACK_HOSTS, Limits, create_app
-    from charrnn.serve.models import load_served, model_directories
+    from charrnn.serve.app import LOOPBACK_HOSTS, create_app
+    from charrnn.serve.checks import Limits
+    from charrnn.serve.models import model_directories
     from charrnn.serve.protocol import protocol_with_header_deadline
 
-    found = model_directories(model_dirs)
-    started = time.perf_counter()
-    click.echo(f"loading {', '.join(name for name, _ in found)} ...", err=True)
-    served = [load_served(name, directory) for name, directory in found]
-    for model in served:
-        info = model.info()
-        bpc = f", {info['best_val_bpc']:.3f} bpc" if info["best_val_bpc"] is not None else ""
-        click.echo(
-            f"  {model.name}: {info['cell']}, {info['layers']} layer"
-            f"{'s' if info['layers'] != 1 else ''}, {info['hidden']} units{bpc}",
-            err=True,
-        )
-    if time.perf_counter() - started > 10:
-        click.echo("(the first start compiles the kernels; later starts are quick)", err=True)
-
+    served = _load_models(model_directories(model_dirs))
     limits = Limits(
         max_length=max_length,
         max_num=max_num,
@@ -177,6 +163,44 @@ def serve(
             err=True,
         )
     click.echo(f"serving on {_url(host, port)} (Ctrl-C stops)", err=True)
+    _run(uvicorn, app, sock, max_connections, protocol_with_header_deadline)
+    click.echo("stopped", err=True)
+    sys.stderr.flush()
+
+
+def _check_numbers(port: int, counts: dict[str, int], max_per_client: int | None) -> None:
+    """InputError in one line for a port out of range or a cap below 1."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be from 0 to 65535, got {port}")
+    for name, value in counts.items():
+        _positive(name, value)
+    if max_per_client is not None:
+        _positive("--max-per-client", max_per_client)
+
+
+def _load_models(found: list) -> list:
+    """The ServedModels of `found` ((name, directory) pairs), each described on stderr."""
+    from charrnn.serve.models import load_served
+
+    started = time.perf_counter()
+    click.echo(f"loading {', '.join(name for name, _ in found)} ...", err=True)
+    served = [load_served(name, directory) for name, directory in found]
+    for model in served:
+        info = model.info()
+        bpc = f", {info['best_val_bpc']:.3f} bpc" if info["best_val_bpc"] is not None else ""
+        click.echo(
+            f"  {model.name}: {info['cell']}, {info['layers']} layer"
+            f"{'s' if info['layers'] != 1 else ''}, {info['hidden']} units{bpc}",
+            err=True,
+        )
+    if time.perf_counter() - started > 10:
+        click.echo("(the first start compiles the kernels; later starts are quick)", err=True)
+    return served
+
+
+def _run(uvicorn, app, sock: socket.socket, max_connections: int, protocol_with_header_deadline) -> None:
+    """uvicorn on `sock` until Ctrl-C (its HTTP protocol: protocol_with_header_deadline's); the
+    socket closed after."""
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
@@ -202,8 +226,6 @@ def serve(
         pass
     finally:
         sock.close()
-    click.echo("stopped", err=True)
-    sys.stderr.flush()
 
 
 COMMANDS = [serve]

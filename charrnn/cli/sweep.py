@@ -9,17 +9,9 @@ import click
 
 from charrnn.errors import InputError
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED
-from charrnn.sweep.run import (
-    DEFAULT_EVAL_EVERY,
-    DEFAULT_TRIAL_MINUTES,
-    DEFAULT_TRIALS,
-    INSTALL_HINT,
-    RayMissing,
-    SweepEvent,
-    SweepSettings,
-    ray_installed,
-    run_sweep,
-)
+from charrnn.sweep.ray_setup import INSTALL_HINT, RayMissing, ray_installed
+from charrnn.sweep.run import run_sweep
+from charrnn.sweep.settings import DEFAULT_EVAL_EVERY, DEFAULT_TRIAL_MINUTES, DEFAULT_TRIALS, SweepEvent, SweepSettings
 from charrnn.sweep.space import SWEEPABLE, option_name
 
 SPACE_HELP = {
@@ -242,41 +234,15 @@ def sweep_command(ctx, text_file, out_dir, address, resume, force, **options):
         raise RayMissing(INSTALL_HINT)
     if resume and force:
         raise click.UsageError("--resume continues the sweep in --out and --force replaces it: give one of them")
-    source = click.core.ParameterSource
     if resume:
         if out_dir is None:
             raise click.UsageError("--resume needs --out DIR, the sweep to continue")
-        given = [
-            n for n in _SETTINGS_OPTIONS if ctx.get_parameter_source(n) not in (source.DEFAULT, source.DEFAULT_MAP)
-        ]
-        if given:
-            raise InputError("a resumed sweep keeps its settings; drop " + ", ".join(option_name(n) for n in given))
+        _refuse_settings_on_resume(ctx)
         settings = None
     else:
         if text_file is None:
             raise click.UsageError("give a TEXT_FILE to sweep on (or --out DIR --resume to continue a sweep)")
-        space = {n: options[n] for n in SWEEPABLE if options[n] is not None}
-        threads = options["threads"]
-        if threads is None:
-            threads = 1
-            if options["concurrent"] and not (address or _env_address()):
-                from charrnn.kernels.threads import usable_cores
-
-                threads = max(1, usable_cores() // options["concurrent"])
-        settings = SweepSettings(
-            space=space,
-            trials=options["trials"],
-            trial_minutes=options["trial_minutes"],
-            trial_steps=options["trial_steps"],
-            concurrent=options["concurrent"],
-            threads=threads,
-            eval_every=options["eval_every"],
-            val_frac=options["val_frac"],
-            seed=options["seed"],
-            encoding=options["encoding"],
-            early_stop=options["early_stop"],
-        )
-        settings.check()  # nonsense fails here, in one line, before the text is read
+        settings = _new_settings(address, options)
         if not text_file.exists():
             raise InputError(
                 f"{text_file}: no such file; `charrnn download NAME` fetches a text (`charrnn corpora` lists them)"
@@ -288,6 +254,48 @@ def sweep_command(ctx, text_file, out_dir, address, resume, force, **options):
         result = run_sweep(text_file, out_dir, settings, resume=resume, force=force, address=address, on_event=display)
     finally:
         display.close()
+    _report(result, out_dir, settings)
+
+
+def _refuse_settings_on_resume(ctx) -> None:
+    """InputError naming the settings given on the command line: a resumed sweep keeps its own."""
+    source = click.core.ParameterSource
+    given = [n for n in _SETTINGS_OPTIONS if ctx.get_parameter_source(n) not in (source.DEFAULT, source.DEFAULT_MAP)]
+    if given:
+        raise InputError("a resumed sweep keeps its settings; drop " + ", ".join(option_name(n) for n in given))
+
+
+def _new_settings(address, options: dict) -> SweepSettings:
+    """A new sweep's settings from the options, checked (nonsense fails here, in one line, before
+    the text is read)."""
+    space = {n: options[n] for n in SWEEPABLE if options[n] is not None}
+    threads = options["threads"]
+    if threads is None:
+        threads = 1
+        if options["concurrent"] and not (address or _env_address()):
+            from charrnn.kernels.threads import usable_cores
+
+            threads = max(1, usable_cores() // options["concurrent"])
+    settings = SweepSettings(
+        space=space,
+        trials=options["trials"],
+        trial_minutes=options["trial_minutes"],
+        trial_steps=options["trial_steps"],
+        concurrent=options["concurrent"],
+        threads=threads,
+        eval_every=options["eval_every"],
+        val_frac=options["val_frac"],
+        seed=options["seed"],
+        encoding=options["encoding"],
+        early_stop=options["early_stop"],
+    )
+    settings.check()
+    return settings
+
+
+def _report(result, out_dir: Path, settings: SweepSettings | None) -> None:
+    """The ranked table, the best trial, and for an interrupted sweep how to continue it (exit
+    130); ClickException if every trial failed."""
     if result.records:
         click.echo(_table(result))
     if result.best is not None:

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "TrialRecord": "layout",
-    "INSTALL_HINT": "run",
-    "RayMissing": "run",
-    "SweepError": "run",
-    "SweepEvent": "run",
-    "SweepProgress": "run",
-    "SweepResult": "run",
-    "SweepSettings": "run",
-    "require_ray": "run",
+    "INSTALL_HINT": "ray_setup",
+    "RayMissing": "ray_setup",
+    "SweepError": "ray_setup",
+    "SweepEvent": "settings",
+    "SweepProgress": "settings",
+    "SweepResult": "settings",
+    "SweepSettings": "settings",
+    "require_ray": "ray_setup",
     "run_sweep": "run",
     "Dimension": "space",
     "parse_dimension": "space",
@@ -27,15 +27,15 @@ _EXPORTS = {
 
 if TYPE_CHECKING:  # the same names, for type checkers (tests/test_typing.py keeps the two lists equal)
     from charrnn.sweep.layout import TrialRecord as TrialRecord
-    from charrnn.sweep.run import INSTALL_HINT as INSTALL_HINT
-    from charrnn.sweep.run import RayMissing as RayMissing
-    from charrnn.sweep.run import SweepError as SweepError
-    from charrnn.sweep.run import SweepEvent as SweepEvent
-    from charrnn.sweep.run import SweepProgress as SweepProgress
-    from charrnn.sweep.run import SweepResult as SweepResult
-    from charrnn.sweep.run import SweepSettings as SweepSettings
-    from charrnn.sweep.run import require_ray as require_ray
+    from charrnn.sweep.ray_setup import INSTALL_HINT as INSTALL_HINT
+    from charrnn.sweep.ray_setup import RayMissing as RayMissing
+    from charrnn.sweep.ray_setup import SweepError as SweepError
+    from charrnn.sweep.ray_setup import require_ray as require_ray
     from charrnn.sweep.run import run_sweep as run_sweep
+    from charrnn.sweep.settings import SweepEvent as SweepEvent
+    from charrnn.sweep.settings import SweepProgress as SweepProgress
+    from charrnn.sweep.settings import SweepResult as SweepResult
+    from charrnn.sweep.settings import SweepSettings as SweepSettings
     from charrnn.sweep.space import Dimension as Dimension
     from charrnn.sweep.space import parse_dimension as parse_dimension
     from charrnn.sweep.space import parse_space as parse_space

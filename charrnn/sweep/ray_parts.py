@@ -23,11 +23,11 @@ from charrnn.model import checkpoint
 from charrnn.sweep.layout import FAILED, FINISHED, STOPPED, TRIAL_FILES
 
 if TYPE_CHECKING:
-    from charrnn.sweep.run import _Bookkeeper
+    from charrnn.sweep.book import Bookkeeper
 
-# The driver's bookkeeper while a sweep runs (see run.py). The callback Tune pickles into its
+# The driver's bookkeeper while a sweep runs (see book.py). The callback Tune pickles into its
 # experiment state holds nothing, so a restored sweep reports to the bookkeeper of the new run.
-ACTIVE: _Bookkeeper | None = None
+ACTIVE: Bookkeeper | None = None
 
 
 def trial_name(trial) -> str:

@@ -1,5 +1,6 @@
 """Training: its settings (config), the batches of a text (batches), the optimizers (optim),
-validation (evaluate), and the loop that runs them and saves checkpoints (loop).
+validation (evaluate), a run opened and stepped (run), what it writes (saving), its progress
+events (progress), and the loop that drives them (loop).
 
 `charrnn.training.train(text_path, out_dir, overrides={...}, budget=Budget(minutes=10))` is the call
 to use; names are imported when first used, so that reading a config does not compile the kernels.
