@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--repo", default=str(REPO), help="the checkout whose charrnn is timed")
     parser.add_argument("--browser", action="store_true", help="also time the Analyse view in headless Chromium")
+    parser.add_argument("--browser-only", action="store_true", help="time only the Analyse view")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(args.repo).resolve()))
     import charrnn
@@ -121,8 +122,9 @@ def main() -> None:
         f"{len(text):,} characters; load average {os.getloadavg()[0]:.2f} "
         f"(taken on a shared machine: other processes may be running)"
     )
-    library_rates(model, text, args.repeats)
-    if args.browser:
+    if not args.browser_only:
+        library_rates(model, text, args.repeats)
+    if args.browser or args.browser_only:
         browser_rates(args.model, text, args.repeats, Path(args.repo).resolve())
 
 
