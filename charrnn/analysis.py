@@ -1,10 +1,10 @@
 """Inside a model on a text: per-character surprisal, the model's guesses, and its units' activations.
 
 Everything is measured the way `charrnn eval` measures it (charrnn.training.evaluate): batch 1, the state
-carried from the first character to the last, no dropout; the forward pass is the training kernels'
-(charrnn.kernels.window) over windows of SCORE_CHUNK characters, which keep every step's states
-(eval's faster scoring pass keeps only the last), so the bits agree with eval's to rounding (about
-1e-6). Row t of a result is character t of the text:
+carried from the first character to the last, no dropout, by the same pass, the sampler's scoring pass
+(charrnn.sampling.batch.BatchSampler.score), asked to keep each step's logits and states as well, over
+windows of SCORE_CHUNK characters: so each character's bits are eval's, to the last bit. Row t of a
+result is character t of the text:
 - bits[t] = -log2 p(text[t] | text[:t]), the surprisal (NaN for t = 0: the first character is only
   read, as in eval), so the mean of bits[1:] is eval's bits per character;
 - the top-k guesses for position t (what the model expected there, before reading text[t]);
@@ -26,7 +26,7 @@ import numpy as np
 from charrnn.errors import InputError
 
 LN2 = math.log(2.0)
-SCORE_CHUNK = 256  # characters per forward call (the state carried from call to call)
+SCORE_CHUNK = 256  # characters per scoring call (the state carried from call to call)
 PREVIEW_WIDTH = 60  # characters of text in find_units' preview window
 
 
@@ -116,43 +116,77 @@ def check_top(top, vocab_size: int) -> int:
 # The forward pass, window by window
 
 
-class Scorer:
-    """A model's forward pass over a text as eval runs it (batch 1, windows of SCORE_CHUNK, the
-    state carried), keeping what eval throws away: each step's distribution and states. One call
-    at a time per Scorer (it owns the kernels' buffers)."""
+@dataclass(frozen=True)
+class Window:
+    """Steps [start, start + T) of a Scorer's pass, step t reading ids[t]; after each step:
+    log_probs (T,) float64, the natural log of the probability of the next character (the last
+    step of the text has none: its entry is meaningless), as eval sums them; logits (T, vocab)
+    float32, h V + b_y, or None; states (T, L, K, H) float32, every layer's state, or None."""
 
-    def __init__(self, model):
+    start: int
+    T: int
+    log_probs: np.ndarray
+    logits: np.ndarray | None
+    states: np.ndarray | None
+
+    def log_softmax(self, rows: int) -> np.ndarray:
+        """(rows, vocab) float64: the log-probabilities of every next character after the first
+        `rows` steps."""
+        assert self.logits is not None
+        z = self.logits[:rows].astype(np.float64)
+        peak = z.max(axis=1, keepdims=True)
+        return z - (peak + np.log(np.exp(z - peak).sum(axis=1, keepdims=True)))
+
+
+class Scorer:
+    """A model's forward pass over a text as eval runs it (batch 1, the state carried from the
+    first character to the last, no dropout): the sampler's scoring pass (BatchSampler.score, on
+    the threads it would use), asked to keep what eval throws away: each step's logits and
+    states. Windows of SCORE_CHUNK characters bound the memory they take; each call of `windows`
+    starts from a zero state of its own."""
+
+    def __init__(self, model, threads: int | None = None):
+        from charrnn.sampling.batch import BatchSampler  # late: it loads the compiled sampler
+
         self.model = model
         self.spec = model.spec
         params = model.params
-        self.params = params if params.dtype == np.float32 else params.astype(np.float32)
-        from charrnn.kernels.window import Kernels  # late: it compiles or loads the kernels
+        params = params if params.dtype == np.float32 else params.astype(np.float32)
+        self.sampler = BatchSampler(params, model.vocab, threads=threads)
 
-        self.kernels = Kernels(self.spec, 1, SCORE_CHUNK, np.float32, threads=1)  # batch 1, no dropout
-        self.V = np.ascontiguousarray(self.params.V)  # (H, vocab)
-        self.b_y = np.ascontiguousarray(self.params.b_y)  # (vocab,)
-
-    def windows(self, ids: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(start, T, logp): the window reading ids[start:start + T]; logp (T, vocab) float64 the
-        log-probabilities of the next character after each step. After each yield,
-        `self.kernels.layer_states(layer, T)` holds that window's states (until the next one)."""
-        ids = np.ascontiguousarray(ids, dtype=np.int32)
+    def windows(self, ids: np.ndarray, *, logits: bool = True, states: bool = False) -> Iterator[Window]:
+        """The Windows reading ids[start:start + T], start = 0, SCORE_CHUNK, ... (see Window);
+        `logits` and `states` say whether each one keeps its logits and its states."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = ids.size
         if n < 1:
             raise InputError("nothing to score")
-        targets = np.zeros(n, dtype=np.int32)  # the next character (the last step's is unused)
+        if ids.min() < 0 or ids.max() >= self.spec.vocab_size:
+            raise InputError("character ids outside the vocabulary")
+        targets = np.zeros(n, dtype=np.int64)  # the next character (the last step's is unused)
         targets[:-1] = ids[1:]
-        state = np.zeros(self.spec.state_shape(1), dtype=np.float32)  # (1, L, K, H)
-        last = self.spec.layers - 1
+        sampler = self.sampler
+        state = sampler.new_states(1)  # (1, L, K, H)
         for start in range(0, n, SCORE_CHUNK):
             T = min(SCORE_CHUNK, n - start)
-            self.kernels.loss(self.params, ids[None, start : start + T], targets[None, start : start + T], state)
-            state[...] = self.kernels.state_last
-            h, _ = self.kernels.layer_states(last, T)  # (T, 1, H)
-            logits = (h[:, 0, :] @ self.V + self.b_y).astype(np.float64)  # (T, vocab)
-            peak = logits.max(axis=1, keepdims=True)
-            logp = logits - (peak + np.log(np.exp(logits - peak).sum(axis=1, keepdims=True)))
-            yield start, T, logp
+            log_probs = np.empty((1, T))  # (1, T) float64
+            kept_logits = np.empty((1, T, self.spec.vocab_size), dtype=np.float32) if logits else None
+            record = np.empty((1, T, *state.shape[1:]), dtype=np.float32) if states else None  # (1, T, L, K, H)
+            sampler.score(
+                state,
+                np.ascontiguousarray(ids[None, start : start + T]),
+                np.ascontiguousarray(targets[None, start : start + T]),
+                log_probs,
+                logits=kept_logits,
+                record=record,
+            )
+            yield Window(
+                start,
+                T,
+                log_probs[0],
+                None if kept_logits is None else kept_logits[0],
+                None if record is None else record[0],
+            )
 
 
 @dataclass
@@ -200,23 +234,23 @@ def score_ids(
         if spec.cell == "lstm":
             c_out = np.zeros((n, len(chosen)), dtype=np.float32)
     index = np.array(chosen, dtype=np.int64)
-    for start, T, logp in scorer.windows(ids):
+    for window in scorer.windows(ids, logits=top > 0, states=layer is not None):
+        start, T = window.start, window.T
         rows = min(T, n - 1 - start)  # the steps that predict a character of the text
         if rows > 0:
-            targets = ids[start + 1 : start + 1 + rows]
-            bits[start + 1 : start + 1 + rows] = -logp[np.arange(rows), targets] / LN2
+            bits[start + 1 : start + 1 + rows] = window.log_probs[:rows] / -LN2
             if top:
-                best = np.argpartition(-logp[:rows], top - 1, axis=1)[:, :top]  # (rows, k)
-                best_logp = np.take_along_axis(logp[:rows], best, axis=1)
+                logp = window.log_softmax(rows)  # (rows, vocab)
+                best = np.argpartition(-logp, top - 1, axis=1)[:, :top]  # (rows, k)
+                best_logp = np.take_along_axis(logp, best, axis=1)
                 order = np.argsort(-best_logp, axis=1, kind="stable")
                 top_ids[start + 1 : start + 1 + rows] = np.take_along_axis(best, order, axis=1)
                 top_probs[start + 1 : start + 1 + rows] = np.exp(np.take_along_axis(best_logp, order, axis=1))
-        if layer is not None:
-            h, c = scorer.kernels.layer_states(layer, T)
-            assert h_out is not None
-            h_out[start : start + T] = h[:, 0, index]
+        if h_out is not None:
+            assert window.states is not None
+            h_out[start : start + T] = window.states[:, layer, 0][:, index]
             if c_out is not None:
-                c_out[start : start + T] = c[:, 0, index]
+                c_out[start : start + T] = window.states[:, layer, spec.state_kinds - 1][:, index]
     return Score(text, ids, bits, top_ids, top_probs, dict(skipped or {}), layer, chosen, h_out, c_out)
 
 
@@ -338,18 +372,16 @@ def find_units(scorer: Scorer, text: str, ids: np.ndarray, prop: str, count: int
     w0, w1 = preview_window(values)
     window = np.zeros((w1 - w0, L, K, H), dtype=np.float32)
     n = ids.size
-    for start, T, _ in scorer.windows(ids):
-        part = centred[start : start + T]
+    for step in scorer.windows(ids, logits=False, states=True):
+        start, T = step.start, step.T
+        assert step.states is not None
+        a = step.states.reshape(T, L * K * H).astype(np.float64)  # (T, L*K*H)
+        sums += a.sum(axis=0).reshape(L, K, H)
+        squares += np.einsum("tu,tu->u", a, a).reshape(L, K, H)
+        cross += (centred[start : start + T] @ a).reshape(L, K, H)
         lo, hi = max(w0, start), min(w1, start + T)
-        for layer in range(L):
-            states = scorer.kernels.layer_states(layer, T)
-            for k in range(K):
-                a = states[k][:, 0, :].astype(np.float64)  # (T, H)
-                sums[layer, k] += a.sum(axis=0)
-                squares[layer, k] += np.einsum("th,th->h", a, a)
-                cross[layer, k] += part @ a
-                if lo < hi:
-                    window[lo - w0 : hi - w0, layer, k] = states[k][lo - start : hi - start, 0, :]
+        if lo < hi:
+            window[lo - w0 : hi - w0] = step.states[lo - start : hi - start]
     variance = squares - sums * sums / n
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(variance > 1e-12 * n, cross / (np.sqrt(np.maximum(variance, 0.0)) * spread), 0.0)

@@ -424,6 +424,76 @@ def _wait(counters, me, epoch):
     return cycles
 
 
+@njit(cache=True, nogil=True)
+def _meet(team, counters, me, clock):
+    """The threads' barrier where each part runs on a thread of its own (`team`), else nothing.
+    clock (2,) int64: the barriers passed so far, and the cycles this thread waited at them
+    (_wait: the first one left out)."""
+    if team:
+        clock[0] += 1
+        clock[1] += _wait(counters, me, clock[0])
+
+
+@njit(cache=True, nogil=True)
+def _stream_rows(me, parts, n, split):
+    """(owner (n,) int64, r0, r1): the thread that draws or scores each stream, and this thread's
+    streams [r0, r1): its share where `split`, else all of them."""
+    owner = np.full(n, me, dtype=np.int64)
+    r0, r1 = 0, n
+    if split:
+        for q in range(parts):
+            owner[q * n // parts : (q + 1) * n // parts] = q
+        r0, r1 = me * n // parts, (me + 1) * n // parts
+    return owner, r0, r1
+
+
+@njit(cache=True, nogil=True)
+def _draw_rows(s, me, split, r0, r1, shared_logits, options, row_logits, probabilities, drawn, out_ids):
+    """Streams [r0, r1)'s character of step s, drawn from their whole logits (the parts' shares
+    in shared_logits (parts, n, Cp)) into drawn[me] and, by their owner, out_ids[:, s]. options:
+    (uniforms (n, steps), inv_temperature, top_k, top_p, greedy), see draw_one."""
+    uniforms, inv_temperature, top_k, top_p, greedy = options
+    for r in range(r0, r1):
+        _row_logits(shared_logits, r, row_logits)
+        drawn[me, r] = draw_one(
+            row_logits, uniforms[r, s], inv_temperature[r], top_k[r], top_p[r], greedy[r], probabilities
+        )
+        if split or me == 0:
+            out_ids[r, s] = drawn[me, r]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _read_step(first, last, weights, layout, cell, packed, cur, nxt, ids, scratch, team, counters, me, clock):
+    """Parts [first, last) of every layer's new state nxt from cur, each stream reading ids[r]:
+    layer by layer, the threads meeting after each (the next layer needs all of h). scratch:
+    (ax, ah, x_rows), see _layer_step."""
+    ax, ah, x_rows = scratch
+    hp = cur.shape[3] // weights.shape[0]
+    for layer in range(cur.shape[1]):
+        for p in range(first, last):
+            _layer_step(weights[p], layout, layer, cell, packed, hp, p * hp, cur, nxt, ids, ax, ah, x_rows)
+        _meet(team, counters, me, clock)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _score_rows(s, r0, r1, vocab_size, shared_logits, row_logits, targets, log_probs, record_logits):
+    """Streams [r0, r1) after step s: log_probs[r, s] the natural log of the probability of
+    targets[r, s] (log_prob), and where record_logits (n, steps, vocab) float32 is on (steps > 0),
+    the whole row of logits in record_logits[r, s]."""
+    recording = record_logits.shape[1] > 0
+    for r in range(r0, r1):
+        _row_logits(shared_logits, r, row_logits)
+        log_probs[r, s] = log_prob(row_logits, targets[r, s], vocab_size)
+        if recording:
+            record_logits[r, s] = row_logits[:vocab_size]
+
+
+@njit(cache=True, nogil=True)
+def _record_units(lo, hi, cur, record):
+    """Units [lo, hi) of every stream's state cur (n, L, K, H) into record (n, L, K, H)."""
+    record[:, :, :, lo:hi] = cur[:, :, :, lo:hi]
+
+
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def run_parts(
     first,
@@ -444,6 +514,8 @@ def run_parts(
     out_ids,
     targets,
     log_probs,
+    record_logits,
+    record_states,
     shared_logits,
     drawn,
     counters,
@@ -458,7 +530,10 @@ def run_parts(
     options ((n,) arrays) by one thread (by every thread, for a lone stream), written to out_ids
     (n, steps), and fed in. Reading (uniforms (n, 0)): forced (n, steps) are fed in; scoring
     (targets (n, steps) int64 beside them, else (n, 0)): after each character is read, the log
-    probability (natural log, float64) of targets[r, s] is written to log_probs[r, s].
+    probability (natural log, float64) of targets[r, s] is written to log_probs[r, s], and, where
+    record_logits (n, steps, vocab) float32 is on (else (n, 0, vocab)), its whole row of logits.
+    record_states (n, steps, L, K, H) float32 (else (n, 0, L, K, H)): every stream's state after
+    each step, each part writing its own units once the last layer's barrier has passed.
     spare (n, L, K, H) is the second state array; shared_logits (parts, n, Cp) float32,
     drawn (parts, n) int64 and counters (parts * COUNTER_STRIDE,) int64, zeroed, are shared.
     Returns the share of its time this thread spent waiting at barriers, the first one (where
@@ -466,70 +541,50 @@ def run_parts(
     parts = weights.shape[0]
     team = last - first < parts  # threads meet at barriers
     me = first
-    n, layers, _, hidden = states.shape
-    vocab_size = b_y.shape[0]
+    n, _, _, hidden = states.shape
     hp = hidden // parts
-    width = (layout[0, 1] - layout[0, 0]) // vocab_size  # G*Hp: U.0 is (vocab, G*Hp)
+    width = (layout[0, 1] - layout[0, 0]) // b_y.shape[0]  # G*Hp: U.0 is (vocab, G*Hp)
     drawing = uniforms.shape[1] > 0
     steps = uniforms.shape[1] if drawing else forced.shape[1]
     scoring = not drawing and targets.shape[1] > 0
+    recording = record_states.shape[1] > 0
     split = (drawing or scoring) and team and n >= SPLIT_DRAWS_FROM
-    owner = np.full(n, me, dtype=np.int64)  # (n,) which thread draws a row
-    if split:
-        for q in range(parts):
-            owner[q * n // parts : (q + 1) * n // parts] = q
-    r0 = me * n // parts if split else 0
-    r1 = (me + 1) * n // parts if split else n
-    columns = shared_logits.shape[2]  # Cp
-    ax = np.empty((n, width), dtype=np.float32)  # (n, G*Hp)
-    ah = np.empty((n, width), dtype=np.float32)
-    x_rows = np.empty((n, hidden), dtype=np.float32)  # (n, H)
-    row_logits = np.empty(parts * columns, dtype=np.float32)  # (C,) one stream's, whole
-    probabilities = np.empty(vocab_size, dtype=np.float64)  # (vocab,)
+    owner, r0, r1 = _stream_rows(me, parts, n, split)
+    scratch = (
+        np.empty((n, width), dtype=np.float32),  # ax (n, G*Hp)
+        np.empty((n, width), dtype=np.float32),  # ah
+        np.empty((n, hidden), dtype=np.float32),  # x_rows (n, H)
+    )
+    x_rows = scratch[2]
+    row_logits = np.empty(parts * shared_logits.shape[2], dtype=np.float32)  # (C,) one stream's, whole
+    probabilities = np.empty(b_y.shape[0], dtype=np.float64)  # (vocab,)
+    options = (uniforms, inv_temperature, top_k, top_p, greedy)
     ids = np.empty(n, dtype=np.int64)  # (n,)
-    epoch = 0
-    waited = 0  # cycles at barriers, after the first
+    clock = np.zeros(2, dtype=np.int64)  # barriers passed, cycles waited after the first
     cur, nxt = states, spare
     for s in range(steps):
         if drawing:
             _parts_logits(first, last, weights, layout, b_y, packed, cur, x_rows, shared_logits)
-            if team:
-                epoch += 1
-                waited += _wait(counters, me, epoch)
-            for r in range(r0, r1):
-                _row_logits(shared_logits, r, row_logits)
-                drawn[me, r] = draw_one(
-                    row_logits, uniforms[r, s], inv_temperature[r], top_k[r], top_p[r], greedy[r], probabilities
-                )
-                if split or me == 0:
-                    out_ids[r, s] = drawn[me, r]
-            if split:
-                epoch += 1
-                waited += _wait(counters, me, epoch)
+            _meet(team, counters, me, clock)
+            _draw_rows(s, me, split, r0, r1, shared_logits, options, row_logits, probabilities, drawn, out_ids)
+            _meet(split, counters, me, clock)
             for r in range(n):
                 ids[r] = drawn[owner[r], r]
         else:
             for r in range(n):
                 ids[r] = forced[r, s]
-        for layer in range(layers):
-            for p in range(first, last):
-                _layer_step(weights[p], layout, layer, cell, packed, hp, p * hp, cur, nxt, ids, ax, ah, x_rows)
-            if team:
-                epoch += 1
-                waited += _wait(counters, me, epoch)
+        _read_step(first, last, weights, layout, cell, packed, cur, nxt, ids, scratch, team, counters, me, clock)
         cur, nxt = nxt, cur
+        if recording:
+            _record_units(first * hp, last * hp, cur, record_states[:, s])
         if scoring:
             _parts_logits(first, last, weights, layout, b_y, packed, cur, x_rows, shared_logits)
-            if team:
-                epoch += 1
-                waited += _wait(counters, me, epoch)
+            _meet(team, counters, me, clock)
             if split or me == 0:
-                for r in range(r0, r1):
-                    _row_logits(shared_logits, r, row_logits)
-                    log_probs[r, s] = log_prob(row_logits, targets[r, s], vocab_size)
+                _score_rows(s, r0, r1, b_y.shape[0], shared_logits, row_logits, targets, log_probs, record_logits)
     if steps % 2:  # the last state is in spare: these parts' units
         lo, hi = first * hp, last * hp
         states[:, :, :, lo:hi] = spare[:, :, :, lo:hi]
-    if epoch <= 1:
+    if clock[0] <= 1:
         return 0.0
-    return waited / max(cycle_counter() - counters[me * COUNTER_STRIDE + 1], 1)
+    return clock[1] / max(cycle_counter() - counters[me * COUNTER_STRIDE + 1], 1)

@@ -290,18 +290,3 @@ class Kernels:
             )
 
         return self._run_chunks(run_chunk) / inputs.size
-
-    def layer_states(self, layer: int, T: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """After `loss` (or `loss_and_grad`, before dropout) of a T-step window on one chunk:
-        layer `layer`'s h_1 .. h_T as a (T, batch, H) view of the kernels' buffers, and c_1 ..
-        c_T likewise for lstm (else None). The next call overwrites them (charrnn.analysis)."""
-        if self.n_chunks != 1:
-            raise ValueError("layer_states needs kernels with one chunk (threads=1)")
-        if not 0 <= layer < self.spec.layers or not 1 <= T <= self.seq_length:
-            raise ValueError(f"layer {layer} or T {T} out of range")
-        rows, H = self.batch_size, self.spec.hidden
-        h = self._hs[0, layer, rows * H : (T + 1) * rows * H].reshape((T, rows, H))
-        c = None
-        if self.spec.cell == "lstm":
-            c = self._cs[0, layer, rows * H : (T + 1) * rows * H].reshape((T, rows, H))
-        return h, c

@@ -121,19 +121,26 @@ class BatchSampler:
         out_ids,
         targets=None,
         log_probs=None,
+        logits=None,
+        record=None,
     ) -> tuple:
         """run_parts's arguments after `first, last` (charrnn.kernels.sampler), for the model
-        in `parts` parts, with fresh shared buffers."""
+        in `parts` parts, with fresh shared buffers; what is not asked for (targets, logits,
+        record: None) is passed empty along its steps' axis, so one compiled kernel serves all."""
         weights, layout = self._weights(parts)
-        n = states.shape[0]
+        n, layers, kinds, hidden = states.shape
         if targets is None:
             targets = np.zeros((n, 0), dtype=np.int64)  # not scoring
             log_probs = np.zeros((n, 0))
+        if logits is None:
+            logits = np.zeros((n, 0, self.spec.vocab_size), dtype=np.float32)  # (n, 0, vocab)
+        if record is None:
+            record = np.zeros((n, 0, layers, kinds, hidden), dtype=np.float32)  # (n, 0, L, K, H)
         spare = np.empty_like(states)  # (n, L, K, H)
         drawn = np.zeros((parts, n), dtype=np.int64)  # (parts, n)
         _, a, b, c = layout[-1]  # V's part
         columns = int(a * c if self._packed else b)
-        logits = np.zeros((parts, n, columns), dtype=np.float32)  # (parts, n, Cp)
+        shared_logits = np.zeros((parts, n, columns), dtype=np.float32)  # (parts, n, Cp)
         counters = np.zeros(parts * COUNTER_STRIDE, dtype=np.int64)
         return (
             weights,
@@ -153,17 +160,18 @@ class BatchSampler:
             targets,
             log_probs,
             logits,
+            record,
+            shared_logits,
             drawn,
             counters,
         )
 
-    def _run(
-        self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, targets=None, log_probs=None
-    ):
+    def _run(self, states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, *scoring):
         """run_parts over `states` in place: the parts on threads of their own, or the model in
         one part on this thread (a small model, or for a while after the threads kept waiting for
-        each other: another process was using a core). Same bits either way."""
-        options = (states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, targets, log_probs)
+        each other: another process was using a core). Same bits either way. scoring: where the
+        pass scores, (targets, log_probs, logits, record) as _arguments takes them."""
+        options = (states, forced, uniforms, inv_temperature, top_k, top_p, greedy, out_ids, *scoring)
         n = states.shape[0]
         work = n * self.spec.layers * self.spec.gates * self.spec.hidden**2
         if self.parts == 1 or time.monotonic() < self._alone_until or (work < TEAM_MIN_WORK and not self._always_team):
@@ -205,11 +213,32 @@ class BatchSampler:
             np.zeros((1, 0), dtype=np.int64),
         )
 
-    def score(self, states: np.ndarray, inputs: np.ndarray, targets: np.ndarray, log_probs: np.ndarray) -> None:
+    def score(
+        self,
+        states: np.ndarray,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        log_probs: np.ndarray,
+        *,
+        logits: np.ndarray | None = None,
+        record: np.ndarray | None = None,
+    ) -> None:
         """Read inputs (n, k) int64 into every stream of `states` (n, L, K, H), in place, and after
         each character write the natural log of the probability of targets (n, k) int64 into
-        log_probs (n, k) float64. Ids are used as given: check them first (0 <= id < vocab)."""
-        n = states.shape[0]
+        log_probs (n, k) float64. Ids are used as given: check them first (0 <= id < vocab).
+        Optionally, after each character: logits (n, k, vocab) float32 gets the whole row of
+        logits (h V + b_y, before the softmax), record (n, k, L, K, H) float32 every layer's
+        state. Both C-contiguous, with these dtypes and shapes (InputError otherwise)."""
+        n, steps = inputs.shape
+        wanted = {
+            "logits": (logits, (n, steps, self.spec.vocab_size)),
+            "record": (record, (n, steps, *states.shape[1:])),
+        }
+        for name, (array, shape) in wanted.items():
+            if array is not None and (
+                array.dtype != np.float32 or array.shape != shape or not array.flags.c_contiguous
+            ):
+                raise InputError(f"{name} must be a C-contiguous float32 array of shape {shape}")
         nothing = np.zeros((n, 0))
         self._run(
             states,
@@ -222,6 +251,8 @@ class BatchSampler:
             np.zeros((n, 0), dtype=np.int64),
             targets,
             log_probs,
+            logits,
+            record,
         )
 
     def draw(self, states, uniforms, inv_temperature, top_k, top_p, greedy, out_ids) -> None:

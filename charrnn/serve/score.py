@@ -108,7 +108,7 @@ def check_score(data: dict, served, limits, api_error) -> dict:
 
 class Scorers:
     """One charrnn.analysis.Scorer per model, made when first asked for; a model scores one
-    text at a time (its Scorer owns the kernels' buffers), others wait their turn."""
+    text at a time (its pass takes the sampler's threads), others wait their turn."""
 
     def __init__(self) -> None:
         self._scorers: dict = {}
