@@ -38,7 +38,7 @@ RANKS = {
     "model": 1,
     "corpus": 2,
     "kernels": 2,
-    "analysis": 5,  # scores on the sampler's pass
+    "analysis": 4.5,  # scores on the sampler's pass; serve and cli read it
     "training": 3,
     "sampling": 4,
     "export": 4,
