@@ -131,3 +131,29 @@ def test_seeded_generation_and_the_controls(browser, site):
     # nothing but the page itself was asked for
     assert server.requests == ["/lstm-2-8.html"]
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+
+def test_draw_order_is_the_comparator_sorts_on_ties(browser, site):
+    """draw() sorts the probabilities by an insertion sort starting from the previous character's
+    order: it must give the order of the comparator sort it replaced (most likely first, ties by
+    index), whatever order it starts from, so that a seed draws the same characters."""
+    base, models, _ = site
+    open_page(browser, base, "lstm-2-8")
+    n = len(models["lstm-2-8"].vocab.chars)
+    rng = np.random.default_rng(3)
+    cases = [
+        [0.5] * n,
+        list(np.linspace(0, 1, n)),
+        list(np.linspace(1, 0, n)),
+        [0.0] * (n // 2) + [1.0] * (n - n // 2),
+    ]
+    cases += [list(rng.choice([0.0, 0.1, 0.3, 1.0], size=n)) for _ in range(20)]
+    cases += [list(rng.random(n)) for _ in range(5)]
+    for p in cases:  # one after another: each sort starts from the order the one before left
+        ours = browser.execute_script("return window.charrnn._order(arguments[0])", p)
+        comparator = browser.execute_script(
+            "const p = arguments[0];"
+            "return Array.from({length: p.length}, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);",
+            p,
+        )
+        assert ours == comparator == sorted(range(n), key=lambda i: (-p[i], i)), p

@@ -30,6 +30,7 @@
   for (let l = 0; l < L; l++) { hAt.push(take(H)); cAt.push(take(H)); }
   const NVP = NV + ((4 - NV % 4) % 4);             // the output's columns, padded for SIMD
   const axAt = take(GH), ahAt = take(GH), logitsAt = take(NVP), vAt = take(H * NVP);
+  const inAt = take(NV * GH);                       // layer 0's input rows with its bias added
   const memory = new WebAssembly.Memory({ initial: Math.ceil(4 * floats / 65536) + 1 });
   const bytes = new Uint8Array(memory.buffer);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -40,6 +41,10 @@
   const logitsP = F.subarray(logitsAt, logitsAt + NVP), logits = logitsP.subarray(0, NV);
   for (let i = 0; i < H; i++) {                     // V again, each row padded to NVP columns
     for (let j = 0; j < NV; j++) F[vAt + i * NVP + j] = P[offV + i * NV + j];
+  }
+  // F[inAt + id*GH + j] = b.0[j] + U.0[id, j], rounded to float32 as the step did it per character
+  for (let id = 0; id < NV; id++) {
+    for (let j = 0; j < GH; j++) F[inAt + id * GH + j] = P[off.b[0] + j] + P[off.U[0] + id * GH + j];
   }
   let wasm = null, wasm8 = null;
   let engine = "js";
@@ -92,11 +97,10 @@
   // Read one character (its id): every layer's state moves on.
   function step(id) {
     for (let l = 0; l < L; l++) {
-      for (let j = 0; j < GH; j++) ax[j] = P[off.b[l] + j];
       if (l === 0) {
-        const row = off.U[0] + id * GH;
-        for (let j = 0; j < GH; j++) ax[j] += P[row + j];
+        ax.set(F.subarray(inAt + id * GH, inAt + (id + 1) * GH));
       } else {
+        ax.set(F.subarray(off.b[l], off.b[l] + GH));
         mv(h[l - 1], H, off.U[l], GH, ax);
       }
       const hl = h[l], cl = c[l];
@@ -127,7 +131,7 @@
 
   // The logits of the next character, from the top layer's state.
   function output() {
-    for (let j = 0; j < NV; j++) logits[j] = P[offBy + j];
+    logits.set(F.subarray(offBy, offBy + NV));
     mv(h[L - 1], H, vAt, NVP, logitsP);
     return logits;
   }
@@ -173,14 +177,31 @@
   }
 
   const probs = new Float64Array(NV);
-  const order = Array.from({ length: NV }, (_, i) => i);
+  const order = Int32Array.from({ length: NV }, (_, i) => i);
+  // order: most likely first, ties by index (the order the comparator sort
+  // (a, b) => probs[b] - probs[a] || a - b gave). An insertion sort starting from the previous
+  // character's order, which is mostly right already; the order is total, so the result is the
+  // same whatever it starts from.
+  function sortOrder() {
+    for (let k = 1; k < NV; k++) {
+      const a = order[k], pa = probs[a];
+      let m = k - 1;
+      while (m >= 0) {
+        const b = order[m], pb = probs[b];
+        if (pb > pa || (pb === pa && b < a)) break;
+        order[m + 1] = b;
+        m--;
+      }
+      order[m + 1] = a;
+    }
+  }
   // One character from logits: softmax at the temperature, cut to the top_k most likely, then to
   // the smallest most likely set whose mass reaches top_p of what is left; inverse CDF.
   function draw(z, temperature, topK, topP, u) {
     let m = -Infinity;
     for (let j = 0; j < NV; j++) if (z[j] > m) m = z[j];
     for (let j = 0; j < NV; j++) probs[j] = Math.exp((z[j] - m) / temperature);
-    order.sort((a, b) => probs[b] - probs[a] || a - b);
+    sortOrder();
     let keep = topK > 0 ? Math.min(topK, NV) : NV;
     let total = 0;
     for (let k = 0; k < keep; k++) total += probs[order[k]];
@@ -242,7 +263,9 @@
 
   window.charrnn = { logProbs: logProbs, generate: generate, stop: () => { running = null; },
                      vocab: vocab, info: cfg,
-                     engine: engine };
+                     engine: engine,
+                     // for tests: the order draw() sorts the probabilities p into
+                     _order: (p) => { probs.set(p); sortOrder(); return Array.from(order); } };
 
   // The page's controls.
   const $ = (id) => document.getElementById(id);
