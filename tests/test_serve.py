@@ -75,7 +75,7 @@ def test_generate_gives_the_librarys_text_for_every_cell(live, tiny_dirs, name):
 
 def test_generate_gives_what_charrnn_sample_prints(live, tiny_dirs):
     for name, args, body in [
-        ("shakespeare", [], dict(prime="JULIET:", length=300, seed=5)),
+        ("shakespeare", ["shakespeare"], dict(prime="JULIET:", length=300, seed=5)),
         (
             "tiny-lstm",
             [str(tiny_dirs["tiny-lstm"])],
