@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 CELLS = [("rnn", 1), ("gru", 1), ("lstm", 2)]
@@ -60,10 +61,17 @@ def corpus(length: int = 12_000) -> str:
     return " ".join(out)[:length]
 
 
-def charrnn(*args: str) -> str:
+SECONDS: dict[str, dict[str, float]] = {}  # cell -> command -> wall seconds (not compared)
+
+
+def charrnn(*args: str, cell: str = "", step: str = "") -> str:
+    start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"charrnn {' '.join(args)} failed:\n{done.stderr}")
+    SECONDS.setdefault(cell, {})[step] = round(seconds, 1)
+    print(f"{cell} {step}: {seconds:.1f} s", file=sys.stderr, flush=True)  # progress: slow under emulation
     return done.stdout
 
 
@@ -96,12 +104,16 @@ def run(out: Path) -> dict:
             "3",
             "--force",
             *common,
+            cell=cell,
+            step="train 3 steps",
         )
         first = json.loads((model / "meta.json").read_text()).get("best_val_bpc")
-        charrnn("train", "--out", str(model), "--resume", "--steps", "5", *common)
+        charrnn("train", "--out", str(model), "--resume", "--steps", "5", *common, cell=cell, step="resume to 5")
         resumed = json.loads((model / "meta.json").read_text()).get("best_val_bpc")
-        sampled = charrnn("sample", str(model), "--prime", "RO", "--length", "40", "--seed", "1")
-        evaluated = json.loads(charrnn("eval", str(model), str(text), "--json"))
+        sampled = charrnn(
+            "sample", str(model), "--prime", "RO", "--length", "40", "--seed", "1", cell=cell, step="sample"
+        )
+        evaluated = json.loads(charrnn("eval", str(model), str(text), "--json", cell=cell, step="eval"))
         results[cell] = {
             "val_bpc_3_steps": first,
             "val_bpc_resumed_5_steps": resumed,
@@ -167,6 +179,7 @@ def main() -> None:
                 "numpy": numpy.__version__,
                 "numba": numba.__version__,
                 "results": results,
+                "seconds": SECONDS,
             },
             indent=1,
         )
