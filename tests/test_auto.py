@@ -171,6 +171,8 @@ def test_an_automatic_run_resumes_bit_for_bit(text_file, tmp_path, monkeypatch):
     import charrnn.training.progress as progress
 
     monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)  # a step event after every step
+    # A small LSTM as the only candidate: the choice, with its dropout by the epochs, stays automatic.
+    monkeypatch.setattr(auto, "CANDIDATES", (auto.Candidate("lstm", 2, 24, 0),))
     small = {"seq_length": 64, "batch_size": 8, "eval_every": 10}  # > 2 epochs of the text: dropout
 
     def interrupt_at(step):
