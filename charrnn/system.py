@@ -2,7 +2,7 @@
 cell takes, the BLAS library, versions and cores (`charrnn info --system`).
 
 Nothing here compiles a kernel: the choices are read from the same constants and functions the
-kernels use (charrnn.kernels.stepgemm.AVX512, charrnn.kernels.sampler.packs, the BLAS binding).
+kernels use (charrnn.kernels.stepgemm.AVX512, charrnn.kernels.parts.packs, the BLAS binding).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def kernel_paths() -> dict:
     from numba.core import config
 
     from charrnn.kernels import blas, stepgemm
-    from charrnn.kernels.sampler import packs
+    from charrnn.kernels.parts import packs
     from charrnn.model.spec import ModelSpec
 
     gemm = (
@@ -196,7 +196,7 @@ def describe_system() -> dict:
     import numpy as np
 
     from charrnn import __version__
-    from charrnn.kernels.sampler import l2_cache_bytes
+    from charrnn.kernels.parts import l2_cache_bytes
     from charrnn.kernels.threads import usable_cores
     from charrnn.sampling import default_threads
 

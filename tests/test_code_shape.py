@@ -17,9 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
-LONG_MODULES: dict[str, str] = {
-    "kernels/sampler.py": "the sampler's Numba kernels: their speed is measured on a quiet machine only",
-}
+LONG_MODULES: dict[str, str] = {}
 LONG_FUNCTIONS: dict[str, str] = {
     "kernels/chunk.py:chunk_loss_and_grad": "a Numba kernel: its speed is measured on a quiet machine only",
     "kernels/sampler.py:run_parts": "a Numba kernel: its speed is measured on a quiet machine only",

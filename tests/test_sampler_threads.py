@@ -13,7 +13,8 @@ from numba import njit
 
 from charrnn.kernels import stepgemm
 from charrnn.kernels.layout import GRU, LSTM, RNN
-from charrnn.kernels.sampler import _add_rows_times, _cells, _wait, part_count
+from charrnn.kernels.parts import part_count
+from charrnn.kernels.sampler import _add_rows_times, _cells, _wait
 from charrnn.kernels.sync import COUNTER_STRIDE, arrive_and_wait, cycle_counter
 from charrnn.kernels.threads import TeamThreads
 from charrnn.model.params import init_params

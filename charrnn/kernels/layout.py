@@ -1,7 +1,7 @@
 """The parameter layout of charrnn.model.spec, as compiled kernels see it: the cells' integer codes and
 views of one layer's arrays, and of the output layer's, in the flat buffer. Every kernel that walks the
 flat buffer (the training window, evaluation) takes its views from here; the sampler cuts the model
-into parts by name instead (charrnn.kernels.sampler.split_weights)."""
+into parts by name instead (charrnn.kernels.parts.split_weights)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ import numpy as np
 from numba.core import config as numba_config
 
 from charrnn.errors import InputError
-from charrnn.kernels.sampler import packs, part_count, run_parts, split_weights
+from charrnn.kernels.parts import packs, part_count, split_weights
+from charrnn.kernels.sampler import run_parts
 from charrnn.kernels.sync import COUNTER_STRIDE
 from charrnn.kernels.threads import TeamThreads, usable_cores
 from charrnn.model.checkpoint import Model
