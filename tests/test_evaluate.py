@@ -9,34 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from charrnn.model.params import init_params
-from charrnn.model.spec import ModelSpec
 from charrnn.model.vocab import Vocab
 from charrnn.sampling import BatchSampler
 from charrnn.training.evaluate import estimate_bpc, estimate_kernels, exact_bpc
 from tests import reference
-
-CHARS = tuple("\n !,.:ORaehilnostw")
-CELL_CASES = [("rnn", 1), ("rnn", 2), ("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)]
-
-
-def make_params(cell, layers, hidden=16, seed=0):
-    rng = np.random.default_rng(seed)
-    params = init_params(ModelSpec(cell, layers, hidden, len(CHARS)), rng, input_scale=1.5)
-    for name in params.names():
-        if params[name].ndim == 1:
-            params[name][...] += rng.normal(0.0, 0.5, size=params[name].shape)
-    return params
-
-
-def text_ids(n, seed=1):
-    """A text with structure (so a warmed-up state matters) as ids."""
-    rng = np.random.default_rng(seed)
-    words = ["Rose", "Olio", "the", "still", "Oh, ", "this: "]
-    text = ""
-    while len(text) < n:
-        text += rng.choice(words) + (".\n" if rng.random() < 0.2 else " ")
-    return Vocab(CHARS).encode(text[:n]).astype(np.int64)
+from tests.model_support import CELL_CASES, CHARS, make_params, text_ids
 
 
 def reference_log_probs(params, ids):
